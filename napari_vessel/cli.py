@@ -1,0 +1,88 @@
+"""The ``napari-vessel`` command line.
+
+Each subcommand lives in its own module in :mod:`napari_vessel.commands` and provides ``NAME``,
+``HELP`` (one line), ``DESCRIPTION`` (a paragraph with an example), ``add_arguments(parser)`` and
+``run(args) -> int``. User mistakes raise :class:`~napari_vessel.errors.InputError`; they are printed
+as one ``error:`` line (no traceback) and the exit code is 2. A cancelled run exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import Cancelled, InputError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = (
+    "info",
+    "demo",
+    "data",
+)
+
+_EPILOG = """\
+examples:
+  napari-vessel demo --out demo_out          segment the built-in sample, write TIFFs and a PNG
+  napari-vessel info stack.tif               what a file holds: shape, dtype, channels, voxel size
+  napari-vessel data --dest ~/vesselnn       download the public VesselNN volumes (hash-checked)
+
+run 'napari-vessel COMMAND --help' for the options of one command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="napari-vessel",
+        description=(
+            "Segment blood vessels in 3D two-photon and confocal microscopy stacks, from the "
+            "command line or in napari (open napari and use Plugins > napari-vessel)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"napari-vessel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"napari_vessel.commands.{name}")
+        cmd = sub.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except InputError as err:
+        print(f"napari-vessel {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"napari-vessel {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print(f"napari-vessel {args.command}: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"napari-vessel {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

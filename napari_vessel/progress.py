@@ -1,0 +1,92 @@
+"""Progress reporting and cancellation for long work, free of any GUI.
+
+Long functions in the core take two optional keyword arguments:
+
+``progress``
+    A callable ``progress(fraction, message)`` with ``fraction`` in [0, 1]. The CLI passes a tqdm
+    adapter (:func:`tqdm_progress`); the napari widgets pass a function that forwards to a
+    thread worker's ``yielded`` signal.
+``cancel``
+    A :class:`CancelToken`. The function calls ``cancel.check()`` between units of work (a batch, a
+    chunk, a training step), which raises :class:`~napari_vessel.errors.Cancelled` once the user has
+    asked to stop. Nothing half-finished is returned or written.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .errors import Cancelled
+
+__all__ = ["Progress", "CancelToken", "Cancelled", "no_progress", "scaled", "tqdm_progress"]
+
+Progress = Callable[[float, str], None]
+
+
+def no_progress(fraction: float, message: str = "") -> None:
+    """A progress callback that does nothing."""
+
+
+class CancelToken:
+    """A thread-safe flag the user sets to stop long work.
+
+    Examples
+    --------
+    >>> token = CancelToken()
+    >>> token.check()  # nothing happens
+    >>> token.cancel()
+    >>> token.cancelled
+    True
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the work to stop at its next check."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the user asked to stop."""
+        if self._event.is_set():
+            raise Cancelled("stopped by the user")
+
+
+def scaled(progress: Progress | None, start: float, stop: float) -> Progress:
+    """Map a sub-task's [0, 1] progress into ``[start, stop]`` of the parent's progress."""
+    if progress is None:
+        return no_progress
+
+    def _inner(fraction: float, message: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        progress(start + (stop - start) * fraction, message)
+
+    return _inner
+
+
+@contextmanager
+def tqdm_progress(description: str, *, disable: bool = False) -> Iterator[Progress]:
+    """Yield a progress callback that drives a tqdm bar (for the command line)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=1000, desc=description, unit="‰", disable=disable, leave=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def _update(fraction: float, message: str = "") -> None:
+        target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
+        if target > bar.n:
+            bar.update(target - bar.n)
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+
+    try:
+        yield _update
+    finally:
+        bar.close()

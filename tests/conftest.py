@@ -1,0 +1,27 @@
+"""Shared fixtures: the real VesselNN volumes (skipped when absent) and small phantoms."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: Where the real annotated volumes live, beside the repository (never inside it).
+VESSELNN_DIR = Path(
+    os.environ.get(
+        "NAPARI_VESSEL_VESSELNN",
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vesselnn",
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def vesselnn_dir() -> Path:
+    """Folder with ``images/`` and ``labels/`` of the six VesselNN volumes, or skip."""
+    if not (VESSELNN_DIR / "images").is_dir():
+        pytest.skip(
+            f"real VesselNN volumes not found at {VESSELNN_DIR}; set NAPARI_VESSEL_VESSELNN or run "
+            "'napari-vessel data --dest DIR' to download them"
+        )
+    return VESSELNN_DIR
