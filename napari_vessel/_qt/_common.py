@@ -1,0 +1,113 @@
+"""Small helpers shared by the dock widgets: notifications, layer naming, running core work.
+
+Widgets never compute on the GUI thread: :func:`start_worker` runs a core function in napari's
+``thread_worker`` with a :class:`~napari_vessel.progress.CancelToken` and a progress callback that
+is forwarded to the main thread through the worker's ``yielded`` signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
+
+from ..errors import Cancelled, InputError
+from ..progress import CancelToken
+
+__all__ = ["notify_error", "show_info", "show_warning", "output_name", "start_worker", "Job"]
+
+
+def notify_error(err: BaseException | str) -> None:
+    """Show a user-facing error as a napari notification (no traceback dialog)."""
+    if isinstance(err, InputError | str):
+        show_error(str(err))
+    else:
+        show_error(f"{type(err).__name__}: {err}")
+
+
+def output_name(source: str, suffix: str, existing: Any = ()) -> str:
+    """Name of an output layer: ``"<source> <suffix>"``, made unique among ``existing`` names."""
+    names = {getattr(layer, "name", layer) for layer in existing}
+    base = f"{source} {suffix}".strip()
+    name, k = base, 2
+    while name in names:
+        name, k = f"{base} [{k}]", k + 1
+    return name
+
+
+class Job:
+    """A running piece of core work: its worker, its cancel token and its progress queue."""
+
+    def __init__(self, worker: Any, token: CancelToken) -> None:
+        self.worker = worker
+        self.token = token
+
+    def cancel(self) -> None:
+        """Ask the core function to stop at its next check."""
+        self.token.cancel()
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the main thread (queued signal)."""
+
+    progress = Signal(float, str)
+
+
+def start_worker(
+    func: Callable[..., Any],
+    *,
+    on_progress: Callable[[float, str], None] | None = None,
+    on_done: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_cancelled: Callable[[], None] | None = None,
+    on_finished: Callable[[], None] | None = None,
+) -> Job:
+    """Run ``func(progress=..., cancel=...)`` in a thread; callbacks run on the main thread.
+
+    Parameters
+    ----------
+    func : callable
+        Core function accepting ``progress`` and ``cancel`` keyword arguments.
+    on_progress : callable, optional
+        Receives ``(fraction, message)`` on the main thread.
+    on_done : callable, optional
+        Receives the return value of ``func`` on the main thread.
+    on_error : callable, optional
+        Receives an exception raised by ``func`` (default: a notification).
+    on_cancelled : callable, optional
+        Called instead of ``on_done`` when the user cancelled (default: an info notification).
+    on_finished : callable, optional
+        Called last in every case (to re-enable buttons).
+    """
+    token = CancelToken()
+    relay = _Relay()
+    if on_progress is not None:
+        relay.progress.connect(on_progress)
+
+    def _run() -> Any:
+        return func(progress=relay.progress.emit, cancel=token)
+
+    worker = create_worker(_run, _start_thread=False)
+    worker._vessel_relay = relay  # keep the relay alive as long as the worker
+
+    def _errored(err: BaseException) -> None:
+        if isinstance(err, Cancelled):
+            if on_cancelled is not None:
+                on_cancelled()
+            else:
+                show_info("cancelled; nothing was changed")
+        elif on_error is not None:
+            on_error(err)
+        else:
+            notify_error(err)
+
+    if on_done is not None:
+        worker.returned.connect(on_done)
+    worker.errored.connect(_errored)
+    if on_finished is not None:
+        worker.finished.connect(on_finished)
+    worker.start()
+    return Job(worker, token)

@@ -1,0 +1,100 @@
+"""Stack info: shape, dtype, voxel size and intensity statistics of an image layer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+
+from ..errors import InputError
+from ..stats import intensity_stats
+from ..volume import check_spacing
+from ._common import notify_error, show_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["InfoWidget"]
+
+
+class InfoWidget(Container):
+    """Shows what an image layer holds and lets the user set its voxel size (the layer scale).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the widget is docked in.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.summary = Label(label="stack", value="no image layer")
+        self.stats = Label(label="intensity", value="")
+        self.spacing = [
+            FloatSpinBox(label=f"voxel {axis} (µm)", value=1.0, min=0.0, max=1e6, step=0.1)
+            for axis in "zyx"
+        ]
+        self.apply_button = PushButton(text="Set voxel size")
+        self.extend([self.layer_combo, self.summary, self.stats, *self.spacing, self.apply_button])
+        self.layer_combo.changed.connect(self._refresh)
+        self.apply_button.changed.connect(self._apply_spacing)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._reset_choices)
+        self._reset_choices()
+
+    def _image_layers(self, _widget=None) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _reset_choices(self, _event=None) -> None:
+        self.layer_combo.reset_choices()
+        if self.layer_combo.value is None and self.layer_combo.choices:
+            self.layer_combo.value = self.layer_combo.choices[-1]
+        self._refresh()
+
+    def _refresh(self, _value=None) -> None:
+        layer = self.layer_combo.value
+        if layer is None:
+            self.summary.value = "no image layer"
+            self.stats.value = ""
+            return
+        data = layer.data
+        known = layer.metadata.get("spacing_known", True)
+        scale = tuple(float(s) for s in layer.scale)
+        lazy = " (lazy)" if type(data).__module__.startswith("dask") else ""
+        self.summary.value = (
+            f"{' × '.join(str(s) for s in data.shape)}  {data.dtype}{lazy}\n"
+            f"voxel {' × '.join(f'{s:g}' for s in scale)} µm"
+            + ("" if known else "  (not in file: please set it)")
+        )
+        if len(scale) == 3:
+            for box, value in zip(self.spacing, scale, strict=True):
+                box.value = value
+        stats = intensity_stats(data)
+        sampled = " (sampled)" if stats["sampled"] else ""
+        self.stats.value = (
+            f"min {stats['min']:.4g}  max {stats['max']:.4g}  mean {stats['mean']:.4g}\n"
+            f"p1 {stats['p1']:.4g}  median {stats['p50']:.4g}  p99 {stats['p99']:.4g}{sampled}"
+            + (f"\n{stats['nan']} non-finite voxels" if stats["nan"] else "")
+        )
+
+    def _apply_spacing(self, _value=None) -> None:
+        layer = self.layer_combo.value
+        if layer is None:
+            notify_error("choose an image layer first")
+            return
+        if layer.ndim != 3:
+            notify_error(f"'{layer.name}' has {layer.ndim} axes; the voxel size is set on 3D stacks")
+            return
+        try:
+            spacing = check_spacing([box.value for box in self.spacing], 3)
+        except InputError as err:
+            notify_error(err)
+            return
+        layer.scale = spacing
+        layer.metadata["spacing_known"] = True
+        show_info(f"voxel size of '{layer.name}' set to {spacing} µm")
+        self._refresh()
