@@ -1,0 +1,130 @@
+"""npe2 reader: open TIFF, OME-TIFF, ImageJ hyperstacks, Zarr and OME-Zarr with their voxel size.
+
+Each 3D stack becomes a layer whose ``scale`` is the voxel size in µm. A file with several channels
+opens as one layer per channel (the user keeps the vessel channel); a time series keeps its time
+axis first (scale 1). Stacks this package saved as labels, files with "label" in their name and
+integer stacks with only a few distinct values open as Labels layers.
+
+Errors: a broken file raises :class:`~napari_vessel.errors.InputError` from the reader function,
+as npe2 expects. napari 0.9 wraps it in a ``ReaderPluginError`` that carries the message; from the
+GUI, napari then shows it either in its reader-choice dialog (when another plugin can read the
+extension) or as an error notification, and no layer is added, so existing layers stay as they
+were. 2D images are left to other readers (``get_reader`` returns None), so installing this plugin
+never stops napari from opening ordinary 2D TIFFs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import describe_file, load_volume
+from ..io_zarr import is_zarr
+from ..volume import Volume
+
+__all__ = ["get_reader", "read_stack"]
+
+LayerData = tuple[Any, dict, str]
+
+_TIFF = (".tif", ".tiff", ".btf", ".tf8")
+
+#: An integer stack with at most this many distinct values (in a sample) opens as labels.
+FEW_VALUES = 16
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return :func:`read_stack` when ``path`` is a stack this plugin reads, else None.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari asks to open; a list is accepted only with one entry.
+    """
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(_TIFF):
+        try:
+            if describe_file(path)["stack_shape"] is None:
+                return None  # a 2D image: let napari's own reader show it
+        except InputError:
+            pass  # read_stack raises the same error with its message
+        return read_stack
+    if is_zarr(path) or name.endswith(".zarr"):
+        return read_stack
+    return None
+
+
+def read_stack(path: str | list[str]) -> list[LayerData]:
+    """Read ``path`` into napari layer data: ``[(data, {"scale", "name", "metadata"}, type)]``.
+
+    Raises
+    ------
+    InputError
+        The file is missing, empty, corrupt, unsupported or not a 3D stack.
+    """
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    facts = describe_file(path)
+    channels = range(facts["channels"]) if facts["channels"] > 1 else [None]
+    layers = []
+    for channel in channels:
+        if facts["frames"] > 1:
+            frames = [load_volume(path, channel=channel, frame=t) for t in range(facts["frames"])]
+            layers.append(_layer(frames, facts, channel))
+        else:
+            layers.append(_layer([load_volume(path, channel=channel)], facts, channel))
+    return layers
+
+
+def _layer(volumes: list[Volume], facts: dict, channel: int | None) -> LayerData:
+    first = volumes[0]
+    if len(volumes) == 1:
+        data, scale = first.data, first.spacing_zyx
+    else:
+        data = _stack([v.data for v in volumes])
+        scale = (1.0, *first.spacing_zyx)
+    name = Path(str(first.source)).name
+    for ending in (".ome.tiff", ".ome.tif", ".ome.zarr", *_TIFF, ".zarr"):
+        if name.lower().endswith(ending):
+            name = name[: -len(ending)]
+            break
+    if channel is not None:
+        name = f"{name} [ch{channel}]"
+    metadata = {"source": first.source, "spacing_known": first.spacing_known,
+                "spacing_zyx": first.spacing_zyx, "channel": channel,
+                "frames": len(volumes) if len(volumes) > 1 else None,
+                "format": facts["format"], "axes_in_file": facts["axes"],
+                "stored": first.metadata.get("stored", {})}
+    kind = "labels" if _looks_like_labels(data, name, facts.get("kind")) else "image"
+    return data, {"name": name, "scale": tuple(scale), "metadata": metadata}, kind
+
+
+def _stack(arrays: list[Any]) -> Any:
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np.stack(arrays)
+    import dask.array as da
+
+    return da.stack(arrays)
+
+
+def _looks_like_labels(data: Any, name: str, kind: str | None) -> bool:
+    if kind is not None:
+        return kind == "labels"
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in "iub":
+        return False
+    if "label" in name.lower():
+        return True
+    if not isinstance(data, np.ndarray):
+        return False  # do not read a lazy stack just to guess
+    step = max(1, int(round((data.size / 1e6) ** (1 / 3))))
+    sample = data[(slice(None),) * (data.ndim - 3) + (slice(None, None, step),) * 3]
+    return len(np.unique(sample)) <= FEW_VALUES

@@ -1,0 +1,194 @@
+"""Zarr and OME-Zarr: read the header, open the voxels lazily with dask, write a chunked stack.
+
+Reads OME-Zarr 0.4 (Zarr v2, ``multiscales`` in the attributes) and 0.5 (Zarr v3, under ``ome``),
+plain Zarr arrays and groups holding one array. Writes OME-Zarr 0.4 (Zarr v2 format), the version
+most viewers read today. Used through :mod:`napari_vessel.io`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .io_common import Header, atomic_path, to_micrometres
+
+__all__ = ["is_zarr", "read_zarr_header", "write_zarr", "CHUNKS"]
+
+#: Chunk shape (z, y, x) of written arrays: a few MB each, so dask and viewers stream them well.
+CHUNKS = (32, 256, 256)
+
+#: Axis names when a Zarr array carries none, by number of axes (OME order).
+_DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX"}
+
+
+def is_zarr(path: Path) -> bool:
+    """True when ``path`` is a folder holding a Zarr (v2 or v3) array or group."""
+    return path.is_dir() and any(
+        (path / marker).is_file() for marker in ("zarr.json", ".zarray", ".zgroup", ".zattrs"))
+
+
+def read_zarr_header(path: str) -> Header:
+    """Read what a Zarr or OME-Zarr holds without reading the voxels.
+
+    Parameters
+    ----------
+    path : str
+        A Zarr folder: an array, a group with one array, or an OME-Zarr image (level 0 is used).
+
+    Returns
+    -------
+    Header
+        Axes normalised to letters from ``"TCZYX"``; ``open_array`` returns a dask array when lazy.
+    """
+    import zarr
+
+    try:
+        node = zarr.open(path, mode="r")
+    except Exception as err:  # zarr raises several types for a broken or foreign folder
+        raise InputError(f"{path} is not a readable Zarr ({err}); check the folder") from err
+    fmt, names, units, scale = "Zarr", None, {}, None
+    attrs = dict(node.attrs)
+    if isinstance(node, zarr.Array):
+        array = node
+        multiscales = _parent_multiscales(Path(path))
+    else:
+        multiscales = _multiscales(attrs)
+        if multiscales:
+            array = node[multiscales["datasets"][0]["path"]]
+        else:
+            array = _only_array(node, path)
+            attrs = {**attrs, **dict(array.attrs)}
+    if multiscales:
+        fmt = "OME-Zarr"
+        names, units = _ome_axes(multiscales.get("axes"))
+        scale = _level0_scale(multiscales)
+    ndim = len(array.shape)
+    if names is None or len(names) != ndim:
+        if ndim not in _DEFAULT_AXES:
+            raise InputError(f"{path} holds an array with {ndim} axes {array.shape}; expected 3 "
+                             "(z, y, x), 4 (c, z, y, x) or 5 (t, c, z, y, x)")
+        names = _DEFAULT_AXES[ndim]
+    stored = attrs.get("napari_vessel", {}) if isinstance(attrs.get("napari_vessel"), dict) else {}
+    spacing = {}
+    if scale is not None and len(scale) == ndim:
+        for letter, value in zip(names, scale, strict=True):
+            unit = units.get(letter) or ("um" if float(value) != 1.0 else None)
+            size = to_micrometres(value, unit) if letter in "ZYX" else None
+            if size is not None:
+                spacing[letter.lower()] = size
+    dtype = np.dtype(str(array.dtype)) if not isinstance(array.dtype, np.dtype) else array.dtype
+    header = Header(
+        path=path, format=fmt, axes=names, shape=tuple(int(s) for s in array.shape), dtype=dtype,
+        spacing=spacing, kind=stored.get("kind"), nbytes=int(np.prod(array.shape)) * dtype.itemsize,
+        extra={"chunks": tuple(int(c) for c in array.chunks), "metadata": stored.get("metadata", {}),
+               "zarr_format": int(array.metadata.zarr_format)},
+    )
+    if multiscales:
+        header.extra["levels"] = len(multiscales["datasets"])
+    header.open_array = lambda lazy: _open(array, lazy)
+    return header
+
+
+def _open(array: Any, lazy: bool) -> Any:
+    if lazy:
+        import dask.array as da
+
+        return da.from_zarr(array)
+    return array[...]
+
+
+def _multiscales(attrs: dict) -> dict | None:
+    found = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if isinstance(found, list) and found and found[0].get("datasets"):
+        return found[0]
+    return None
+
+
+def _parent_multiscales(path: Path) -> dict | None:
+    """The OME metadata of the group holding ``path``, narrowed to that one array."""
+    for name in (".zattrs", "zarr.json"):
+        file = path.parent / name
+        if file.is_file():
+            try:
+                attrs = json.loads(file.read_text())
+            except ValueError:
+                return None
+            found = _multiscales(attrs.get("attributes", attrs))
+            if found:
+                datasets = [d for d in found["datasets"] if d.get("path") == path.name]
+                return {**found, "datasets": datasets} if datasets else None
+    return None
+
+
+def _only_array(group: Any, path: str) -> Any:
+    names = sorted(group.array_keys())
+    if not names:
+        raise InputError(
+            f"{path} is a Zarr group without any array in it; point to the folder of the array "
+            f"itself (e.g. {path}/0) or to an OME-Zarr image")
+    if len(names) > 1:
+        raise InputError(
+            f"{path} is a Zarr group with several arrays ({', '.join(names)}); open one of them, "
+            f"e.g. {path}/{names[0]}")
+    return group[names[0]]
+
+
+def _ome_axes(axes: Any) -> tuple[str | None, dict[str, str]]:
+    if not isinstance(axes, list) or not axes:
+        return None, {}
+    names, units = [], {}
+    for axis in axes:
+        name = axis.get("name", "") if isinstance(axis, dict) else str(axis)
+        letter = name.upper()[:1]
+        if letter not in "TCZYX" or letter in names or len(name) != 1:
+            return None, {}
+        names.append(letter)
+        if isinstance(axis, dict) and axis.get("unit"):
+            units[letter] = axis["unit"]
+    return "".join(names), units
+
+
+def _level0_scale(multiscales: dict) -> list[float] | None:
+    scale = None
+    for transforms in (multiscales["datasets"][0].get("coordinateTransformations"),
+                       multiscales.get("coordinateTransformations")):
+        for transform in transforms or []:
+            if transform.get("type") == "scale":
+                values = [float(v) for v in transform.get("scale", [])]
+                scale = values if scale is None else [a * b for a, b in zip(scale, values,
+                                                                            strict=False)]
+    return scale
+
+
+def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *, kind: str,
+               metadata: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a 3D stack as a chunked OME-Zarr image (level 0 only) with its voxel size.
+
+    Dask arrays are written chunk by chunk, so a stack larger than memory can be saved. See
+    :func:`napari_vessel.io.save_volume` for the parameters.
+    """
+    import zarr
+
+    if np.dtype(data.dtype).kind == "b":
+        data = data.astype(np.uint8)
+    chunks = tuple(min(c, s) for c, s in zip(CHUNKS, data.shape, strict=True))
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    multiscales = [{
+        "version": "0.4", "name": path.name.split(".")[0], "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [float(s) for s in spacing_zyx]}]}],
+    }]
+    own = json.loads(json.dumps({"kind": kind, "metadata": metadata or {}}, default=str))
+    with atomic_path(path, overwrite) as tmp:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        array = group.create_array("0", shape=tuple(data.shape), dtype=data.dtype, chunks=chunks)
+        if hasattr(data, "dask"):
+            data.rechunk(chunks).store(array, lock=False)
+        else:
+            array[...] = np.asarray(data)
+        group.attrs.update({"multiscales": multiscales, "napari_vessel": own})
+    return path
