@@ -23,6 +23,7 @@ COMMANDS = (
     "info",
     "demo",
     "data",
+    "evaluate",
 )
 
 _EPILOG = """\
