@@ -20,8 +20,8 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
-    "info",
     "demo",
+    "info",
     "data",
     "evaluate",
 )
