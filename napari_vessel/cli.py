@@ -23,6 +23,7 @@ COMMANDS = (
     "demo",
     "info",
     "data",
+    "preprocess",
     "evaluate",
 )
 
