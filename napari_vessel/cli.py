@@ -24,7 +24,9 @@ COMMANDS = (
     "info",
     "data",
     "preprocess",
+    "segment",
     "evaluate",
+    "models",
 )
 
 _EPILOG = """\
@@ -32,6 +34,8 @@ examples:
   napari-vessel demo --out demo_out          segment the built-in sample, write TIFFs and a PNG
   napari-vessel info stack.tif               what a file holds: shape, dtype, channels, voxel size
   napari-vessel data --dest ~/vesselnn       download the public VesselNN volumes (hash-checked)
+  napari-vessel segment stack.tif -o out     segment your stack with the recommended model
+  napari-vessel models                       the models you can use, with their scores
 
 run 'napari-vessel COMMAND --help' for the options of one command.
 """

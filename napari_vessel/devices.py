@@ -1,0 +1,141 @@
+"""Torch devices, and running a network on batches of patches (flips, AMP, out-of-memory retry).
+
+Used by :mod:`napari_vessel.inference`; nothing here knows about volumes or tiling.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["cpu_count", "pick_device", "make_forward", "with_oom_retry", "is_oom"]
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def pick_device(preference: Any = None):
+    """The torch device to run on.
+
+    Parameters
+    ----------
+    preference : str or torch.device, optional
+        ``None`` or ``"auto"``: CUDA if available, then Apple MPS, then the CPU. ``"cpu"``,
+        ``"cuda"``, ``"cuda:1"`` or ``"mps"`` ask for that device.
+
+    Raises
+    ------
+    InputError
+        When the requested device is not available in this torch installation.
+    """
+    import torch
+
+    if isinstance(preference, torch.device):
+        preference = str(preference)
+    name = "auto" if preference is None else str(preference).strip().lower()
+    mps_ok = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {preference!r} was asked for but this torch ({torch.__version__}) "
+                             "sees no CUDA GPU; use --device cpu (or auto)")
+        return torch.device(name)
+    if name == "mps":
+        if not mps_ok:
+            raise InputError("device 'mps' was asked for but Apple MPS is not available here; use "
+                             "--device cpu (or auto)")
+        return torch.device("mps")
+    raise InputError(f"unknown device {preference!r}; choose auto, cpu, cuda or mps")
+
+
+def _extract(output: Any):
+    """The segmentation tensor from a model's output (tensor, named tuple or dict)."""
+    if hasattr(output, "seg"):
+        return output.seg
+    if isinstance(output, dict):
+        return output["seg"]
+    if isinstance(output, tuple | list):
+        return output[0]
+    return output
+
+
+def is_oom(err: BaseException) -> bool:
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def make_forward(model: Any, device: Any, *, dims: int, logits: bool, amp: bool, tta: bool):
+    """``batch (B, z, y, x) ndarray -> probabilities ndarray`` for one network."""
+    import torch
+
+    flips = [()] + ([(-1,), (-2,), (-1, -2)] if tta else [])
+    if amp:
+        amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).unsqueeze(1).to(device)
+        if dims == 2:
+            x = x[:, :, 0]
+        total = None
+        for axes in flips:
+            xin = torch.flip(x, axes) if axes else x
+            if amp:
+                with torch.autocast(device_type=device.type, dtype=amp_dtype):
+                    y = _extract(model(xin))
+            else:
+                y = _extract(model(xin))
+            y = y.float()
+            if logits:
+                y = torch.sigmoid(y)
+            if axes:
+                y = torch.flip(y, axes)
+            total = y if total is None else total + y
+        y = total / len(flips)
+        if dims == 2:
+            y = y.unsqueeze(2)
+        return y[:, 0].cpu().numpy()
+
+    return run
+
+
+def with_oom_retry(forward, device: Any, state: dict):
+    """Split a batch in halves when the GPU runs out of memory; give up at one patch."""
+    import torch
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        size = state["batch_size"]
+        if len(batch) > size:  # a smaller batch already proved necessary
+            return np.concatenate([run(batch[i:i + size]) for i in range(0, len(batch), size)])
+        try:
+            return forward(batch)
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            if not is_oom(err):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise InputError(
+                    f"the {device.type} device ran out of memory even with one patch at a time; "
+                    "lower the patch size (e.g. --patch-size 16 96 96) or use --device cpu"
+                ) from err
+            state["batch_size"] = max(1, len(batch) // 2)
+            return run(batch)
+
+    return run

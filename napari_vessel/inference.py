@@ -1,0 +1,348 @@
+"""Run any registered model on a volume: device choice, checks, sliding window, and ``segment``.
+
+:func:`predict` turns a volume into a float32 probability map with any network (sliding window,
+see :mod:`napari_vessel.sliding_window`) or classical method of the registry. :func:`segment` is
+the one-call API behind the widget and ``napari-vessel segment``: the model's own preprocessing,
+prediction, thresholding, and a run manifest that records everything needed to repeat the run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from .devices import cpu_count, make_forward, pick_device, with_oom_retry
+from .errors import InputError
+from .progress import CancelToken, Progress, no_progress, scaled
+from .sliding_window import importance_weights, plan_tiles, run_tiles
+from .volume import Volume, check_3d, check_spacing
+
+__all__ = ["pick_device", "predict", "segment", "check_volume_array", "versions"]
+
+DEFAULT_PATCH = (32, 128, 128)
+
+
+def check_volume_array(data: Any, what: str = "image") -> Any:
+    """Check a volume for the models and return it as (Z, Y, X) (a singleton channel is dropped).
+
+    Raises
+    ------
+    InputError
+        2D image, several channels, too many axes, non-numeric data. (NaNs and all-equal values
+        are checked on the voxels by :func:`predict`.)
+    """
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) == 4 and 1 in shape:
+        data = data[(slice(None),) * shape.index(1) + (0,)]
+        shape = tuple(data.shape)
+    if len(shape) == 4 and min(shape) <= 4:
+        axis = shape.index(min(shape))
+        raise InputError(
+            f"the {what} has shape {shape} with {shape[axis]} channels on axis {axis}; the models "
+            "take one channel: choose the vessel channel first (e.g. image[..., 0] or "
+            "--channel in 'napari-vessel preprocess')"
+        )
+    check_3d(data, what)
+    kind = np.dtype(getattr(data, "dtype", np.float32)).kind
+    if kind not in "biuf":
+        raise InputError(f"the {what} has data type {data.dtype}; a numeric image is needed")
+    return data
+
+
+def _check_voxels(region: np.ndarray) -> None:
+    if not np.isfinite(region).all():
+        raise InputError("the image contains NaN or infinite values; replace them (e.g. "
+                         "np.nan_to_num) or check how the file was made")
+
+
+def _constant_error(value: float) -> InputError:
+    what = "all zero" if value == 0 else f"constant (every voxel is {value:g})"
+    return InputError(f"the image is {what}: there is nothing to segment; check the channel and "
+                      "the file")
+
+
+def _is_lazy(data: Any) -> bool:
+    return not isinstance(data, np.ndarray)
+
+
+def _resolve_model(model_or_name: Any, device: Any):
+    """(model or None, spec or None) for a name, a spec or an nn.Module."""
+    from .models import registry
+
+    if isinstance(model_or_name, str | registry.ModelSpec):
+        spec = registry.get(model_or_name)
+        if not spec.is_network:
+            return None, spec
+        model, spec = registry.load_model(spec, device)
+        return model, spec
+    return model_or_name, None
+
+
+def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None,
+            patch_size: Any = None, overlap: float = 0.25, blending: str = "gaussian",
+            batch_size: int | None = None, device: Any = None, amp: bool | None = None,
+            tta: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
+            out: Any = None, block_shape: Any = None) -> Any:
+    """Probability map of vessels for a volume.
+
+    Parameters
+    ----------
+    model_or_name : str, ModelSpec or torch.nn.Module
+        A registered model (network or classical) or a network in eval mode. A module's output is
+        taken as probabilities; a module may define ``input_multiple`` (z, y, x).
+    volume_or_array : Volume or array-like, shape (Z, Y, X)
+        NumPy, dask or Zarr; a lazy array is read block by block. Intensities as the model
+        expects them (see :func:`segment` for the preprocessing).
+    spacing_zyx : (float, float, float), optional
+        Voxel size in µm (classical models use it); taken from a :class:`Volume` otherwise.
+    patch_size : (int, int, int), optional
+        Patch size (z, y, x); default the model's. Rounded to the network's input multiple and
+        shrunk along axes where the volume is smaller.
+    overlap : float
+        Fraction of a patch shared with its neighbours, in [0, 1).
+    blending : {"gaussian", "constant"}
+        Importance weights of the patch voxels (constant = the paper's averaging).
+    batch_size : int, optional
+        Patches per forward pass (default 4 on a CPU, 2 on a GPU). Halved on GPU out-of-memory.
+    device : str or torch.device, optional
+        ``"auto"``/None (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    amp : bool, optional
+        Mixed precision; default on for CUDA only.
+    tta : bool
+        Average over the four in-plane flips (test-time augmentation).
+    progress : callable, optional
+        ``progress(fraction, message)`` after every batch; fractions increase.
+    cancel : CancelToken, optional
+        Checked before every batch; raises :class:`~napari_vessel.errors.Cancelled`.
+    out : array-like, optional
+        NumPy or Zarr array (Z, Y, X) to write into (for volumes larger than memory).
+    block_shape : (int, int, int), optional
+        Output block size for lazy inputs (default four patches per axis); the result does not
+        depend on it.
+
+    Returns
+    -------
+    ndarray of float32 (or ``out``), shape (Z, Y, X), values in [0, 1]
+
+    Raises
+    ------
+    InputError
+        Unknown model, 2D image, several channels, NaNs, a constant volume, bad options, GPU out
+        of memory even with one patch.
+    Cancelled
+        When ``cancel`` was set; nothing is returned.
+    """
+    import torch
+
+    progress = progress or no_progress
+    if isinstance(volume_or_array, Volume):
+        spacing = volume_or_array.spacing_zyx if spacing_zyx is None else spacing_zyx
+        data = volume_or_array.data
+    else:
+        data, spacing = volume_or_array, spacing_zyx or (1.0, 1.0, 1.0)
+    spacing = check_spacing(spacing, 3)
+    data = check_volume_array(data)
+    lazy = _is_lazy(data)
+    if not lazy:
+        _check_voxels(data)
+        lo, hi = float(data.min()), float(data.max())
+        if lo == hi:
+            raise _constant_error(lo)
+    if out is not None and tuple(out.shape) != tuple(data.shape):
+        raise InputError(f"out has shape {tuple(out.shape)}, the volume {tuple(data.shape)}")
+    if cancel is not None:
+        cancel.check()
+    model, spec = _resolve_model(model_or_name, device)
+
+    if spec is not None and not spec.is_network:  # classical: whole volume at once
+        array = np.asarray(data, dtype=np.float32)
+        if lazy:
+            _check_voxels(array)
+            if array.min() == array.max():
+                raise _constant_error(float(array.min()))
+        progress(0.0, f"{spec.name}: running")
+        prob = np.asarray(spec.predict(array, spacing, **spec.config), dtype=np.float32)
+        if cancel is not None:
+            cancel.check()
+        progress(1.0, f"{spec.name}: done")
+        if out is None:
+            return prob
+        out[...] = prob
+        return out
+
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    patch = patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
+    multiple = getattr(model, "input_multiple", None) or (spec.input_multiple_zyx if spec
+                                                          else (1, 1, 1))
+    dims = spec.dims if spec else 3
+    if dims == 2:
+        patch, multiple = (1, *tuple(patch)[-2:]), (1, *tuple(multiple)[-2:])
+    plan = plan_tiles(data.shape, patch, overlap, multiple)
+    weights = importance_weights(plan.patch, blending)
+    if batch_size is None:
+        batch_size = 4 if dev.type == "cpu" else 2
+    if int(batch_size) < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if amp is None:
+        amp = dev.type == "cuda"
+    if block_shape is None and lazy:
+        block_shape = tuple(4 * p for p in plan.patch)
+    logits = spec is not None and spec.output == "logits"
+    state = {"batch_size": int(batch_size)}
+    forward = with_oom_retry(
+        make_forward(model, dev, dims=dims, logits=logits, amp=amp, tta=tta), dev, state)
+
+    extremes = [np.inf, -np.inf]
+
+    def check_region(region: np.ndarray) -> None:
+        if lazy:
+            _check_voxels(region)
+            extremes[0] = min(extremes[0], float(region.min()))
+            extremes[1] = max(extremes[1], float(region.max()))
+
+    previous_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(cpu_count())
+    try:
+        with torch.inference_mode():
+            result = run_tiles(plan, data, forward, weights=weights,
+                               batch_size=state["batch_size"], out=out, block_shape=block_shape,
+                               check_region=check_region, progress=progress, cancel=cancel)
+    finally:
+        torch.set_num_threads(previous_threads)
+    if lazy and extremes[0] == extremes[1]:
+        raise _constant_error(extremes[0])
+    return result
+
+
+def _pipeline(pre: Any):
+    from .preprocess import Pipeline
+
+    return Pipeline.from_json(pre if isinstance(pre, str) else json.dumps(pre))
+
+
+def _as_json_obj(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _minmax(data: Any) -> Any:
+    """Stretch intensities to [0, 1] (paper 000, section 5.1); works lazily on dask arrays."""
+    lo, hi = data.min(), data.max()
+    if hasattr(lo, "compute"):
+        lo, hi = lo.compute(), hi.compute()
+    lo, hi = float(lo), float(hi)
+    if hi == lo:
+        raise _constant_error(lo)
+    return (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+
+
+def versions() -> dict:
+    """Versions of the software that made a result."""
+    import scipy
+    import skimage
+    import torch
+
+    from . import __version__
+
+    return {"napari_vessel": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "scikit_image": skimage.__version__, "platform": platform.platform()}
+
+
+def segment(volume: Any, model_name: str | None = None, *, threshold: float | None = None,
+            preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
+            overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
+            batch_size: int | None = None, device: Any = None, tta: bool = False,
+            progress: Progress | None = None, cancel: CancelToken | None = None):
+    """Segment vessels in a volume with a registered model.
+
+    Applies the model's expected preprocessing (its card's pipeline; else a min-max stretch to
+    [0, 1] for networks), :func:`predict`, then thresholds the probability map.
+
+    Parameters
+    ----------
+    volume : Volume or array-like, shape (Z, Y, X)
+    model_name : str, optional
+        A registered model; default :func:`~napari_vessel.models.registry.default_model_name`.
+    threshold : float, optional
+        Probability above which a voxel is vessel; default the ``threshold`` of the model card
+        (chosen on the training data), else 0.5. The map is returned, so it can be redone.
+    preprocess : bool
+        Apply the model's preprocessing first (turn off for already preprocessed input).
+    min_size : int
+        Remove connected vessel pieces smaller than this many voxels.
+    spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel
+        As in :func:`predict`.
+
+    Returns
+    -------
+    prob : ndarray of float32, shape (Z, Y, X)
+    labels : ndarray of uint8, shape (Z, Y, X)
+        1 for vessel, 0 for background.
+    manifest : dict
+        Model, weights hash, preprocessing, parameters, device, versions and timings.
+    """
+    from .models import registry
+    from .postprocess import probability_to_labels
+
+    if not isinstance(volume, Volume):
+        volume = Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
+    elif spacing_zyx is not None:
+        volume = volume.with_spacing(spacing_zyx)
+    data = check_volume_array(volume.data)
+    spec = registry.get(model_name or registry.default_model_name())
+    if threshold is None:
+        threshold = float(spec.card.get("threshold") or 0.5)
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    pre_json: Any = None
+    if preprocess and spec.preprocessing:
+        pipeline = _pipeline(spec.preprocessing)
+        data = pipeline.apply(data, spacing_zyx=volume.spacing_zyx,
+                              progress=scaled(progress, 0.0, 0.1), cancel=cancel)
+        pre_json = _as_json_obj(pipeline.to_json())
+    elif preprocess and spec.is_network:
+        if not _is_lazy(data):
+            _check_voxels(data)
+        data = _minmax(data)
+        pre_json = {"steps": [{"name": "minmax", "note": "stretch to [0, 1] (no card pipeline)"}]}
+    timing["preprocess_s"] = time.perf_counter() - started
+    dev = pick_device(device) if spec.is_network else pick_device("cpu")
+    started = time.perf_counter()
+    prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,
+                   blending=blending, batch_size=batch_size, device=dev, tta=tta,
+                   progress=scaled(progress, 0.1, 0.95), cancel=cancel)
+    timing["predict_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    labels = np.asarray(probability_to_labels(prob, level=threshold, min_size=min_size),
+                        dtype=np.uint8)
+    timing["postprocess_s"] = time.perf_counter() - started
+    if progress is not None:
+        progress(1.0, "done")
+    card = spec.card or {}
+    manifest = {
+        "model": {"name": spec.name, "kind": spec.kind, "architecture": spec.architecture,
+                  "source": spec.source, "weights_sha256": card.get("sha256"),
+                  "parent": card.get("parent"), "config": dict(spec.config)
+                  if spec.is_network else None},
+        "input": {"source": volume.source, "shape": list(volume.shape),
+                  "dtype": str(volume.dtype), "spacing_zyx": list(volume.spacing_zyx),
+                  "spacing_known": volume.spacing_known},
+        "preprocessing": pre_json,
+        "parameters": {"threshold": float(threshold), "min_size": int(min_size),
+                       "overlap": float(overlap), "blending": blending, "tta": bool(tta),
+                       "patch_size_zyx": list(patch_size or spec.patch_size_zyx),
+                       "batch_size": batch_size, "preprocess": bool(preprocess)},
+        "device": str(dev),
+        "versions": versions(),
+        "timing": {k: round(v, 3) for k, v in timing.items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return prob, labels, manifest

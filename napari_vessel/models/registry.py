@@ -1,0 +1,397 @@
+"""One registry of segmentation models: networks, fine-tuned user models and classical methods.
+
+Every model the plugin can run is a :class:`ModelSpec`. Model modules register their specs when they
+are imported (``register(ModelSpec(...))`` at module level); the registry imports the built-in model
+modules lazily, the first time a name is looked up or the list is asked for, so importing the
+package stays cheap. Models the user trained or fine-tuned live in the user models folder
+(:func:`user_models_dir`) as ``NAME.safetensors`` + ``NAME.json`` pairs; every card found there
+becomes a spec built on the registered architecture it names.
+
+Widgets and the command line list models only from here (:func:`list_models`); an unknown name is
+an :class:`~napari_vessel.errors.InputError` that suggests the closest names, never a silent
+fallback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = [
+    "ModelSpec",
+    "KINDS",
+    "BUILTIN_MODULES",
+    "DEFAULT_ORDER",
+    "register",
+    "unregister",
+    "get",
+    "list_models",
+    "default_model_name",
+    "user_models_dir",
+    "load_model",
+    "count_parameters",
+]
+
+#: The kinds of model: trained with labels, trained without, or not trained at all.
+KINDS = ("supervised", "unsupervised", "classical")
+
+#: Modules that register built-in models when imported. A module that does not exist (yet) is
+#: skipped quietly; one that fails to import is skipped with a warning naming the error.
+BUILTIN_MODULES = (
+    "napari_vessel.models.umis",
+    "napari_vessel.models.tvnet",
+    "napari_vessel.models.vcnet",
+    "napari_vessel.models.cascades",
+    "napari_vessel.models.deepvess",
+    "napari_vessel.models.vesselnn",
+    "napari_vessel.models.classical",
+)
+
+#: The recommended model is the first of these that is registered and usable (classical, or a
+#: network whose weights are shipped). Put the best-validated model first.
+DEFAULT_ORDER = ("umis", "tvnet", "frangi", "morph-acwe")
+
+#: Environment variable that overrides the user models folder.
+MODELS_ENV = "NAPARI_VESSEL_MODELS"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build, load, run and describe one model.
+
+    Parameters
+    ----------
+    name : str
+        Unique name, used on the command line and in the widgets (lower case, dashes).
+    kind : {"supervised", "unsupervised", "classical"}
+        How the model learned (classical: not at all).
+    description : str
+        One line for lists and tooltips.
+    builder : callable, optional
+        ``builder(**config) -> torch.nn.Module`` for networks; None for classical models.
+    predict : callable, optional
+        For classical models: ``predict(volume, spacing_zyx, **params) -> probability`` with the
+        volume a float array (Z, Y, X) and the result float32 in [0, 1] of the same shape.
+    config : dict
+        Keyword arguments of ``builder`` (networks) or default ``params`` of ``predict``.
+    weights : Path, optional
+        The ``.safetensors`` file; None when no trained weights exist (yet).
+    card : dict
+        The model card (see :mod:`napari_vessel.models.weights`); read from the JSON file beside
+        ``weights`` when not given.
+    patch_size_zyx : tuple of 3 int
+        Patch size for sliding-window inference (z of 1 for a 2D model).
+    input_multiple_zyx : tuple of 3 int
+        Every network input size must be a multiple of these (the product of the strides of the
+        down-sampling layers per axis); the inference engine pads or rounds patches to them.
+    dims : {2, 3}
+        3 for volumetric networks; 2 for networks applied slice by slice.
+    preprocessing : dict, optional
+        The preprocessing pipeline (JSON form) the model expects its input to have gone through.
+    intensity_profile : dict, optional
+        Intensity statistics of the training data, for warning on unusual input.
+    trainable : bool
+        Whether fine-tuning can start from this model.
+    architecture : str
+        Identifier of the builder; user cards name it to find the builder. Defaults to ``name``.
+    source : {"builtin", "user"}
+        Shipped with the package or found in the user models folder.
+    output : {"probability", "logits"}
+        What the network's segmentation output is; the engine applies a sigmoid to logits.
+    """
+
+    name: str
+    kind: str
+    description: str
+    builder: Callable[..., Any] | None = None
+    predict: Callable[..., Any] | None = None
+    config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    weights: Path | None = None
+    card: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    patch_size_zyx: tuple[int, int, int] = (32, 128, 128)
+    input_multiple_zyx: tuple[int, int, int] = (1, 1, 1)
+    dims: int = 3
+    preprocessing: Mapping[str, Any] | None = field(default=None, hash=False)
+    intensity_profile: Mapping[str, Any] | None = field(default=None, hash=False)
+    trainable: bool = True
+    architecture: str = ""
+    source: str = "builtin"
+    output: str = "probability"
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name != self.name.strip():
+            raise ValueError(f"model name {self.name!r} must be a non-empty word")
+        if self.kind not in KINDS:
+            raise ValueError(f"model {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.output not in ("probability", "logits"):
+            raise ValueError(f"model {self.name!r}: output must be 'probability' or 'logits'")
+        if self.dims not in (2, 3):
+            raise ValueError(f"model {self.name!r}: dims must be 2 or 3, not {self.dims!r}")
+        if self.kind == "classical":
+            if self.predict is None:
+                raise ValueError(f"classical model {self.name!r} needs a predict function")
+        elif self.builder is None:
+            raise ValueError(f"network {self.name!r} needs a builder")
+        patch = tuple(int(p) for p in self.patch_size_zyx)
+        multiple = tuple(int(m) for m in self.input_multiple_zyx)
+        if len(patch) != 3 or min(patch) < 1 or len(multiple) != 3 or min(multiple) < 1:
+            raise ValueError(f"model {self.name!r}: patch size and multiples need 3 positive ints")
+        object.__setattr__(self, "patch_size_zyx", patch)
+        object.__setattr__(self, "input_multiple_zyx", multiple)
+        object.__setattr__(self, "config", dict(self.config))
+        object.__setattr__(self, "card", dict(self.card))
+        if not self.architecture:
+            object.__setattr__(self, "architecture", self.name)
+        if self.weights is not None:
+            object.__setattr__(self, "weights", Path(self.weights))
+
+    @property
+    def is_network(self) -> bool:
+        """True for a neural network (it has a builder)."""
+        return self.builder is not None
+
+    @property
+    def has_weights(self) -> bool:
+        """True when trained weights exist on disk."""
+        return self.weights is not None and self.weights.is_file()
+
+    @property
+    def usable(self) -> bool:
+        """True when the model can segment now (classical, or a network with weights)."""
+        return self.kind == "classical" or self.has_weights
+
+
+_BUILTIN: dict[str, ModelSpec] = {}
+_builtins_loaded = False
+
+
+def _read_card(weights: Path) -> dict:
+    """The JSON card beside ``weights``, or an empty dict when missing or unreadable."""
+    card_path = weights.with_suffix(".json")
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
+    """Add a model to the registry; model modules call this at import.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model. When it names weights but no card, the card is read from the JSON file beside
+        the weights (and its preprocessing / intensity profile fill the spec's empty fields).
+    replace_existing : bool
+        Replace a model of the same name instead of raising.
+
+    Returns
+    -------
+    ModelSpec
+        The registered spec (with its card filled in).
+    """
+    if spec.name in _BUILTIN and not replace_existing:
+        raise ValueError(f"a model named {spec.name!r} is already registered")
+    if spec.weights is not None and not spec.card:
+        card = _read_card(spec.weights)
+        spec = replace(
+            spec,
+            card=card,
+            preprocessing=spec.preprocessing or card.get("preprocessing"),
+            intensity_profile=spec.intensity_profile or card.get("intensity_profile"),
+        )
+    _BUILTIN[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a model from the registry (for tests and plugins); unknown names are ignored."""
+    _BUILTIN.pop(name, None)
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for module in BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                warnings.warn(f"model module {module} could not be imported: {err}", stacklevel=3)
+        except Exception as err:  # noqa: BLE001 - one broken model must not hide the others
+            warnings.warn(f"model module {module} could not be imported: {err!r}", stacklevel=3)
+
+
+def user_models_dir() -> Path:
+    """The folder of user-trained and fine-tuned models.
+
+    ``$NAPARI_VESSEL_MODELS`` when set, else ``~/.napari-vessel/models``. It is not created here;
+    the code that saves a model creates it.
+    """
+    env = os.environ.get(MODELS_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".napari-vessel" / "models"
+
+
+def _user_specs() -> dict[str, ModelSpec]:
+    """Specs for every readable card in the user models folder whose architecture is known."""
+    folder = user_models_dir()
+    if not folder.is_dir():
+        return {}
+    by_architecture: dict[str, ModelSpec] = {}
+    for spec in _BUILTIN.values():
+        if spec.is_network:
+            by_architecture.setdefault(spec.architecture, spec)
+    found: dict[str, ModelSpec] = {}
+    for card_path in sorted(folder.glob("*.json")):
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            if not isinstance(card, dict) or "format_version" not in card:
+                continue  # another JSON file (a run manifest, a checkpoint note): not a card
+            name = str(card.get("name") or card_path.stem)
+            base = by_architecture.get(str(card.get("architecture", "")))
+            if base is None:
+                warnings.warn(
+                    f"user model card {card_path} names architecture "
+                    f"{card.get('architecture')!r}, which is not registered; skipped",
+                    stacklevel=3,
+                )
+                continue
+            if name in _BUILTIN or name in found:
+                warnings.warn(
+                    f"user model {card_path} is named {name!r} like another model; skipped",
+                    stacklevel=3,
+                )
+                continue
+            weights_name = str(card.get("weights_file") or card_path.with_suffix(".safetensors").name)
+            patch = card.get("patch_size_zyx") or base.patch_size_zyx
+            found[name] = replace(
+                base,
+                name=name,
+                kind=str(card.get("kind") or base.kind),
+                description=str(card.get("description") or f"{name} (user model from {base.name})"),
+                config={**base.config, **(card.get("config") or {})},
+                weights=card_path.parent / weights_name,
+                card=card,
+                patch_size_zyx=tuple(patch),
+                preprocessing=card.get("preprocessing", base.preprocessing),
+                intensity_profile=card.get("intensity_profile", base.intensity_profile),
+                source="user",
+            )
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            warnings.warn(f"user model card {card_path} is unreadable ({err}); skipped",
+                          stacklevel=3)
+    return found
+
+
+def _all_specs() -> dict[str, ModelSpec]:
+    _load_builtins()
+    return {**_BUILTIN, **_user_specs()}
+
+
+def list_models(kind: str | None = None) -> list[ModelSpec]:
+    """All registered models (built-in first, then user models), optionally of one kind."""
+    specs = list(_all_specs().values())
+    if kind is not None:
+        if kind not in KINDS:
+            raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
+        specs = [s for s in specs if s.kind == kind]
+    return specs
+
+
+def get(name: str | ModelSpec) -> ModelSpec:
+    """The model called ``name``.
+
+    Raises
+    ------
+    InputError
+        When no model has that name; the message lists the closest names and all names.
+    """
+    if isinstance(name, ModelSpec):
+        return name
+    specs = _all_specs()
+    if name in specs:
+        return specs[name]
+    lowered = {n.lower(): n for n in specs}
+    if str(name).lower() in lowered:
+        return specs[lowered[str(name).lower()]]
+    close = difflib.get_close_matches(str(name), list(specs), n=3, cutoff=0.4)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise InputError(
+        f"unknown model {name!r}; {hint}available models: {', '.join(sorted(specs)) or 'none'} "
+        "(see 'napari-vessel models')"
+    )
+
+
+def default_model_name() -> str:
+    """Name of the recommended model: the first usable one in :data:`DEFAULT_ORDER`."""
+    specs = _all_specs()
+    for name in DEFAULT_ORDER:
+        if name in specs and specs[name].usable:
+            return name
+    for spec in specs.values():
+        if spec.usable:
+            return spec.name
+    raise InputError("no usable model is registered; reinstall napari-vessel")
+
+
+def count_parameters(spec: ModelSpec | str) -> int | None:
+    """Number of parameters of a network (built on the meta device, so free); None if classical."""
+    spec = get(spec)
+    if not spec.is_network:
+        return None
+    import torch
+
+    with torch.device("meta"):
+        model = spec.builder(**spec.config)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def load_model(name: str | ModelSpec, device: Any = None, *, allow_untrained: bool = False):
+    """Build a network, load its weights and put it in eval mode on ``device``.
+
+    Parameters
+    ----------
+    name : str or ModelSpec
+        A registered network.
+    device : str or torch.device, optional
+        Where to put the model; ``None`` or ``"auto"`` picks CUDA, then MPS, then the CPU.
+    allow_untrained : bool
+        Return a randomly initialised network when no weights exist (for benchmarks and tests).
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, on ``device``.
+    spec : ModelSpec
+        The model's spec (its card as read from the weights file).
+    """
+    from ..devices import pick_device
+    from .weights import load_weights
+
+    spec = get(name)
+    if not spec.is_network:
+        raise InputError(
+            f"{spec.name!r} is a classical method, not a network; run it with "
+            "napari_vessel.inference.predict"
+        )
+    model = spec.builder(**spec.config)
+    if spec.weights is not None and (spec.weights.exists() or spec.source == "user"):
+        state, card = load_weights(spec.weights, model=model)
+        spec = replace(spec, card=card)
+    elif not allow_untrained:
+        raise InputError(
+            f"model {spec.name!r} has no trained weights yet; train it with "
+            f"'napari-vessel train --model {spec.name}' or choose another model"
+        )
+    return model.to(pick_device(device)).eval(), spec

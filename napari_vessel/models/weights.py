@@ -1,0 +1,263 @@
+"""Model weights on disk: a safetensors file and a JSON model card beside it.
+
+``NAME.safetensors`` holds the tensors (never a pickle, so loading runs no code); ``NAME.json`` is
+the card: what the model is, how to rebuild it, what it was trained on, how it scored, and the
+SHA-256 of the weights file. Both are written atomically (temporary file + ``os.replace``), the
+weights first, so a card never names a half-written file.
+
+Card fields
+-----------
+format_version : int
+    Version of this layout (:data:`FORMAT_VERSION`). A newer one than the code knows is refused.
+name, architecture, kind : str
+    Model name, registered architecture (builder) and kind (supervised, unsupervised, classical).
+config : dict
+    Keyword arguments of the architecture's builder.
+trained_on : list or str
+    Data the model saw (file names, phantom settings).
+training : dict
+    ``command`` (to reproduce it), ``seed``, ``steps``, ``minutes``, ``loss``.
+scores : dict
+    Validation scores, e.g. leave-one-volume-out F1 per volume and their mean.
+intensity_profile, preprocessing : dict
+    Input statistics of the training data and the preprocessing pipeline (JSON form).
+parent : str or None
+    The model it was fine-tuned from.
+created : str
+    ISO 8601 time (UTC).
+weights_file, sha256 : str
+    File name of the weights (beside the card) and its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CARD_FIELDS",
+    "SHIPPED_DIR",
+    "save_weights",
+    "load_weights",
+    "read_card",
+    "file_sha256",
+    "check_state_dict",
+    "shipped_weights",
+]
+
+#: Version of the card layout this code writes and understands.
+FORMAT_VERSION = 1
+
+#: Fields every card has (missing ones are written as None or empty).
+CARD_FIELDS = (
+    "format_version", "name", "architecture", "config", "kind", "trained_on", "training",
+    "scores", "intensity_profile", "preprocessing", "parent", "created", "weights_file", "sha256",
+)
+
+#: Folder of the weights shipped with the package.
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The shipped ``NAME.safetensors``, or None when it is not (yet) in the package."""
+    path = SHIPPED_DIR / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights path, card path) from a path with or without suffix."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``target``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: Any, path: str | os.PathLike, card: dict | None = None) -> Path:
+    """Write ``NAME.safetensors`` and its card ``NAME.json`` atomically.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or dict of tensors
+        The network (its ``state_dict`` is saved) or a state dict.
+    path : str or Path
+        ``folder/NAME`` with or without the ``.safetensors`` suffix.
+    card : dict, optional
+        Card fields (see the module docstring); ``format_version``, ``created``,
+        ``weights_file`` and ``sha256`` are filled in here, ``name`` defaults to NAME.
+
+    Returns
+    -------
+    Path
+        The weights file.
+
+    Raises
+    ------
+    InputError
+        When the folder cannot be written (read-only, disk full); nothing half-written remains.
+    """
+    from safetensors.torch import save_file
+
+    weights_path, card_path = _paths(path)
+    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
+    # clone: safetensors refuses tensors that share memory; contiguous CPU copies are plain data
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    full = {key: None for key in CARD_FIELDS}
+    full.update({"config": {}, "training": {}, "scores": {}})
+    full.update(card or {})
+    full["format_version"] = FORMAT_VERSION
+    full["name"] = full.get("name") or weights_path.stem
+    full["created"] = full.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    full["weights_file"] = weights_path.name
+    try:
+        text = json.dumps(full, indent=2, sort_keys=False, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"the model card cannot be saved as JSON: {err}") from err
+    try:
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(weights_path, lambda tmp: save_file(
+            tensors, tmp, metadata={"format": "pt", "name": str(full["name"])}))
+        full["sha256"] = file_sha256(weights_path)
+        text = json.dumps(full, indent=2, allow_nan=False)
+        _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    except OSError as err:
+        if not card_path.exists():  # no card names these weights: leave no orphan behind
+            try:
+                weights_path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise InputError(
+            f"could not save the model to {weights_path.parent}: {err.strerror or err}; "
+            "free some disk space or choose a folder you can write to"
+        ) from err
+    return weights_path
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """Read and check a model card (``NAME``, ``NAME.json`` or ``NAME.safetensors``).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable card, or a ``format_version`` newer than this code knows.
+    """
+    _, card_path = _paths(path)
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise InputError(f"model card {card_path} not found; each weights file needs its "
+                         "JSON card beside it") from err
+    except (OSError, ValueError) as err:
+        raise InputError(f"model card {card_path} is unreadable or not JSON: {err}") from err
+    if not isinstance(card, dict):
+        raise InputError(f"model card {card_path} is not a JSON object")
+    version = card.get("format_version")
+    if not isinstance(version, int):
+        raise InputError(f"model card {card_path} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise InputError(
+            f"model card {card_path} has format version {version}, newer than this napari-vessel "
+            f"understands ({FORMAT_VERSION}); upgrade napari-vessel (pip install -U napari-vessel)"
+        )
+    return card
+
+
+def check_state_dict(model: Any, state: dict) -> None:
+    """Raise :class:`InputError` naming the tensors of ``state`` that do not fit ``model``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected),
+                             ("wrong shape", wrong)):
+            if items:
+                shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5
+                                                 else "")
+                parts.append(f"{label}: {shown}")
+        raise InputError(
+            "the weights do not match the architecture (" + "; ".join(parts) + "); the card's "
+            "architecture or config differs from the weights, or the file is from another model"
+        )
+
+
+def load_weights(path: str | os.PathLike, *, model: Any = None) -> tuple[dict, dict]:
+    """Read a weights file and its card, checking the card version and the file's hash.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``NAME``, ``NAME.safetensors`` or ``NAME.json``.
+    model : torch.nn.Module, optional
+        When given, the tensors are checked against it and loaded into it.
+
+    Returns
+    -------
+    state_dict : dict of str to torch.Tensor
+    card : dict
+
+    Raises
+    ------
+    InputError
+        Card newer than the code, weights file missing, hash mismatch, corrupt file, or tensors
+        that do not fit ``model`` (the message names them).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card = read_card(path)
+    _, card_path = _paths(path)
+    weights_path = card_path.parent / str(card.get("weights_file") or
+                                          card_path.with_suffix(".safetensors").name)
+    if not weights_path.is_file():
+        raise InputError(
+            f"model card {card_path} names the weights file {weights_path.name}, which does not "
+            "exist; copy it beside the card or remove the card"
+        )
+    expected_hash = card.get("sha256")
+    if expected_hash and file_sha256(weights_path) != expected_hash:
+        raise InputError(
+            f"weights file {weights_path} does not match the SHA-256 in its card (the file is "
+            "damaged or was replaced); restore it or retrain the model"
+        )
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise InputError(f"weights file {weights_path} is corrupt or not safetensors: {err}") from err
+    if model is not None:
+        check_state_dict(model, state)
+        model.load_state_dict(state)
+    return state, card
