@@ -231,3 +231,16 @@ def test_bad_shapes_raise_input_error():
         layers.erode_se(torch.zeros(1, 1, 3, 3, 3), np.ones((3, 3), dtype=bool))
     with pytest.raises(InputError):
         layers.morph_smooth(torch.zeros(1, 1, 3, 3, 3), -1)
+
+
+def test_pooling_without_gradient_equals_the_autograd_path():
+    """Inference takes a direct min/max path; it must equal the rank-selection path."""
+    from napari_vessel.models.layers import is_pool, morph_smooth, si_pool
+
+    x = torch.rand(1, 1, 5, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grad_x = x.clone().requires_grad_(True)
+    for op in (si_pool, is_pool, lambda t: morph_smooth(t, 2)):
+        with torch.no_grad():
+            fast = op(x)
+        slow = op(grad_x).detach()
+        torch.testing.assert_close(fast, slow, rtol=0, atol=0)

@@ -141,8 +141,10 @@ def _reduce(keys: torch.Tensor, offsets: np.ndarray, erode: bool) -> torch.Tenso
     """Min (``erode``) or max of ``keys(p + o)`` over the offsets ``o``; outside is neutral."""
     nd = keys.ndim - 2
     radius = tuple(int(r) for r in np.abs(offsets).max(axis=0))
-    # ranks are 0 .. numel-1, so numel and -1 are neutral (and exact as the float pad value)
-    fill = keys.numel() if erode else -1
+    if keys.is_floating_point():  # plain values (no gradient needed): +-inf are neutral
+        fill = float("inf") if erode else float("-inf")
+    else:  # ranks are 0 .. numel-1, so numel and -1 are neutral
+        fill = keys.numel() if erode else -1
     padded = _pad_neutral(keys, radius, fill) if any(radius) else keys
     op = torch.minimum if erode else torch.maximum
     out = None
@@ -207,6 +209,11 @@ class _Selection(torch.autograd.Function):
         return grad_x, None
 
 
+def _needs_grad(x: torch.Tensor) -> bool:
+    """True when autograd will need the selection indices (training)."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def _check_se(x: torch.Tensor, se: np.ndarray | torch.Tensor) -> np.ndarray:
     nd = _check_batched(x)
     mask = np.asarray(se.detach().cpu() if isinstance(se, torch.Tensor) else se).astype(bool)
@@ -268,6 +275,8 @@ def si_pool(x: torch.Tensor) -> torch.Tensor:
     Tensor, same shape as ``x``.
     """
     _check_batched(x)
+    if not _needs_grad(x):
+        return _umis_pool(x, erode=True)
     return _Selection.apply(x, lambda k: _umis_pool(k, erode=True))
 
 
@@ -285,6 +294,8 @@ def is_pool(x: torch.Tensor) -> torch.Tensor:
     Tensor, same shape as ``x``.
     """
     _check_batched(x)
+    if not _needs_grad(x):
+        return _umis_pool(x, erode=False)
     return _Selection.apply(x, lambda k: _umis_pool(k, erode=False))
 
 
@@ -316,6 +327,8 @@ def morph_smooth(x: torch.Tensor, iterations: int = 3) -> torch.Tensor:
             keys = _umis_pool(_umis_pool(keys, erode=False), erode=True)
         return keys
 
+    if not _needs_grad(x):  # inference: min/max on the values directly, no ranking sort
+        return chain(x)
     return _Selection.apply(x, chain)
 
 
