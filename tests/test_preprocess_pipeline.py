@@ -205,3 +205,13 @@ def test_kernel_larger_than_volume():
         Pipeline((Clahe(kernel_size=50),)).apply(np.random.default_rng(0).random((3, 20, 20)))
     with pytest.raises(InputError, match="larger than the image"):
         Pipeline((Median3D(size=5),)).apply(np.random.default_rng(0).random((3, 20, 20)))
+
+
+@pytest.mark.parametrize("z", [0, 1, 4, 6, 7])
+def test_preview_plane_with_wide_median_at_the_stack_ends(z):
+    """A 5-wide 3D median near the first/last slice must equal the full result."""
+    rng = np.random.default_rng(5)
+    stack = rng.random((8, 20, 20)).astype(np.float32)
+    pipeline = Pipeline([make_step("median3d", size=5)])
+    full = pipeline.apply(stack)
+    np.testing.assert_allclose(pipeline.preview_plane(stack, z), full[z], rtol=1e-6)

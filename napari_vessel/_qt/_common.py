@@ -90,7 +90,7 @@ def start_worker(
     def _run() -> Any:
         return func(progress=relay.progress.emit, cancel=token)
 
-    worker = create_worker(_run, _start_thread=False)
+    worker = create_worker(_run, _start_thread=False, _ignore_errors=True)
     worker._vessel_relay = relay  # keep the relay alive as long as the worker
 
     def _errored(err: BaseException) -> None:

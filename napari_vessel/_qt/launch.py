@@ -7,13 +7,19 @@ from typing import Any
 import napari
 
 from .info_widget import InfoWidget
+from .preprocess_widget import PreprocessWidget
+from .review_widget import ReviewWidget
 
 __all__ = ["open_viewer", "dock_widgets"]
 
 
 def dock_widgets(viewer: napari.Viewer) -> dict[str, Any]:
     """Dock every napari-vessel widget in ``viewer``; returns them by name."""
-    widgets = {"Stack info": InfoWidget(viewer)}
+    widgets = {
+        "Stack info": InfoWidget(viewer),
+        "Preprocess": PreprocessWidget(viewer),
+        "Review & refine": ReviewWidget(viewer),
+    }
     for name, widget in widgets.items():
         viewer.window.add_dock_widget(widget, name=name, area="right")
     return widgets

@@ -70,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import segment
     from ..io import save_volume
     from ..metrics import evaluate
+    from ..models import registry
     from ..phantom import make_phantom
     from ..render import overlay_rgb, save_png
     from ..volume import Volume
-
-    from ..models import registry
 
     if args.model is not None:
         registry.get(args.model)  # an unknown name fails here, before any work

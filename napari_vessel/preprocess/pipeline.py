@@ -301,11 +301,13 @@ class Pipeline:
         if not 0 <= int(z) < shape[0]:
             raise InputError(f"slice {z} is outside the stack (0..{shape[0] - 1})")
         reach = sum(step.context(shape, spacing_zyx) for step in self.steps)
-        lo, hi = max(0, int(z) - reach), min(shape[0], int(z) + reach + 1)
+        # a slab of the full 2*reach+1 slices (at least 3 for 3D steps), shifted to stay inside the
+        # stack near its ends, so a kernel never meets a slab thinner than itself
+        needs_3d = any(step.needs_3d() for step in self.steps)
+        want = min(shape[0], max(2 * reach + 1, 3 if needs_3d else 1))
+        lo = max(0, min(int(z) - reach, shape[0] - want))
+        hi = lo + want
         slab = np.asarray(data[lo:hi])
-        if self.steps and any(step.needs_3d() for step in self.steps) and slab.shape[0] < 3:
-            lo, hi = max(0, min(lo, shape[0] - 3)), min(shape[0], max(hi, 3))
-            slab = np.asarray(data[lo:hi])
         return self.apply(slab, spacing_zyx=spacing_zyx)[int(z) - lo]
 
 

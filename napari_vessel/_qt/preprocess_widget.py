@@ -1,0 +1,224 @@
+"""Preprocess: build a pipeline, preview it live, and apply it to a whole stack.
+
+The dock widget has four parts, three of them in their own modules: the pipeline editor
+(``preprocess_editor``: steps, parameters, presets, JSON files), the histogram-scaling reference
+picker (``preprocess_reference``) and the live preview (``preprocess_preview``). This module holds
+the input choice and Apply, which runs :meth:`~napari_vessel.preprocess.Pipeline.apply` in a
+worker and adds the result as a new layer; the input layer is never modified.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout
+
+from ..errors import InputError
+from ..preprocess import Pipeline, compute
+from ..progress import CancelToken, Progress, scaled
+from ._common import notify_error, output_name, show_info, start_worker
+from .preprocess_editor import PipelineEditor
+from .preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
+from .preprocess_reference import ReferencePanel
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["PreprocessWidget", "run_pipeline"]
+
+def run_pipeline(pipeline: Pipeline, data: Any, spacing_zyx: Any = None, *,
+                 progress: Progress | None = None, cancel: CancelToken | None = None) -> Any:
+    """The pipeline's result on a whole NumPy or dask stack, as a NumPy array.
+
+    A dask stack is processed lazily, then computed slab by slab (progress and cancel between
+    slabs); a NumPy stack step by step (progress and cancel between steps).
+    """
+    if type(data).__module__.split(".")[0] != "dask":
+        return pipeline.apply(data, spacing_zyx=spacing_zyx, progress=progress, cancel=cancel)
+    lazy = pipeline.apply(data, spacing_zyx=spacing_zyx, progress=scaled(progress, 0.0, 0.2),
+                          cancel=cancel)
+    return compute(lazy, progress=scaled(progress, 0.2, 1.0), cancel=cancel)
+
+
+def _group(title: str, widget: Any) -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.addWidget(widget.native)
+    return box
+
+
+class PreprocessWidget(Container):
+    """Build a preprocessing pipeline, preview it live and apply it to an image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the widget is docked in.
+
+    Attributes
+    ----------
+    editor : PipelineEditor
+        The steps and their parameters (``editor.pipeline`` is the current pipeline).
+    reference : ReferencePanel
+        The histogram-scaling reference picker.
+    preview : PreviewPanel
+        The live preview (``preview.toggle.value = True`` turns it on).
+    job : Job or None
+        The running Apply, if any.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        self.job: Any = None
+        self._watched: Any = None  # the input layer whose data changes refresh the preview
+        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.summary = Label(value="no image layer")
+        inputs = Container(widgets=[self.layer_combo, self.summary], labels=True)
+        self.editor = PipelineEditor(self._pipeline_changed, self._notify)
+        self.reference = ReferencePanel(napari_viewer, self.editor, self.input_layer, self._notify)
+        self.preview = PreviewPanel(napari_viewer, self.input_layer, lambda: self.editor.pipeline,
+                                    self._notify)
+        self.apply_button = PushButton(text="Apply to the whole stack")
+        self.apply_button.tooltip = "process every slice in the background into a new layer"
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=1000, value=0, visible=False)
+        self.progress_text = Label(value="")
+        run = Container(widgets=[self.apply_button, self.cancel_button], layout="horizontal",
+                        labels=False)
+        layout = self.native.layout()
+        layout.addWidget(inputs.native)
+        for title, part in (("Pipeline", self.editor), ("Histogram-scaling reference",
+                                                        self.reference)):
+            layout.addWidget(_group(title, part))
+        for part in (self.preview, run, self.progress, self.progress_text):
+            layout.addWidget(part.native)
+        layout.addStretch(1)
+        self._parts = (inputs, run)  # keep the containers alive with the widget
+        self.layer_combo.changed.connect(self._input_changed)
+        self.apply_button.changed.connect(lambda *_: self.apply())
+        self.cancel_button.changed.connect(lambda *_: self.cancel())
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._reset_choices)
+        self._reset_choices()
+
+    @staticmethod
+    def _notify(err: Any) -> None:
+        notify_error(err)  # looked up at call time, so tests can capture it
+
+    # ------------------------------------------------------------------------------- the input
+    def _image_layers(self, _widget: Any = None) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                and not layer.metadata.get("napari_vessel_output")]
+
+    def input_layer(self) -> Any:
+        """The chosen image layer, or None."""
+        return self.layer_combo.value
+
+    def _reset_choices(self, _event: Any = None) -> None:
+        self.layer_combo.reset_choices()
+        if self.layer_combo.value is None and self.layer_combo.choices:
+            self.layer_combo.value = self.layer_combo.choices[-1]
+        self.reference.reset_choices()
+
+    def _input_changed(self, _value: Any = None) -> None:
+        layer = self.input_layer()
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self.preview.input_changed)
+        self._watched = layer
+        self.preview.input_changed()
+        if layer is None:
+            self.summary.value = "no image layer"
+            return
+        layer.events.data.connect(self.preview.input_changed)
+        shape = " × ".join(str(s) for s in layer.data.shape)
+        self.summary.value = f"{shape}  {layer.data.dtype}"
+        try:
+            check_image_layer(layer)
+        except InputError as err:  # explained now; Apply and Preview refuse it with an error
+            self.summary.value += "\ncannot be preprocessed"
+            show_info(str(err))
+            return
+        if layer.ndim == 2:
+            self.summary.value += "\n2D image: per-slice steps only"
+            show_info(f"'{layer.name}' is a 2D image: Apply runs the per-slice steps; steps that "
+                      "need a 3D stack (median3d, depth_correct, focus_stack, 3D CLAHE) can only "
+                      "be previewed (with a 2D stand-in)")
+
+    def _pipeline_changed(self) -> None:
+        if hasattr(self, "preview"):
+            self.preview.schedule()
+
+    # ----------------------------------------------------------------------------------- apply
+    def _check_apply(self, layer: Any, pipeline: Pipeline) -> None:
+        check_image_layer(layer)
+        if not pipeline.steps:
+            raise InputError("the pipeline is empty; add a step or choose a preset")
+        needs_3d = [step.name for step in pipeline.steps if step.needs_3d()]
+        if layer.ndim == 2 and needs_3d:
+            raise InputError(f"'{layer.name}' is a 2D image, but {', '.join(needs_3d)} need a 3D "
+                             "stack; remove those steps (or use the preview only)")
+
+    def apply(self) -> Any:
+        """Run the pipeline on the whole input in a worker; returns the job, or None if refused.
+
+        The result becomes a new image layer ``"<image> preprocessed"`` with the input's scale and
+        translation and the pipeline in ``metadata["preprocess"]``.
+        """
+        if self.job is not None:
+            self._notify("preprocessing is already running; wait for it or press Cancel")
+            return None
+        layer, pipeline = self.input_layer(), self.editor.pipeline
+        try:
+            self._check_apply(layer, pipeline)
+        except InputError as err:
+            self._notify(err)
+            return None
+        source = {"name": layer.name, "scale": tuple(layer.scale),
+                  "translate": tuple(layer.translate), "metadata": dict(layer.metadata)}
+        self._running(True)
+        self.job = start_worker(
+            partial(run_pipeline, pipeline, layer.data, layer_spacing(layer)),
+            on_progress=self._progress, on_done=lambda result: self._add_result(result, pipeline,
+                                                                                source),
+            on_error=self._notify, on_cancelled=self._cancelled, on_finished=self._finished)
+        return self.job
+
+    def cancel(self) -> None:
+        """Stop the running Apply (no layer is added)."""
+        if self.job is not None:
+            self.job.cancel()
+            self.progress_text.value = "cancelling…"
+
+    def _running(self, on: bool) -> None:
+        self.apply_button.enabled = not on
+        self.cancel_button.enabled = on
+        self.progress.visible = on
+        self.progress.value = 0
+        self.progress_text.value = "starting…" if on else ""
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+        self.progress_text.value = message
+
+    def _add_result(self, result: Any, pipeline: Pipeline, source: dict) -> None:
+        # not marked as a derived view (napari_vessel_output): it is an input for segmentation
+        metadata = {key: value for key, value in source["metadata"].items()
+                    if key != "napari_vessel_output"}
+        metadata.update(preprocess=pipeline.to_dict(), source=source["name"])
+        name = output_name(source["name"], "preprocessed", self.viewer.layers)
+        self.viewer.add_image(result, name=name, scale=source["scale"],
+                              translate=source["translate"], metadata=metadata, colormap="gray")
+        show_info(f"added '{name}' ({', '.join(pipeline.names)})")
+
+    def _cancelled(self) -> None:
+        show_info("preprocessing cancelled; no layer was added")
+
+    def _finished(self) -> None:
+        self.job = None
+        self._running(False)

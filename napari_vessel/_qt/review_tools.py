@@ -1,0 +1,241 @@
+"""The vessel tools of the Review & refine widget: clean-up, fill, erase and bridge.
+
+Each tool computes a :class:`~napari_vessel.refine.Edit` in a background thread and writes it
+into the labels layer as one undo step. Points are picked on a Points layer ("Pick points") or,
+for erasing, by clicking a vessel on the labels layer ("click a vessel to erase it").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from qtpy.QtWidgets import QSizePolicy
+
+from ..errors import InputError
+from ..refine import bridge_gap, erase_component_at, fill_holes, keep_components_at, remove_small_components
+from ..review_core import still_valid
+from ._common import output_name, show_info
+from .review_sync import OUTPUT_KEY, apply_edit_to_layer
+from .review_watch import run_in_background
+
+__all__ = ["ToolsPanel"]
+
+
+class ToolsPanel(Container):
+    """Buttons for the vessel-aware label operations.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    get_layers : callable
+        ``get_layers(image=..., labels=...)`` returns the checked ``(image, labels, prob)``
+        layers, or raises :class:`InputError` when a needed one is missing or does not fit.
+    notify : callable
+        Shows a user-facing error.
+    """
+
+    def __init__(self, viewer: Any, get_layers: Callable[..., tuple], notify: Callable) -> None:
+        super().__init__(labels=True)
+        self.viewer, self.get_layers, self.notify = viewer, get_layers, notify
+        self.min_size = SpinBox(label="smallest vessel (voxels)", value=50, min=0, max=10**9)
+        self.remove_button = PushButton(text="Remove smaller components")
+        self.per_slice = CheckBox(text="fill holes slice by slice", value=False)
+        self.fill_button = PushButton(text="Fill holes")
+        self.pick_button = PushButton(text="Pick points")
+        self.keep_button = PushButton(text="Keep components at points")
+        self.erase_button = PushButton(text="Erase component at last point")
+        self.click_erase = CheckBox(text="click a vessel to erase it", value=False)
+        self.radius = FloatSpinBox(label="bridge radius (µm)", value=0.0, min=0.0, max=1000.0,
+                                   step=0.5, tooltip="0: estimated from the image")
+        self.bridge_button = PushButton(text="Bridge last two points")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend([self.min_size, self.remove_button, self.per_slice, self.fill_button,
+                     self.pick_button, self.keep_button, self.erase_button, self.click_erase,
+                     self.radius, self.bridge_button, self.cancel_button, self.status])
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.native.layout().addStretch()
+        self.points: Any = None
+        self._job: Any = None
+        self._click_layer: Any = None
+        self.remove_button.changed.connect(self.remove_small)
+        self.fill_button.changed.connect(self.fill)
+        self.pick_button.changed.connect(self.pick_points)
+        self.keep_button.changed.connect(self.keep_at_points)
+        self.erase_button.changed.connect(self.erase_at_last_point)
+        self.bridge_button.changed.connect(self.bridge)
+        self.cancel_button.changed.connect(self.cancel)
+        self.click_erase.changed.connect(self._click_erase_changed)
+
+    @property
+    def busy(self) -> bool:
+        """True while a tool runs in the background."""
+        return self._job is not None
+
+    # -- running a tool ----------------------------------------------------------------------
+    def _run(self, title: str, compute: Callable[[np.ndarray], Any], *, image: bool = False) -> bool:
+        """Run ``compute(labels_data)`` (or ``compute(labels_data, image_data)``) in a thread."""
+        if self.busy:
+            self.notify(f"wait for the running tool to finish (or press Cancel) before '{title}'")
+            return False
+        try:
+            image_layer, labels, _prob = self.get_layers(image=image, labels=True)
+        except InputError as err:
+            self.notify(err)
+            return False
+        data = np.asarray(labels.data)
+        args = (data, image_layer.data) if image else (data,)
+
+        def work(progress: Callable = lambda *a: None, cancel: Any = None) -> Any:
+            progress(0.0, title)
+            edit = compute(*args)
+            if cancel is not None:
+                cancel.check()
+            return edit
+
+        self.status.value = f"{title}..."
+        self.cancel_button.enabled = True
+        self._job = run_in_background(work, on_done=lambda edit: self._apply(title, labels, edit),
+                                      on_error=self._failed, on_cancelled=self._cancelled,
+                                      on_finished=self._finished)
+        return True
+
+    def _apply(self, title: str, labels: Any, edit: Any) -> None:
+        if labels not in self.viewer.layers:
+            self.notify(f"'{labels.name}' was removed; '{title}' was not applied")
+            return
+        changed = apply_edit_to_layer(labels, still_valid(edit, labels.data))
+        self.status.value = f"{title}: {changed} voxels changed" + (" (Ctrl+Z undoes)" if changed else "")
+        if not changed:
+            show_info(f"{title}: nothing to change")
+
+    def _failed(self, err: BaseException) -> None:
+        self.status.value = ""
+        self.notify(err)
+
+    def _cancelled(self) -> None:
+        self.status.value = "cancelled; the labels are unchanged"
+
+    def _finished(self) -> None:
+        self._job = None
+        self.cancel_button.enabled = False
+
+    def cancel(self, _value: Any = None) -> None:
+        """Stop the running tool; nothing is written."""
+        if self._job is not None:
+            self._job.cancel()
+
+    # -- the tools ---------------------------------------------------------------------------
+    def remove_small(self, _value: Any = None) -> bool:
+        """Erase connected components smaller than the size in the spin box."""
+        size = self.min_size.value
+        if size < 1:
+            self.notify(f"smallest vessel size {size} must be at least 1 voxel")
+            return False
+        return self._run(f"remove components < {size} voxels",
+                         lambda data: remove_small_components(data, size))
+
+    def fill(self, _value: Any = None) -> bool:
+        """Fill holes (in 3D, or in each z slice)."""
+        per_slice = self.per_slice.value
+        return self._run("fill holes", lambda data: fill_holes(data, per_slice=per_slice))
+
+    def keep_at_points(self, _value: Any = None) -> bool:
+        """Keep only the components touching the picked points."""
+        try:
+            points = self.picked_points(minimum=1)
+        except InputError as err:
+            self.notify(err)
+            return False
+        return self._run("keep components at points",
+                         lambda data: keep_components_at(data, points))
+
+    def erase_at_last_point(self, _value: Any = None) -> bool:
+        """Erase the component under the last picked point."""
+        try:
+            point = self.picked_points(minimum=1)[-1]
+        except InputError as err:
+            self.notify(err)
+            return False
+        return self.erase_at(point)
+
+    def erase_at(self, position: Any) -> bool:
+        """Erase the component under ``position`` (data coordinates of the labels)."""
+        position = np.asarray(position, dtype=float)
+        return self._run("erase component", lambda data: erase_component_at(data, position))
+
+    def bridge(self, _value: Any = None) -> bool:
+        """Join the last two picked points along the brightest path of the image."""
+        try:
+            p0, p1 = self.picked_points(minimum=2)[-2:]
+            _image, labels, _prob = self.get_layers(image=True, labels=True)
+        except InputError as err:
+            self.notify(err)
+            return False
+        radius = self.radius.value or None
+        value = max(int(labels.selected_label), 1)
+        spacing = tuple(abs(float(s)) for s in labels.scale)
+        return self._run("bridge gap", lambda data, image: bridge_gap(
+            data, image, p0, p1, spacing_zyx=spacing, radius=radius, label_value=value),
+            image=True)
+
+    # -- points ------------------------------------------------------------------------------
+    def pick_points(self, _value: Any = None) -> Any:
+        """Add (or select) the Points layer to click points on, in 'add' mode."""
+        try:
+            _image, labels, _prob = self.get_layers(image=False, labels=True)
+        except InputError as err:
+            self.notify(err)
+            return None
+        if self.points is None or self.points not in self.viewer.layers:
+            self.points = self.viewer.add_points(
+                np.empty((0, labels.ndim)), ndim=labels.ndim,
+                name=output_name(labels.name, "points", self.viewer.layers),
+                scale=labels.scale, translate=labels.translate, size=max(3 * min(labels.scale), 1),
+                face_color="yellow", metadata={OUTPUT_KEY: "points"})
+        self.viewer.layers.selection.active = self.points
+        self.points.mode = "add"
+        return self.points
+
+    def picked_points(self, minimum: int = 1) -> np.ndarray:
+        """The picked points in data coordinates of the labels, shape (N, 3), oldest first."""
+        _image, labels, _prob = self.get_layers(image=False, labels=True)
+        count = 0 if self.points is None or self.points not in self.viewer.layers else len(
+            self.points.data)
+        if count < minimum:
+            raise InputError(f"pick {minimum} point{'s' if minimum > 1 else ''} first: press "
+                             f"'Pick points' and click on the vessels ({count} picked)")
+        world = [self.points.data_to_world(p) for p in self.points.data]
+        return np.array([labels.world_to_data(w) for w in world])
+
+    # -- click to erase ----------------------------------------------------------------------
+    def _click_erase_changed(self, on: bool) -> None:
+        if self._click_layer is not None:
+            if self._on_click in self._click_layer.mouse_drag_callbacks:
+                self._click_layer.mouse_drag_callbacks.remove(self._on_click)
+            self._click_layer = None
+        if not on:
+            return
+        try:
+            _image, labels, _prob = self.get_layers(image=False, labels=True)
+        except InputError as err:
+            self.notify(err)
+            self.click_erase.value = False
+            return
+        labels.mode = "pan_zoom"  # a click erases instead of painting
+        labels.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.layers.selection.active = labels
+        self._click_layer = labels
+
+    def _on_click(self, layer: Any, event: Any) -> None:
+        if event.type != "mouse_press" or not self.click_erase.value:
+            return
+        if self.viewer.dims.ndisplay != 2:
+            self.notify("switch to the 2D view to click a vessel to erase")
+            return
+        self.erase_at(layer.world_to_data(event.position))
