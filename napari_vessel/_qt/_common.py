@@ -50,6 +50,14 @@ class Job:
         self.token.cancel()
 
 
+class _Outcome:
+    """What the worker function gave: a value or an exception."""
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
 class _Relay(QObject):
     """Carries progress from the worker thread to the main thread (queued signal)."""
 
@@ -88,13 +96,22 @@ def start_worker(
         relay.progress.connect(on_progress)
 
     def _run() -> Any:
-        return func(progress=relay.progress.emit, cancel=token)
+        # Exceptions travel back as a value: napari's workers would otherwise also report them as
+        # traceback notifications, on top of our own message.
+        try:
+            return _Outcome(value=func(progress=relay.progress.emit, cancel=token))
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread below
+            return _Outcome(error=err)
 
     worker = create_worker(_run, _start_thread=False, _ignore_errors=True)
     worker._vessel_relay = relay  # keep the relay alive as long as the worker
 
-    def _errored(err: BaseException) -> None:
-        if isinstance(err, Cancelled):
+    def _returned(outcome: _Outcome) -> None:
+        err = outcome.error
+        if err is None:
+            if on_done is not None:
+                on_done(outcome.value)
+        elif isinstance(err, Cancelled):
             if on_cancelled is not None:
                 on_cancelled()
             else:
@@ -104,9 +121,7 @@ def start_worker(
         else:
             notify_error(err)
 
-    if on_done is not None:
-        worker.returned.connect(on_done)
-    worker.errored.connect(_errored)
+    worker.returned.connect(_returned)
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.start()

@@ -9,6 +9,7 @@ import napari
 from .info_widget import InfoWidget
 from .preprocess_widget import PreprocessWidget
 from .review_widget import ReviewWidget
+from .segment_widget import SegmentWidget
 
 __all__ = ["open_viewer", "dock_widgets"]
 
@@ -18,6 +19,7 @@ def dock_widgets(viewer: napari.Viewer) -> dict[str, Any]:
     widgets = {
         "Stack info": InfoWidget(viewer),
         "Preprocess": PreprocessWidget(viewer),
+        "Segment": SegmentWidget(viewer),
         "Review & refine": ReviewWidget(viewer),
     }
     for name, widget in widgets.items():

@@ -1,0 +1,218 @@
+"""The model part of the Segment dock: the registry's models, the chosen model's card, the device.
+
+Models are listed only from :func:`napari_vessel.models.registry.list_models`; *Refresh* reads the
+list again, so models the user trained or fine-tuned since the dock opened appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, Label, PushButton, TextEdit
+
+from ..commands.models import format_count, format_scores
+from ..devices import pick_device
+from ..errors import InputError
+from ..models import registry
+from ..models.registry import ModelSpec
+
+__all__ = ["ModelPanel", "card_text", "card_threshold", "DEVICES"]
+
+#: The device choices; "auto" is CUDA, then Apple MPS, then the CPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+_parameter_counts: dict[tuple, int | None] = {}
+
+
+def card_threshold(spec: ModelSpec | None) -> float:
+    """The threshold the model card recommends, else 0.5."""
+    value = (spec.card or {}).get("threshold") if spec is not None else None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.5
+    return value if 0.0 <= value <= 1.0 else 0.5
+
+
+def _parameters(spec: ModelSpec) -> str:
+    key = (spec.name, str(spec.weights), repr(sorted(spec.config.items())))
+    if key not in _parameter_counts:
+        try:
+            _parameter_counts[key] = registry.count_parameters(spec)
+        except Exception:  # noqa: BLE001 - a broken user config must not break the card
+            _parameter_counts[key] = -1
+    count = _parameter_counts[key]
+    return "unknown (the card's config does not build)" if count == -1 else format_count(count)
+
+
+def _listing(values: Any, limit: int = 4) -> str:
+    items = [str(v) for v in values] if isinstance(values, list | tuple) else [str(values)]
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def card_text(spec: ModelSpec) -> str:
+    """What the model card says, as a few lines for the read-only card box.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        A registered model.
+
+    Returns
+    -------
+    str
+        Kind, description, parameters, training data, scores, threshold, patch size,
+        preprocessing and the state of the weights.
+    """
+    card = spec.card or {}
+    owner = ", your model" if spec.source == "user" else ""
+    lines = [f"{spec.name}: {spec.kind}{owner}", spec.description]
+    if spec.is_network:
+        lines.append(f"parameters: {_parameters(spec)}")
+    else:
+        lines.append("classical method: nothing trained; runs on the CPU")
+    if card.get("parent"):
+        lines.append(f"fine-tuned from: {card['parent']}")
+    if card.get("trained_on"):
+        lines.append(f"trained on: {_listing(card['trained_on'])}")
+    scores = format_scores(card.get("scores"))
+    lines.append(f"scores: {'none in the card yet' if scores == '-' else scores}")
+    source = "from the card" if "threshold" in card else "no card value"
+    lines.append(f"threshold: {card_threshold(spec):.3g} ({source})")
+    if spec.is_network:
+        lines.append("patch: " + " × ".join(str(p) for p in spec.patch_size_zyx))
+    steps = (spec.preprocessing or {}).get("steps") or []
+    names = [str(step.get("name")) for step in steps if isinstance(step, dict)]
+    if names:
+        lines.append(f"preprocessing: {', '.join(names)}")
+    if spec.is_network:
+        if spec.has_weights:
+            digest = str(card.get("sha256") or "")[:12]
+            lines.append(f"weights: {spec.weights.name}" + (f" (sha256 {digest}…)" if digest else ""))
+        else:
+            lines.append("weights: MISSING - train it first (napari-vessel train) or choose "
+                         "another model")
+    return "\n".join(line for line in lines if line)
+
+
+def _choice_label(spec: ModelSpec, default: str | None) -> str:
+    notes = []
+    if spec.name == default:
+        notes.append("recommended")
+    if spec.source == "user":
+        notes.append("yours")
+    if not spec.usable:
+        notes.append("no weights")
+    return spec.name + (f"  ({', '.join(notes)})" if notes else "")
+
+
+class ModelPanel(Container):
+    """Model chooser with a *Refresh* button, the model card, and the device choice.
+
+    Parameters
+    ----------
+    on_model_changed : callable, optional
+        Called with the newly chosen :class:`ModelSpec` (or None) when the choice changes.
+
+    Attributes
+    ----------
+    model_combo : ComboBox
+        Model names (the value is the name).
+    card : TextEdit
+        The chosen model's card (read-only).
+    device_combo : ComboBox
+        One of :data:`DEVICES`.
+    device_note : Label
+        Which device the run will use ("auto" is resolved here).
+    """
+
+    def __init__(self, on_model_changed: Callable[[ModelSpec | None], None] | None = None) -> None:
+        super().__init__(labels=True)
+        self._on_model_changed = on_model_changed
+        self._choices: list[tuple[str, str]] = []
+        # a callable, so that napari's reset_choices (on layer changes) keeps the list
+        self.model_combo = ComboBox(label="model", choices=lambda _w=None: self._choices,
+                                    nullable=True)
+        self.model_combo.tooltip = "models from the registry; see 'napari-vessel models'"
+        self.refresh_button = PushButton(text="Refresh")
+        self.refresh_button.tooltip = ("read the model list again (models you trained or "
+                                       "fine-tuned since appear)")
+        row = Container(widgets=[self.model_combo, self.refresh_button], layout="horizontal",
+                        labels=False, label="model")
+        row.margins = (0, 0, 0, 0)
+        self.card = TextEdit(label="card")
+        self.card.native.setReadOnly(True)
+        self.card.native.setMinimumHeight(110)
+        self.card.native.setMaximumHeight(170)
+        self.device_combo = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.device_combo.tooltip = "auto: CUDA, then Apple MPS, then the CPU"
+        self.device_note = Label(label="", value="")
+        self.extend([row, self.card, self.device_combo, self.device_note])
+        self.model_combo.changed.connect(self._model_changed)
+        self.device_combo.changed.connect(lambda *_: self._update_device_note())
+        self.refresh_button.changed.connect(lambda *_: self.refresh())
+        self.refresh()
+
+    @property
+    def model_name(self) -> str | None:
+        """The chosen model's name."""
+        return self.model_combo.value
+
+    def spec(self) -> ModelSpec:
+        """The chosen model, looked up again in the registry.
+
+        Raises
+        ------
+        InputError
+            No model chosen, or it is no longer registered (e.g. its card was deleted).
+        """
+        if self.model_name is None:
+            raise InputError("choose a model (press Refresh if the list is empty)")
+        return registry.get(self.model_name)
+
+    def refresh(self) -> None:
+        """List the registry's models again, keeping the choice when it still exists."""
+        specs = registry.list_models()
+        try:
+            default = registry.default_model_name()
+        except InputError:
+            default = None
+        previous = self.model_combo.value
+        self._choices = [(_choice_label(spec, default), spec.name) for spec in specs]
+        names = [name for _, name in self._choices]
+        with self.model_combo.changed.blocked():
+            self.model_combo.reset_choices()
+            chosen = previous if previous in names else default if default in names else (
+                names[0] if names else None)
+            self.model_combo.value = chosen
+        self._model_changed(chosen)
+
+    def _model_changed(self, _value: Any = None) -> None:
+        try:
+            spec = self.spec()
+        except InputError as err:
+            spec, self.card.value = None, str(err)
+        else:
+            self.card.value = card_text(spec)
+        self._update_device_note(spec)
+        if self._on_model_changed is not None:
+            self._on_model_changed(spec)
+
+    def _update_device_note(self, spec: ModelSpec | None = None) -> None:
+        if spec is None and self.model_name is not None:
+            try:
+                spec = self.spec()
+            except InputError:
+                spec = None
+        if spec is not None and not spec.is_network:
+            self.device_note.value = "classical models run on the CPU"
+            return
+        choice = self.device_combo.value
+        try:
+            device = pick_device(choice)
+        except InputError:
+            self.device_note.value = f"{choice} is not available here; use auto or cpu"
+            return
+        self.device_note.value = f"auto picks {device.type}" if choice == "auto" else ""

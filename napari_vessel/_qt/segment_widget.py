@@ -1,0 +1,349 @@
+"""Segment: run any registered model on a 3D image layer; probability and labels as new layers.
+
+The dock holds the input choice, the model panel (``segment_models``: model list, card, device),
+the run options, and Segment / Cancel with a progress bar. :func:`napari_vessel.inference.segment`
+runs in a worker thread, so the viewer stays responsive; Cancel stops it between batches and
+nothing is added. The output layers and the live threshold live in ``segment_results``: the
+threshold slider and the minimum size redraw the labels from the stored probability map without
+running the model again, and labels the user has edited are never overwritten.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout
+
+from ..devices import pick_device
+from ..errors import Cancelled, InputError
+from ..inference import check_volume_array, segment
+from ..models.registry import ModelSpec
+from ..volume import Volume, check_spacing
+from ._common import notify_error, show_info, start_worker
+from .segment_models import ModelPanel, card_threshold
+from .segment_results import ROLE_KEY, RunInput, SegmentResults
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["SegmentWidget", "layer_volume"]
+
+#: Metadata key of derived views (previews, projections) that are no input for segmentation.
+_DERIVED_KEY = "napari_vessel_output"
+
+
+def layer_volume(layer: Any) -> tuple[Volume, RunInput]:
+    """The volume of an image layer and where its outputs go, checked for segmentation.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image or None
+        A single-channel 3D image layer; a singleton 4th axis is dropped. Its scale is the voxel
+        size (z, y, x) in µm.
+
+    Returns
+    -------
+    volume : Volume
+    source : RunInput
+        Name, scale and translation of the layer (for the output layers) and its file.
+
+    Raises
+    ------
+    InputError
+        No layer, an RGB layer, a 2D image, several channels, a bad voxel size.
+    """
+    if layer is None:
+        raise InputError("no image layer: open a 3D stack (File > Open) or a sample (File > "
+                         "Open Sample > napari-vessel) and choose it as the image")
+    if getattr(layer, "rgb", False):
+        raise InputError(f"'{layer.name}' is an RGB image; the models take one channel: "
+                         "right-click the layer, Split RGB, and choose the vessel channel")
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    scale, translate = list(layer.scale), list(layer.translate)
+    shape = tuple(data.shape)
+    if len(shape) == 4 and 1 in shape:  # check_volume_array drops this axis too
+        del scale[shape.index(1)], translate[shape.index(1)]
+    data = check_volume_array(data, f"image '{layer.name}'")
+    spacing = check_spacing(scale, 3)
+    path = getattr(getattr(layer, "source", None), "path", None)
+    volume = Volume(data, spacing, source=str(path) if path else layer.name)
+    return volume, RunInput(layer.name, spacing, tuple(float(t) for t in translate),
+                            str(path) if path else None)
+
+
+def _group(title: str, widget: Any) -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.addWidget(widget.native)
+    return box
+
+
+class _Failed:
+    """An exception carried back from the worker as its result (reported once, here)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class SegmentWidget(Container):
+    """Segment vessels in an image layer with a model from the registry.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the widget is docked in.
+
+    Attributes
+    ----------
+    layer_combo : ComboBox
+        The image layer to segment.
+    models : ModelPanel
+        Model choice, its card, the device.
+    threshold : FloatSlider
+        Probability above which a voxel is vessel; moving it redraws the current labels.
+    results : SegmentResults
+        The output layers of this dock.
+    job : Job or None
+        The running segmentation, if any.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        self.job: Any = None
+        self.results = SegmentResults(napari_viewer)
+        self._quiet = False  # True while the threshold is set by code, not by the user
+        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.summary = Label(label="", value="no image layer")
+        self.models = ModelPanel(self._model_changed)
+        self.overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.9, step=0.05)
+        self.overlap.tooltip = ("fraction of a patch shared with its neighbours: more is smoother "
+                                "at patch borders and slower")
+        self.tta = CheckBox(text="test-time augmentation (flips)", value=False)
+        self.tta.tooltip = ("test-time augmentation: average over four flipped copies; about 4× "
+                            "slower, often a little better")
+        self.threshold = FloatSlider(label="threshold", value=0.5, min=0.0, max=1.0, step=0.01)
+        self.threshold.tooltip = ("voxels with a probability above this are vessel; moving it "
+                                  "redraws the labels without running the model again")
+        self.min_size = SpinBox(label="min size", value=0, min=0, max=10**9, step=10)
+        self.min_size.tooltip = "remove vessel pieces with fewer voxels than this (0 keeps all)"
+        self.target = Label(label="", value="")
+        self.segment_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=1000, value=0, visible=False)
+        self.progress_text = Label(value="")
+        inputs = Container(widgets=[self.layer_combo, self.summary], labels=True)
+        options = Container(widgets=[self.overlap, self.tta, self.threshold, self.min_size,
+                                     self.target], labels=True)
+        buttons = Container(widgets=[self.segment_button, self.cancel_button],
+                            layout="horizontal", labels=False)
+        layout = self.native.layout()
+        for title, part in (("Image", inputs), ("Model", self.models), ("Options", options)):
+            layout.addWidget(_group(title, part))
+        for part in (buttons, self.progress, self.progress_text):
+            layout.addWidget(part.native)
+        layout.addStretch(1)
+        self._parts = (inputs, options, buttons)  # keep the containers alive with the widget
+        self.target.native.setWordWrap(True)
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(150)  # redraw once the slider rests, not on every step
+        self._timer.timeout.connect(self.apply_threshold)
+        self.threshold.changed.connect(self._threshold_moved)
+        self.min_size.changed.connect(self._threshold_moved)
+        self.layer_combo.changed.connect(self._input_changed)
+        self.segment_button.changed.connect(lambda *_: self.segment())
+        self.cancel_button.changed.connect(lambda *_: self.cancel())
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._reset_choices)
+        self._model_changed(self._current_spec())
+        self._reset_choices()
+
+    @staticmethod
+    def _notify(err: Any) -> None:
+        notify_error(err)  # looked up at call time, so tests can capture it
+
+    @staticmethod
+    def _info(text: str) -> None:
+        show_info(text)
+
+    # ------------------------------------------------------------------------------- the input
+    def _image_layers(self, _widget: Any = None) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                and _DERIVED_KEY not in layer.metadata and ROLE_KEY not in layer.metadata]
+
+    def _reset_choices(self, _event: Any = None) -> None:
+        self.layer_combo.reset_choices()
+        if self.layer_combo.value is None and self.layer_combo.choices:
+            self.layer_combo.value = self.layer_combo.choices[-1]
+        self._input_changed()
+        self._update_target()
+
+    def _input_changed(self, _value: Any = None) -> None:
+        layer = self.layer_combo.value
+        if layer is None:
+            self.summary.value = "no image layer"
+            return
+        try:
+            volume, _ = layer_volume(layer)
+        except InputError:
+            self.summary.value = (" × ".join(str(s) for s in layer.data.shape)
+                                  + "  (not a one-channel 3D stack)")
+            return
+        shape = " × ".join(str(s) for s in volume.shape)
+        voxel = " × ".join(f"{s:g}" for s in volume.spacing_zyx)
+        self.summary.value = f"{shape}  {volume.dtype}\nvoxel {voxel} µm"
+
+    # ------------------------------------------------------------------------------- the model
+    def _current_spec(self) -> ModelSpec | None:
+        try:
+            return self.models.spec()
+        except InputError:
+            return None
+
+    def _model_changed(self, spec: ModelSpec | None) -> None:
+        if not hasattr(self, "threshold"):
+            return  # the model panel fills itself before the rest of the dock exists
+        self.tta.enabled = spec is None or spec.is_network
+        self.overlap.enabled = spec is None or spec.is_network
+        self._quiet = True  # the card's threshold is a default for the next run, not a redraw
+        try:
+            self.threshold.value = card_threshold(spec)
+        finally:
+            self._quiet = False
+
+    # ----------------------------------------------------------------------------------- run
+    def segment(self) -> Any:
+        """Start segmenting the chosen image in a worker; returns the job, or None if refused."""
+        if self.job is not None:
+            self._notify("segmentation is already running; wait for it or press Cancel")
+            return None
+        try:
+            volume, source = layer_volume(self.layer_combo.value)
+            spec = self.models.spec()
+            device = self.models.device_combo.value
+            if spec.is_network:
+                pick_device(device)  # an unavailable device is refused before starting
+        except InputError as err:
+            self._notify(err)
+            return None
+        options = {"threshold": float(self.threshold.value), "min_size": int(self.min_size.value),
+                   "overlap": float(self.overlap.value), "tta": bool(self.tta.value),
+                   "device": device}
+
+        def work(progress: Any, cancel: Any) -> Any:
+            try:
+                return segment(volume, spec.name, progress=progress, cancel=cancel, **options)
+            except Exception as err:  # noqa: BLE001 - reported on the GUI thread in _done
+                return _Failed(err)
+
+        self._running(True, spec.name)
+        started = time.perf_counter()
+        self.job = start_worker(
+            work, on_progress=self._progress,
+            on_done=lambda result: self._done(result, source, options, started),
+            on_error=self._notify, on_finished=self._finished)
+        return self.job
+
+    def cancel(self) -> None:
+        """Stop the running segmentation at its next batch; no layer is added."""
+        if self.job is not None:
+            self.job.cancel()
+            self.progress_text.value = "cancelling…"
+
+    def _running(self, on: bool, model: str = "") -> None:
+        self.segment_button.enabled = not on
+        self.cancel_button.enabled = on
+        self.progress.visible = on
+        self.progress.value = 0
+        self.progress_text.value = f"starting {model}…" if on else self.progress_text.value
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+        if self.job is not None and self.job.token.cancelled:
+            return  # keep "cancelling…"
+        if message == "done" and fraction < 1.0:  # the end of the preprocessing, not of the run
+            message = "preprocessed; predicting…"
+        if message:
+            self.progress_text.value = message
+
+    def _done(self, result: Any, source: RunInput, options: dict, started: float) -> None:
+        if isinstance(result, _Failed):
+            if isinstance(result.error, Cancelled):
+                self.progress_text.value = "cancelled"
+                self._info("segmentation cancelled; no layer was added")
+            else:
+                self.progress_text.value = "failed (see the message)"
+                self._notify(result.error)
+            return
+        prob, labels, manifest = result
+        try:
+            output, reused = self.results.show(prob, labels, manifest, source,
+                                               options["threshold"], options["min_size"])
+        except Exception as err:  # noqa: BLE001 - show_results added nothing; say why
+            self.progress_text.value = "failed (see the message)"
+            self._notify(err)
+            return
+        seconds = time.perf_counter() - started
+        self.progress_text.value = (f"{manifest['model']['name']} on {manifest['device']}: "
+                                    f"{float(labels.mean()):.1%} vessel in {seconds:.1f} s")
+        verb = "updated" if reused else "added"
+        self._info(f"{verb} '{output.prob_layer.name}' and '{output.labels_layer.name}'")
+        self._update_target()
+
+    def _finished(self) -> None:
+        self.job = None
+        self._running(False)
+
+    # ---------------------------------------------------------------------- live threshold
+    def _threshold_moved(self, _value: Any = None) -> None:
+        if not self._quiet and self.results.current is not None:
+            self._timer.start()
+
+    def apply_threshold(self) -> Any:
+        """Redraw the current labels with the slider's threshold and the minimum size.
+
+        Unedited labels are updated in place; edited labels are kept and a new labels layer
+        takes the new threshold (and follows the slider from then on). Returns the labels layer
+        written, or None when there was nothing to do.
+        """
+        self._timer.stop()
+        try:
+            done = self.results.relabel(self.threshold.value, self.min_size.value)
+        except InputError as err:
+            self._notify(err)
+            return None
+        if done is None:
+            return None
+        what, layer = done
+        if what == "new":
+            kept = self.results.current.replaced[-1].name
+            self._info(f"'{kept}' has your edits and was kept; threshold "
+                       f"{self.threshold.value:.2f} went to the new layer '{layer.name}'")
+        self._update_target()
+        return layer
+
+    def _update_target(self) -> None:
+        output = self.results.current
+        if output is None:
+            self.target.value = ""
+        elif output.labels_layer not in self.viewer.layers:
+            self.target.value = "its labels layer was removed: press Segment"
+        else:
+            self.target.value = f"threshold and min size act on '{output.labels_layer.name}'"
