@@ -27,6 +27,7 @@ COMMANDS = (
     "segment",
     "evaluate",
     "models",
+    "train",
 )
 
 _EPILOG = """\

@@ -1,0 +1,209 @@
+"""Tests of the supervised training loop, its losses, data handling and the train command."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.models.tvnet import build_tvnet
+from napari_vessel.progress import CancelToken
+from napari_vessel.training import train as train_module
+from napari_vessel.training.data import Pair, PatchSampler, augment, load_pairs, normalise
+from napari_vessel.training.train import (
+    TrainConfig,
+    balanced_bce,
+    choose_threshold,
+    save_checkpoint,
+    soft_cldice_loss,
+    soft_dice_loss,
+    train,
+    tv_loss_3d,
+)
+
+TINY = {"widths": [2, 4, 4, 4], "norm": "batch"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids thread hand-off costs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tubes(seed: int = 0, shape=(6, 32, 32)) -> Pair:
+    """A trivially learnable volume: bright bars on dim noise, labels = the bars."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, bool)
+    for _ in range(4):
+        y = rng.integers(3, shape[1] - 3)
+        labels[:, y - 1:y + 2, :] = True
+    image = labels * 1.0 + rng.normal(0, 0.1, shape)
+    return Pair(f"tubes{seed}", normalise(image), labels)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=4, batch_size=2, patch_size=(4, 16, 16), lr=1e-2, checkpoint_every=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_balanced_bce_by_hand():
+    logits = torch.zeros(1, 1, 1, 1, 4)
+    target = torch.tensor([1.0, 0, 0, 0]).view(1, 1, 1, 1, 4)
+    # beta = 3/4 on the positive voxel, 1/4 on each negative; BCE of logit 0 is log 2
+    expected = 2 * (0.75 + 3 * 0.25) / 4 * np.log(2)
+    assert balanced_bce(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_tv_dice_cldice_on_known_cases():
+    flat = torch.full((1, 1, 4, 8, 8), 0.7)
+    assert tv_loss_3d(flat).item() == pytest.approx(0.0, abs=1e-6)
+    step = torch.zeros(1, 1, 4, 8, 8)
+    step[..., 4:] = 1.0
+    assert tv_loss_3d(step).item() > 0
+    target = torch.zeros(1, 1, 5, 9, 9)
+    target[:, :, 2, 4, 1:8] = 1.0
+    assert soft_dice_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_cldice_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_cldice_loss(torch.zeros_like(target), target).item() > 0.5
+
+
+def test_choose_threshold_picks_the_separating_value():
+    labels = np.array([[0, 0, 1, 1]], bool)
+    prob = np.array([[0.1, 0.3, 0.6, 0.9]])
+    threshold, scores = choose_threshold([prob], [labels], np.array([0.2, 0.5, 0.8]))
+    assert threshold == 0.5 and scores == [1.0]
+
+
+def test_normalise_and_load_pairs(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    pair = _tubes()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", (pair.image * 100 + 50).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", pair.labels.astype(np.uint8) * 255)
+    [loaded] = load_pairs(tmp_path)
+    assert loaded.name == "a" and loaded.labels.dtype == bool
+    assert -0.5 <= loaded.image.min() and loaded.image.max() <= 2.0
+    assert np.array_equal(loaded.labels, pair.labels)
+    with pytest.raises(InputError, match="images"):
+        load_pairs(tmp_path / "images")
+    assert np.all(normalise(np.zeros((2, 3, 3))) == 0)
+    with pytest.raises(InputError, match="3D"):
+        normalise(np.zeros((3, 3)))
+
+
+def test_sampler_and_augment_shapes():
+    pair = _tubes(shape=(3, 20, 20))  # thinner than the patch: padded
+    sampler = PatchSampler([pair], (4, 16, 16), foreground_fraction=1.0)
+    rng = np.random.default_rng(0)
+    image, labels = sampler.sample(rng)
+    assert image.shape == labels.shape == (4, 16, 16)
+    assert labels.mean() > 0
+    gen = torch.Generator().manual_seed(0)
+    x, y = augment(torch.from_numpy(image)[None, None], torch.from_numpy(labels)[None, None], gen)
+    assert x.shape == y.shape == (1, 1, 4, 16, 16)
+    assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
+
+
+def test_loss_decreases_on_a_learnable_case():
+    torch.manual_seed(0)
+    result = train(build_tvnet(**TINY), [_tubes(0), _tubes(1)],
+                   _cfg(steps=30, augment_strength=0.0))
+    assert np.mean(result.losses[-8:]) < 0.7 * np.mean(result.losses[:8])
+    assert result.train_f1["tubes0"] > 0.8
+    assert 0.0 < result.threshold < 1.0
+
+
+def test_seeded_runs_are_identical():
+    def run():
+        torch.manual_seed(3)
+        return train(build_tvnet(**TINY), [_tubes(0)], _cfg(seed=3))
+
+    a, b = run(), run()
+    assert a.losses == b.losses
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_checkpoint_is_atomic(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    model = build_tvnet(**TINY)
+    path = tmp_path / "ck.safetensors"
+    train(model, [_tubes(0)], _cfg(steps=4, checkpoint_every=2), checkpoint=path)
+    assert json.loads(path.with_suffix(".json").read_text())["step"] == 4
+    before = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        save_checkpoint(build_tvnet(**TINY), path, {"step": 99})
+    assert path.read_bytes() == before  # the old checkpoint is untouched
+    assert set(load_file(str(path))) == set(model.state_dict())
+
+
+def test_cancel_stops_between_steps():
+    token = CancelToken()
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(fraction)
+        if len(seen) == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        train(build_tvnet(**TINY), [_tubes(0)], _cfg(steps=50), progress=progress, cancel=token)
+    assert len(seen) == 2
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(InputError):
+        train(build_tvnet(**TINY), [_tubes(0)], _cfg(steps=0))
+    with pytest.raises(InputError):
+        PatchSampler([], (4, 16, 16))
+
+
+def test_train_command_writes_weights_and_card(tmp_path, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    from napari_vessel.commands import train as command
+
+    for sub in ("images", "labels"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(2):
+        pair = _tubes(i)
+        tifffile.imwrite(tmp_path / "data" / "images" / f"v{i}.tif",
+                         (pair.image * 100 + 50).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "data" / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
+    monkeypatch.setattr(train_module, "TrainConfig",
+                        lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                              "--steps", "3", "--widths", "2,4,4,4", "--leave-out", "v1",
+                              "--quiet", "--name", "tiny"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    assert card["training"]["command"].startswith("napari-vessel train")
+    assert card["trained_on"] == ["v0"] and "v1" in card["scores"]
+    assert (tmp_path / "out" / "tiny.safetensors").stat().st_size < 2_000_000
+    assert not (tmp_path / "out" / "tiny.checkpoint.safetensors").exists()
+
+
+def test_z_subsampling_keeps_the_patch_shape():
+    pair = _tubes(shape=(12, 20, 20))
+    sampler = PatchSampler([pair], (4, 16, 16), z_subsample=1.0)
+    image, labels = sampler.sample(np.random.default_rng(1))
+    assert image.shape == labels.shape == (4, 16, 16)
