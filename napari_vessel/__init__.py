@@ -1,10 +1,20 @@
 """napari-vessel: segment, refine and fine-tune blood vessels in 3D microscopy stacks.
 
 The package root is the public Python API. It imports neither napari nor Qt, so it works in
-scripts and on clusters without a display.
+scripts and on clusters without a display; heavier parts (PyTorch) load on first use.
+
+Examples
+--------
+>>> import napari_vessel as nv                                   # doctest: +SKIP
+>>> volume = nv.load_volume("stack.tif")                         # doctest: +SKIP
+>>> prob, labels, manifest = nv.segment(volume)                  # doctest: +SKIP
+>>> nv.save_volume("vessels.tif", labels, volume.spacing_zyx, kind="labels")  # doctest: +SKIP
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import Cancelled, InputError
 from .progress import CancelToken
@@ -12,4 +22,26 @@ from .volume import Volume
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Volume", "InputError", "Cancelled", "CancelToken"]
+#: Public names loaded on first use: name -> module that defines it.
+_LAZY = {
+    "load_volume": "io",
+    "save_volume": "io",
+    "describe_file": "io",
+    "make_phantom": "phantom",
+    "Pipeline": "preprocess",
+    "segment": "inference",
+    "predict": "inference",
+    "list_models": "models.registry",
+    "evaluate": "metrics",
+    "finetune": "training.finetune",
+    "train": "training.train",
+}
+
+__all__ = ["__version__", "Volume", "InputError", "Cancelled", "CancelToken", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'napari_vessel' has no attribute {name!r}")

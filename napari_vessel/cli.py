@@ -28,6 +28,7 @@ COMMANDS = (
     "evaluate",
     "models",
     "train",
+    "finetune",
 )
 
 _EPILOG = """\
@@ -37,6 +38,8 @@ examples:
   napari-vessel data --dest ~/vesselnn       download the public VesselNN volumes (hash-checked)
   napari-vessel segment stack.tif -o out     segment your stack with the recommended model
   napari-vessel models                       the models you can use, with their scores
+  napari-vessel finetune stack.tif --model tvnet -o tvnet-mine
+                                             adapt a model to your microscope (no labels needed)
 
 run 'napari-vessel COMMAND --help' for the options of one command.
 """

@@ -60,3 +60,12 @@ def test_core_does_not_import_gui_at_runtime():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_public_api_names_resolve():
+    import napari_vessel as nv
+
+    for name in nv.__all__:
+        assert getattr(nv, name) is not None, name
+    with pytest.raises(AttributeError):
+        nv.no_such_thing  # noqa: B018

@@ -6,6 +6,7 @@ from typing import Any
 
 import napari
 
+from .finetune_widget import FinetuneWidget
 from .info_widget import InfoWidget
 from .preprocess_widget import PreprocessWidget
 from .review_widget import ReviewWidget
@@ -21,6 +22,7 @@ def dock_widgets(viewer: napari.Viewer) -> dict[str, Any]:
         "Preprocess": PreprocessWidget(viewer),
         "Segment": SegmentWidget(viewer),
         "Review & refine": ReviewWidget(viewer),
+        "Fine-tune": FinetuneWidget(viewer),
     }
     for name, widget in widgets.items():
         viewer.window.add_dock_widget(widget, name=name, area="right")

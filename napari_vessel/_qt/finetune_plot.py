@@ -1,0 +1,129 @@
+"""A small live loss curve for the Fine-tune dock, drawn with QPainter (no plotting library).
+
+The raw loss of every step is drawn in grey, its moving average in orange, and the step whose
+state is kept (the best so far) as a dot. The y range follows the data (with a little margin).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+__all__ = ["LossPlot"]
+
+_RAW = QColor(150, 150, 150)
+_SMOOTH = QColor(255, 160, 40)
+_BEST = QColor(80, 200, 255)
+_AXES = QColor(120, 120, 120)
+_TEXT = QColor(210, 210, 210)
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if math.isfinite(float(v))]
+
+
+class LossPlot(QWidget):
+    """Loss per step (grey), its moving average (orange) and the kept step (blue dot).
+
+    Parameters
+    ----------
+    parent : QWidget, optional
+
+    Attributes
+    ----------
+    losses, smoothed : list of float
+        The curves shown (one value per step).
+    best_step : int
+        The step whose state is kept (1-based; 0: none yet).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.best_step = 0
+        self.setMinimumHeight(150)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("loss per step (grey) and its moving average (orange); the blue dot is "
+                        "the state that will be kept")
+
+    def set_curves(self, losses: Sequence[float], smoothed: Sequence[float],
+                   best_step: int = 0) -> None:
+        """Show new curves (called with the whole history at every update)."""
+        self.losses, self.smoothed = list(losses), list(smoothed)
+        self.best_step = int(best_step)
+        self.update()
+
+    def clear(self) -> None:
+        """Remove the curves."""
+        self.set_curves([], [], 0)
+
+    def _range(self) -> tuple[float, float]:
+        values = _finite(self.losses) + _finite(self.smoothed)
+        if not values:
+            return 0.0, 1.0
+        lo, hi = min(values), max(values)
+        pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi) * 0.1, 1e-3)
+        return lo - pad, hi + pad
+
+    def paintEvent(self, _event: object) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        font = QFont(painter.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        painter.setFont(font)
+        left, top, bottom, right = 48, 18, 18, 8
+        area = QRectF(left, top, max(10, self.width() - left - right),
+                      max(10, self.height() - top - bottom))
+        painter.setPen(QPen(_AXES, 1))
+        painter.drawRect(area)
+        painter.setPen(_TEXT)
+        steps = len(self.losses)
+        if not steps:
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "the loss curve appears here")
+            painter.end()
+            return
+        lo, hi = self._range()
+
+        def point(i: int, value: float) -> QPointF:
+            x = area.left() + area.width() * (i / max(steps - 1, 1))
+            y = area.bottom() - area.height() * ((value - lo) / (hi - lo))
+            return QPointF(x, y)
+
+        for values, colour, width in ((self.losses, _RAW, 1.0), (self.smoothed, _SMOOTH, 2.0)):
+            path = QPainterPath()
+            started = False
+            for i, value in enumerate(values):
+                if not math.isfinite(value):
+                    started = False
+                    continue
+                if started:
+                    path.lineTo(point(i, value))
+                else:
+                    path.moveTo(point(i, value))
+                    started = True
+            painter.setPen(QPen(colour, width))
+            painter.drawPath(path)
+        if 0 < self.best_step <= len(self.smoothed):
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(_BEST)
+            painter.drawEllipse(point(self.best_step - 1, self.smoothed[self.best_step - 1]),
+                                4, 4)
+        painter.setPen(_TEXT)
+        label_w = left - 4
+        painter.drawText(QRectF(0, area.top() - 6, label_w, 14),
+                         Qt.AlignmentFlag.AlignRight, f"{hi:.3g}")
+        painter.drawText(QRectF(0, area.bottom() - 8, label_w, 14),
+                         Qt.AlignmentFlag.AlignRight, f"{lo:.3g}")
+        last = self.smoothed[-1] if self.smoothed else self.losses[-1]
+        painter.drawText(QRectF(left, 0, area.width(), top), Qt.AlignmentFlag.AlignLeft,
+                         f"loss {last:.4g} (moving average)")
+        painter.drawText(QRectF(left, area.bottom() + 2, area.width(), bottom),
+                         Qt.AlignmentFlag.AlignRight, f"step {steps}")
+        painter.drawText(QRectF(left, area.bottom() + 2, area.width(), bottom),
+                         Qt.AlignmentFlag.AlignLeft, "step 1")
+        painter.end()

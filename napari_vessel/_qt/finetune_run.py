@@ -1,0 +1,129 @@
+"""What the Fine-tune dock runs in its worker thread: fine-tune, save, optionally segment.
+
+Kept apart from the widget so it reads top to bottom: the core's
+:func:`~napari_vessel.training.finetune.finetune`, then
+:func:`~napari_vessel.training.finetune.save_finetuned` (atomic; a full or read-only disk is an
+:class:`~napari_vessel.errors.InputError` that says so), then, when asked,
+:func:`~napari_vessel.inference.segment` with the new model. Nothing here touches the viewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import Cancelled
+from ..progress import CancelToken, Progress, scaled
+from ..training.finetune import FinetuneConfig, FinetuneResult, finetune, save_finetuned
+from ..volume import Volume
+
+__all__ = ["FinetuneJob", "FinetuneOutcome", "run_finetune"]
+
+
+@dataclass
+class FinetuneJob:
+    """Everything one run needs, read from the dock on the GUI thread.
+
+    Parameters
+    ----------
+    model : str
+        The registered network to start from.
+    volume : Volume
+        The image.
+    name : str
+        Name of the new model (already checked).
+    config : FinetuneConfig
+    labels : ndarray of bool, shape (Z, Y, X), optional
+        Supervised: a copy of the corrected labels (non-zero = vessel).
+    edited_mask : ndarray of bool, optional
+        Supervised: the voxels the user edited; None lets the core find them as the difference
+        with the model's prediction.
+    checked_slices : sequence of int
+        Supervised: slices the user confirmed whole.
+    segment : bool
+        Segment the volume with the new model when done.
+    preview_z : callable returning int, optional
+        The slice to preview (the viewer's current slice).
+    """
+
+    model: str
+    volume: Volume
+    name: str
+    config: FinetuneConfig
+    labels: np.ndarray | None = None
+    edited_mask: np.ndarray | None = None
+    checked_slices: Sequence[int] = ()
+    segment: bool = False
+    preview_z: Callable[[], int] | None = None
+    segment_token: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass
+class FinetuneOutcome:
+    """What a run gave back to the GUI thread.
+
+    Attributes
+    ----------
+    result : FinetuneResult
+    weights : Path or None
+        The saved ``.safetensors`` (None: nothing saved, the run stopped before its first step).
+    segmentation : tuple (prob, labels, manifest) or None
+        The new model's segmentation, when asked for and not stopped.
+    segment_stopped : bool
+        True when the user stopped the segmentation (the model is saved all the same).
+    """
+
+    result: FinetuneResult
+    weights: Path | None = None
+    segmentation: tuple | None = None
+    segment_stopped: bool = False
+
+
+def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
+                 on_update: Callable[[Any], None] | None = None) -> FinetuneOutcome:
+    """Fine-tune, save the new model, and segment with it if asked (in a worker thread).
+
+    Parameters
+    ----------
+    job : FinetuneJob
+    progress : callable(fraction, message)
+    cancel : CancelToken
+        Stops the training and keeps the best state so far (the model is still saved);
+        ``job.segment_token`` stops the segmentation that follows.
+    on_update : callable(FinetuneUpdate), optional
+        Live loss curve and preview, called from this thread.
+
+    Returns
+    -------
+    FinetuneOutcome
+
+    Raises
+    ------
+    InputError
+        Bad input (from the core), or the model could not be saved.
+    """
+    train_share = 0.9 if job.segment else 1.0
+    result = finetune(job.model, job.volume, labels=job.labels, edited_mask=job.edited_mask,
+                      checked_slices=job.checked_slices, config=job.config,
+                      progress=scaled(progress, 0.0, train_share), cancel=cancel,
+                      on_update=on_update, preview_z=job.preview_z)
+    if result.steps == 0:
+        return FinetuneOutcome(result)
+    progress(train_share, "saving the new model…")
+    weights = save_finetuned(result, job.name, extra={"started_from": "napari Fine-tune dock"})
+    outcome = FinetuneOutcome(result, weights)
+    if job.segment:
+        from ..inference import segment
+
+        progress(train_share, f"segmenting with {job.name}…")
+        try:
+            outcome.segmentation = segment(job.volume, job.name, device=job.config.device,
+                                           progress=scaled(progress, train_share, 1.0),
+                                           cancel=job.segment_token)
+        except Cancelled:
+            outcome.segment_stopped = True
+    return outcome

@@ -1,0 +1,361 @@
+"""Fine-tune: adapt a network to the open volume, unsupervised or from the user's corrections.
+
+The dock reads the image (and, for *from my corrections*, a Labels layer and which voxels were
+edited), checks the input, and runs :func:`~napari_vessel._qt.finetune_run.run_finetune` in a
+worker thread: the core fine-tune, saving the new model, and optionally a segmentation with it.
+Live updates from the core (loss history, preview of the current slice) come back through a Qt
+signal and draw the loss curve (:mod:`.finetune_plot`) and a 2D preview layer
+(:mod:`.finetune_layers`). *Stop* ends the training and keeps the best state so far.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from qtpy.QtCore import QObject, Signal
+
+from ..errors import InputError
+from ..models import registry
+from ..training.finetune import (
+    FinetuneConfig,
+    FinetuneUpdate,
+    check_new_name,
+    is_running,
+    trainable_models,
+)
+from ..training.finetune_loss import trainable_spec
+from ._common import notify_error, output_name, show_info, start_worker
+from .finetune_corrections import CorrectionsPanel
+from .finetune_layers import PreviewLayer
+from .finetune_plot import LossPlot
+from .finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
+from .segment_models import card_threshold
+from .segment_results import ROLE_KEY, SegmentResults
+from .segment_widget import _DERIVED_KEY, _group, layer_volume
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["FinetuneWidget", "default_name"]
+
+MODES = {"unsupervised (image only)": "unsupervised",
+         "from my corrections (labels)": "supervised"}
+
+
+def default_name(model: str | None, image: str | None) -> str:
+    """``"<model>-ft-<image>"`` with characters a model name cannot hold replaced by ``-``."""
+    text = f"{model or 'model'}-ft-{image or 'image'}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:64] or "finetuned"
+
+
+def _free_name(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3`` … when a model already has that name."""
+    for k in range(1, 1000):
+        name = base if k == 1 else f"{base[:60]}-{k}"
+        try:
+            return check_new_name(name)
+        except InputError:
+            continue
+    return base
+
+
+class _UpdateRelay(QObject):
+    """Carries :class:`FinetuneUpdate` from the worker thread to the GUI thread."""
+
+    update = Signal(object)
+
+
+class FinetuneWidget(Container):
+    """Fine-tune a registered network on an image layer and save it as a new model.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+
+    Attributes
+    ----------
+    settings : dict
+        Extra :class:`FinetuneConfig` fields for the next run (e.g. ``{"threads": 1}``); the dock
+        sets the mode and the budget.
+    job : Job or None
+        The running fine-tune.
+    plot : LossPlot
+        The live loss curve.
+    preview : PreviewLayer or None
+        The preview layer of the current or last run.
+    corrections : CorrectionsPanel
+        The corrected labels, how their edits are known, the checked slices.
+    outcome : FinetuneOutcome or None
+        What the last finished run gave.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        self.settings: dict[str, Any] = {}
+        self.job: Any = None
+        self.run_job: FinetuneJob | None = None
+        self.preview: PreviewLayer | None = None
+        self.outcome: FinetuneOutcome | None = None
+        self.results = SegmentResults(napari_viewer)
+        self._z = 0
+        self._auto_name = ""
+        self._relay = _UpdateRelay()
+        self._relay.update.connect(self._on_update)
+
+        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.model_combo = ComboBox(label="model", choices=lambda _w=None: trainable_models(),
+                                    nullable=True)
+        self.model_combo.tooltip = "networks with trained weights (classical methods learn nothing)"
+        self.refresh_button = PushButton(text="Refresh")
+        self.model_note = Label(value="")
+        self.mode_combo = ComboBox(label="mode", choices=list(MODES))
+        self.corrections = CorrectionsPanel(napari_viewer, self.current_slice, self._notify)
+        self.minutes = FloatSpinBox(label="minutes", value=2.0, min=0.0, max=600.0, step=0.5)
+        self.minutes.tooltip = "time budget (0: no time limit, only the steps)"
+        self.steps = SpinBox(label="steps", value=0, min=0, max=10**6, step=10)
+        self.steps.tooltip = "stop after this many steps (0: no step limit, only the minutes)"
+        self.name_edit = LineEdit(label="new model")
+        self.name_note = Label(value="")
+        self.segment_check = CheckBox(text="segment with the new model when done", value=True)
+        self.start_button = PushButton(text="Start")
+        self.stop_button = PushButton(text="Stop (keep best)", enabled=False)
+        self.stop_button.tooltip = "stop now and keep the best state so far (it is saved)"
+        self.progress = ProgressBar(min=0, max=1000, value=0, visible=False)
+        self.status = Label(value="")
+        self.plot = LossPlot()
+
+        model_row = Container(widgets=[self.model_combo, self.refresh_button],
+                              layout="horizontal", labels=False, label="model")
+        model_row.margins = (0, 0, 0, 0)
+        self._inputs = Container(widgets=[self.layer_combo, model_row, self.model_note,
+                                          self.mode_combo], labels=True)
+        self._options = Container(widgets=[self.minutes, self.steps, self.name_edit,
+                                           self.name_note, self.segment_check], labels=True)
+        buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
+                            labels=False)
+        layout = self.native.layout()
+        self._corrections_box = _group("Corrections", self.corrections)
+        for box in (_group("Input", self._inputs), self._corrections_box,
+                    _group("Run", self._options)):
+            layout.addWidget(box)
+        for part in (buttons, self.progress, self.status):
+            layout.addWidget(part.native)
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+        self.native.setMinimumWidth(380)
+        self._parts = (model_row, buttons)
+        for label in (self.model_note, self.name_note, self.status):
+            label.native.setWordWrap(True)
+
+        self.refresh_button.changed.connect(lambda *_: self.refresh_models())
+        self.model_combo.changed.connect(self._choice_changed)
+        self.layer_combo.changed.connect(self._choice_changed)
+        self.mode_combo.changed.connect(self._mode_changed)
+        self.name_edit.changed.connect(lambda *_: self._check_name())
+        self.start_button.changed.connect(lambda *_: self.start())
+        self.stop_button.changed.connect(lambda *_: self.stop())
+        layers = napari_viewer.layers
+        layers.events.inserted.connect(self._layers_changed)
+        layers.events.removed.connect(self._layers_changed)
+        napari_viewer.dims.events.current_step.connect(self._slice_changed)
+        self._layers_changed()
+        self._mode_changed()
+
+    @staticmethod
+    def _notify(err: Any) -> None:
+        notify_error(err)  # looked up at call time, so tests can capture it
+
+    @staticmethod
+    def _info(text: str) -> None:
+        show_info(text)
+
+    # ------------------------------------------------------------------------------ choices
+    def _image_layers(self, _widget: Any = None) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                and layer.ndim >= 3 and _DERIVED_KEY not in layer.metadata
+                and ROLE_KEY not in layer.metadata]
+
+    def _layers_changed(self, _event: Any = None) -> None:
+        self.layer_combo.reset_choices()
+        if self.layer_combo.value is None and self.layer_combo.choices:
+            self.layer_combo.value = self.layer_combo.choices[-1]
+        self.corrections.layers_changed()
+        self.model_combo.reset_choices()
+        self._choice_changed()
+
+    def refresh_models(self) -> None:
+        """Read the list of networks that can be fine-tuned again (e.g. after a new model)."""
+        self.model_combo.reset_choices()
+        if self.model_combo.value is None and self.model_combo.choices:
+            self.model_combo.value = self.model_combo.choices[0]
+        self._choice_changed()
+
+    def _choice_changed(self, _value: Any = None) -> None:
+        model, layer = self.model_combo.value, self.layer_combo.value
+        if model is None:
+            self.model_note.value = ("no network can be fine-tuned: train one first "
+                                     "(napari-vessel train), then press Refresh")
+        else:
+            try:
+                self.model_note.value = registry.get(model).description
+            except InputError as err:
+                self.model_note.value = str(err)
+        if self.name_edit.value in ("", self._auto_name):
+            name = _free_name(default_name(model, getattr(layer, "name", None)))
+            self._auto_name = name
+            self.name_edit.value = name
+        self._check_name()
+        self._slice_changed()
+
+    def _check_name(self) -> str | None:
+        try:
+            name = check_new_name(self.name_edit.value)
+        except InputError as err:
+            self.name_note.value = str(err)
+            return None
+        self.name_note.value = "saved as a new model in your models folder"
+        return name
+
+    def _mode_changed(self, _value: Any = None) -> None:
+        supervised = MODES[self.mode_combo.value] == "supervised"
+        self._corrections_box.setVisible(supervised)
+        self.corrections.show_state()
+
+    # -------------------------------------------------------------------------------- slice
+    def _slice_changed(self, _event: Any = None) -> None:
+        layer = self.layer_combo.value
+        if layer is None:
+            return
+        z = layer.world_to_data(self.viewer.dims.point)[-3]
+        self._z = int(np.clip(round(float(z)), 0, layer.data.shape[-3] - 1))
+
+    def current_slice(self) -> int:
+        """Z index (in the image's voxels) of the slice the viewer shows."""
+        return self._z
+
+    def mark_checked(self) -> int | None:
+        """Mark the viewer's current slice of the chosen labels as checked; returns its index."""
+        self._slice_changed()
+        return self.corrections.mark_checked()
+
+    # ---------------------------------------------------------------------------------- run
+    def _make_job(self) -> tuple[FinetuneJob, Any]:
+        """Read and check the dock's input on the GUI thread (InputError: say what to fix)."""
+        volume, source = layer_volume(self.layer_combo.value)
+        if self.model_combo.value is None:
+            raise InputError("choose a model to start from (press Refresh if the list is empty)")
+        model = trainable_spec(self.model_combo.value, trainable_models).name
+        name = check_new_name(self.name_edit.value)
+        minutes, steps = float(self.minutes.value), int(self.steps.value)
+        mode = MODES[self.mode_combo.value]
+        config = FinetuneConfig(**{"mode": mode, "minutes": minutes or None,
+                                   "max_steps": steps or None, **self.settings})
+        job = FinetuneJob(model, volume, name, config, segment=bool(self.segment_check.value),
+                          preview_z=self.current_slice)
+        if mode == "supervised":
+            job.labels, job.edited_mask, job.checked_slices = self.corrections.read(volume.shape)
+        return job, source
+
+    def start(self) -> Any:
+        """Start fine-tuning in a worker; returns the job, or None when refused (notified)."""
+        if self.job is not None or is_running():
+            self._notify("a fine-tune is already running; wait for it or press Stop")
+            return None
+        try:
+            job, source = self._make_job()
+        except InputError as err:
+            self._notify(err)
+            return None
+        self.run_job = job
+        self.preview = PreviewLayer(self.viewer, output_name(
+            source.name, f"fine-tune preview ({job.name})", self.viewer.layers),
+            source.scale, source.translate)
+        self.plot.clear()
+        self._running(True, job.name)
+
+        def work(progress: Any, cancel: Any) -> FinetuneOutcome:
+            return run_finetune(job, progress=progress, cancel=cancel,
+                                on_update=self._relay.update.emit)
+
+        self.job = start_worker(work, on_progress=self._progress,
+                                on_done=lambda outcome: self._done(outcome, source),
+                                on_error=self._failed, on_finished=self._finished)
+        return self.job
+
+    def stop(self) -> None:
+        """Stop now and keep the best state so far (it is still saved); or stop segmenting."""
+        if self.job is None:
+            return
+        self.job.cancel()
+        if self.run_job is not None:
+            self.run_job.segment_token.cancel()
+        self.status.value = "stopping: keeping the best state so far…"
+
+    def _running(self, on: bool, name: str = "") -> None:
+        self.start_button.enabled = not on
+        self.stop_button.enabled = on
+        self.progress.visible = on
+        self.progress.value = 0
+        if on:
+            self.status.value = f"preparing {name}…"
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+        if message and not (self.job is not None and self.job.token.cancelled):
+            self.status.value = message
+
+    def _on_update(self, update: FinetuneUpdate) -> None:
+        self.plot.set_curves(update.losses, update.smoothed, update.best_step)
+        if update.preview is not None and self.preview is not None:
+            self.preview.show(update.preview, update.preview_origin_yx, update.preview_z)
+
+    def _done(self, outcome: FinetuneOutcome, source: Any) -> None:
+        self.outcome = outcome
+        result = outcome.result
+        if outcome.weights is None:
+            if self.preview is not None:
+                self.preview.remove()
+            self.status.value = "stopped before the first step: nothing was saved"
+            self._info("fine-tune stopped before its first step: nothing was saved; let it "
+                       "run a little longer")
+            return
+        name = outcome.weights.stem
+        text = f"saved model '{name}': {result.steps} steps in {result.seconds:.0f} s; " \
+               f"{result.message}"
+        if outcome.segmentation is not None:
+            prob, labels, manifest = outcome.segmentation
+            spec = registry.get(name)
+            output, _ = self.results.show(prob, labels, manifest, source,
+                                          card_threshold(spec), 0)
+            text += f"; added '{output.labels_layer.name}'"
+        elif outcome.segment_stopped:
+            text += "; segmentation stopped (segment with it from the Segment dock)"
+        self.status.value = text
+        self._info(text)
+        self.refresh_models()
+
+    def _failed(self, err: BaseException) -> None:
+        if self.preview is not None:
+            self.preview.remove()  # the viewer is left as it was
+        self.status.value = "failed (see the message)"
+        self._notify(err)
+
+    def _finished(self) -> None:
+        self.job = None
+        self._running(False)

@@ -1,0 +1,187 @@
+"""``napari-vessel finetune``: fine-tune a network on one volume and save it as a new model."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import InputError
+
+NAME = "finetune"
+HELP = "fine-tune a network on a volume (unsupervised, or from corrected labels); saves a new model"
+DESCRIPTION = """\
+Keep training a network on the very volume you want to segment, then save it as a new model in
+the user models folder (it then appears in 'napari-vessel models' and in napari):
+
+- without --labels: unsupervised, with the UMIS loss on the image alone (paper 000, section 4.4);
+  helps when the volume comes from another microscope than the model's training data;
+- with --labels: from your corrections. Only the voxels you edited count: by default those where
+  CORRECTED.tif differs from the model's own segmentation, or the non-zero voxels of
+  --edited-mask, plus any --checked-slices you confirmed whole.
+
+The run stops after --minutes (default 2) or --steps; press Ctrl-C once to stop early and keep the
+best state so far. If the loss did not improve, the parent's weights are kept (and said so). The
+weights, a model card and a run manifest (NAME.manifest.json) are written atomically.
+
+examples:
+  napari-vessel finetune stack.tif --model umis -o umis-my-scope
+  napari-vessel finetune stack.tif --model tvnet --minutes 5 -o tvnet-stack --segment out/
+  napari-vessel finetune stack.tif --model tvnet --labels corrected.tif -o tvnet-fixed
+  napari-vessel finetune stack.tif --model tvnet --labels corrected.tif --edited-mask edits.tif \\
+      --checked-slices 4 9 -o tvnet-fixed
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``finetune`` options to ``parser``."""
+    parser.add_argument("input", metavar="IN", help="the volume (TIFF, OME-TIFF or Zarr)")
+    parser.add_argument("--model", required=True, help="registered network to start from")
+    parser.add_argument("-o", "--output", required=True, metavar="NEW_MODEL_NAME",
+                        help="name of the new model")
+    parser.add_argument("--minutes", type=float, default=2.0, help="time budget (default 2)")
+    parser.add_argument("--steps", type=int, default=None, help="stop after N steps")
+    parser.add_argument("--labels", metavar="CORRECTED", help="corrected labels: supervised mode")
+    parser.add_argument("--edited-mask", metavar="MASK", help="voxels you edited (non-zero)")
+    parser.add_argument("--checked-slices", nargs="+", type=int, default=(), metavar="Z",
+                        help="slices you confirmed whole (with --labels)")
+    parser.add_argument("--segment", metavar="OUTDIR",
+                        help="also segment IN with the new model; write TIFFs and a manifest here")
+    parser.add_argument("--models-dir", metavar="DIR",
+                        help="save the model here instead of the user models folder")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default 1e-4 unsupervised, 3e-4 with --labels)")
+    parser.add_argument("--batch-size", type=int, default=2, help="patches per step (default 2)")
+    parser.add_argument("--patch-size", nargs=3, type=int, default=(16, 64, 64),
+                        metavar=("Z", "Y", "X"), help="training patch (default 16 64 64)")
+    parser.add_argument("--cldice", type=float, default=0.0,
+                        help="soft-clDice weight with --labels (default 0)")
+    parser.add_argument("--consistency", type=float, default=0.0,
+                        help="weight keeping the model near its parent's prediction (default 0)")
+    parser.add_argument("--train-only", choices=("all", "norm"), default=None,
+                        help="parameters that learn (default: norm unsupervised, all with "
+                             "--labels)")
+    parser.add_argument("--no-safeguard", action="store_true",
+                        help="keep the fine-tuned weights even if the loss did not improve")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    parser.add_argument("--channel", type=int, default=None, help="channel of a multi-channel file")
+    parser.add_argument("--frame", type=int, default=None, help="time point of a time series")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@contextmanager
+def _ctrl_c_stops(token):
+    """First Ctrl-C asks the run to stop and keep its best state; a second one interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if token.cancelled:
+            raise KeyboardInterrupt
+        print("\nstopping after this step and keeping the best state (Ctrl-C again to abort)",
+              file=sys.stderr)
+        token.cancel()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _read_mask(path: str):
+    from ..io import load_volume
+
+    return load_volume(path, lazy=False).to_numpy()
+
+
+def _outputs(outdir: str, stem: str, name: str) -> dict[str, Path]:
+    folder = Path(outdir)
+    paths = {k: folder / f"{stem}.{name}.{k}" for k in ("probability.tif", "labels.tif",
+                                                         "manifest.json")}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing:
+        raise InputError(f"{existing[0]} already exists; choose another --segment folder")
+    return paths
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that repeats this run (from the parsed options)."""
+    words = ["napari-vessel", "finetune", args.input, "--model", args.model, "-o", args.output]
+    for flag in ("minutes", "steps", "labels", "edited_mask", "segment", "models_dir", "lr",
+                 "batch_size", "cldice", "consistency", "train_only", "seed", "threads", "device",
+                 "channel", "frame"):
+        value = getattr(args, flag)
+        if value is not None:
+            words += ["--" + flag.replace("_", "-"), str(value)]
+    for flag in ("patch_size", "checked_slices"):
+        if getattr(args, flag):
+            words += ["--" + flag.replace("_", "-"), *map(str, getattr(args, flag))]
+    if args.no_safeguard:
+        words.append("--no-safeguard")
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fine-tune, save the model (weights, card, manifest), optionally segment; returns 0."""
+    import json
+
+    from ..io import load_volume, save_volume
+    from ..progress import CancelToken, tqdm_progress
+    from ..training.finetune import FinetuneConfig, check_new_name, finetune, save_finetuned
+
+    if args.edited_mask and not args.labels:
+        raise InputError("--edited-mask needs --labels (the corrected labels)")
+    if args.checked_slices and not args.labels:
+        raise InputError("--checked-slices needs --labels (the corrected labels)")
+    name = check_new_name(args.output, args.models_dir)  # fail before spending minutes
+    volume = load_volume(args.input, channel=args.channel, frame=args.frame, lazy=False)
+    outputs = _outputs(args.segment, Path(args.input).stem, name) if args.segment else None
+    labels = _read_mask(args.labels) if args.labels else None
+    mask = _read_mask(args.edited_mask) if args.edited_mask else None
+    config = FinetuneConfig(
+        mode="supervised" if args.labels else "unsupervised", minutes=args.minutes,
+        max_steps=args.steps, patch_size_zyx=tuple(args.patch_size), batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, cldice_weight=args.cldice, consistency=args.consistency,
+        keep_parent=not args.no_safeguard, train_only=args.train_only, preview=False,
+        device=args.device, threads=args.threads)
+    token = CancelToken()
+    with _ctrl_c_stops(token), tqdm_progress(f"fine-tune {args.model}",
+                                             disable=args.quiet) as progress:
+        result = finetune(args.model, volume, labels=labels, edited_mask=mask,
+                          checked_slices=args.checked_slices, config=config, progress=progress,
+                          cancel=token)
+    print(f"{result.steps} steps in {result.seconds:.0f} s: {result.message}")
+    weights = save_finetuned(result, name, volume_source=args.input, folder=args.models_dir,
+                             extra={"command": _command(args)})
+    print(f"saved model {name!r}: {weights} (card {weights.with_suffix('.json').name}, "
+          f"manifest {name}.manifest.json)")
+    if outputs is not None:
+        _segment(weights, name, volume, outputs, save_volume, json)
+    return 0
+
+
+def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_volume, json) -> None:
+    from dataclasses import replace
+
+    from ..inference import segment
+    from ..models import registry
+    from ..models.weights import read_card
+
+    card = read_card(weights)
+    base = registry.get(card["parent"])
+    spec = replace(base, name=name, weights=weights, card=card, source="user",
+                   kind=card.get("kind", base.kind))
+    prob, labels, manifest = segment(volume, spec, threshold=float(card.get("threshold", 0.5)))
+    outputs["probability.tif"].parent.mkdir(parents=True, exist_ok=True)
+    save_volume(outputs["probability.tif"], prob, volume.spacing_zyx)
+    save_volume(outputs["labels.tif"], labels, volume.spacing_zyx, kind="labels")
+    outputs["manifest.json"].write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    print(f"segmented {volume.source} with {name!r}: {outputs['labels.tif']}")

@@ -1,0 +1,176 @@
+"""Save a fine-tuned network as a new user model (see :mod:`napari_vessel.training.finetune`).
+
+The model goes into the user models folder (:func:`~napari_vessel.models.registry.user_models_dir`)
+as ``NAME.safetensors`` + ``NAME.json`` (the card, written by
+:func:`~napari_vessel.models.weights.save_weights`) + ``NAME.manifest.json`` (the run manifest:
+settings, loss curve, timings, versions). Every file is written under a temporary name and renamed;
+if any write fails (disk full, read-only folder) the files already written are removed, so nothing
+half-written remains. The folder of the shipped weights is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..volume import Volume
+
+__all__ = ["check_new_name", "save_finetuned", "MANIFEST_SUFFIX"]
+
+#: Suffix of the run manifest written beside the card.
+MANIFEST_SUFFIX = ".manifest.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _folder(folder: Any) -> Path:
+    from ..models.registry import user_models_dir
+    from ..models.weights import SHIPPED_DIR
+
+    path = Path(folder).expanduser() if folder is not None else user_models_dir()
+    if path.resolve() == SHIPPED_DIR.resolve():
+        raise InputError(f"{path} holds the shipped weights, which are never modified; save "
+                         "fine-tuned models in the user models folder")
+    return path
+
+
+def _taken(name: str, folder: Path) -> bool:
+    from ..models import registry
+
+    names = {s.name.lower() for s in registry.list_models()}
+    files = [folder / f"{name}{suffix}" for suffix in (".json", ".safetensors", MANIFEST_SUFFIX)]
+    return name.lower() in names or any(f.exists() for f in files)
+
+
+def check_new_name(name: str, folder: Any = None) -> str:
+    """Return ``name`` if it can name a new model in ``folder``, else raise :class:`InputError`.
+
+    A name is 1-64 letters, digits, ``-``, ``_`` or ``.`` starting with a letter or digit, and
+    must differ from every registered model and from the files already in the folder; the error
+    suggests a free name.
+    """
+    name = str(name).strip()
+    if not _NAME.match(name) or name.endswith((".json", ".safetensors")):
+        raise InputError(f"{name!r} cannot name a model: use 1-64 letters, digits, '-', '_' or "
+                         "'.', starting with a letter or digit (e.g. umis-my-scope)")
+    path = _folder(folder)
+    if _taken(name, path):
+        free = next(f"{name}-{i}" for i in range(2, 10_000) if not _taken(f"{name}-{i}", path))
+        raise InputError(f"a model named {name!r} already exists; choose another name, e.g. "
+                         f"{free!r}")
+    return name
+
+
+def _source_info(result: Any, volume_source: Any) -> dict:
+    info = dict(result.volume or {})
+    if isinstance(volume_source, Volume):
+        from .finetune_data import volume_fingerprint
+
+        info = volume_fingerprint(volume_source)
+    elif volume_source is not None:
+        info["source"] = str(volume_source)
+    return info
+
+
+def _atomic_text(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_finetuned(result: Any, name: str, *, parent: str | None = None,
+                   volume_source: Any = None, folder: Any = None,
+                   extra: dict | None = None) -> Path:
+    """Write a fine-tuned model as a new user model, atomically.
+
+    Parameters
+    ----------
+    result : FinetuneResult
+        From :func:`~napari_vessel.training.finetune.finetune`.
+    name : str
+        The new model's name (see :func:`check_new_name`).
+    parent : str, optional
+        The model it started from; default ``result.parent``.
+    volume_source : str, Path or Volume, optional
+        The volume it was fine-tuned on: a path (kept with the shape and SHA-256 measured during
+        the run) or the Volume itself (measured again); default what the run recorded.
+    folder : str or Path, optional
+        Where to write; default the user models folder, where :func:`list_models` finds it.
+    extra : dict, optional
+        More JSON-ready entries for the run manifest (e.g. the command line).
+
+    Returns
+    -------
+    Path
+        The ``.safetensors`` file; ``NAME.json`` (card) and ``NAME.manifest.json`` lie beside it.
+
+    Raises
+    ------
+    InputError
+        No step was run; invalid or taken name; the folder of the shipped weights; a full or
+        read-only disk (nothing half-written remains).
+    """
+    from ..inference import versions
+    from ..models import registry
+    from ..models.weights import save_weights
+
+    if result.steps == 0:
+        raise InputError("the fine-tune stopped before its first step, so the model equals its "
+                         "parent; nothing to save (run it for longer)")
+    name = check_new_name(name, folder)
+    path = _folder(folder)
+    parent_name = parent or result.parent
+    base = registry.get(parent_name)
+    if base.architecture != registry.get(result.parent).architecture:
+        raise InputError(f"the result was fine-tuned from {result.parent!r}, whose architecture "
+                         f"differs from {parent_name!r}'s; leave parent= out")
+    summary = result.summary()
+    summary["volume"] = _source_info(result, volume_source)
+    cfg = result.config
+    kind = "supervised" if cfg.mode == "supervised" else base.kind
+    volume_name = Path(str(summary["volume"].get("source") or "an unnamed volume")).name
+    card = {
+        "name": name, "architecture": base.architecture, "config": dict(base.config),
+        "kind": kind, "parent": parent_name,
+        "description": f"{parent_name} fine-tuned ({cfg.mode}) on {volume_name}",
+        "trained_on": list(base.card.get("trained_on") or []) + [summary["volume"]],
+        "finetuned_on": summary["volume"],
+        "training": {"mode": cfg.mode, "steps": result.steps, "best_step": result.best_step,
+                     "seconds": summary["seconds"], "minutes": round(result.seconds / 60, 3),
+                     "stopped_early": result.stopped_early, "kept_parent": result.kept_parent,
+                     "config": cfg.to_dict(), "parent_sha256": base.card.get("sha256"),
+                     "loss": ("UMIS compound loss, paper 000 eq. 17-26" if cfg.mode ==
+                              "unsupervised" else "balanced BCE + TV (paper 001 eq. 1-2) "
+                              "+ soft-clDice (paper 004) on the edited voxels")},
+        "scores": {}, "preprocessing": base.preprocessing or base.card.get("preprocessing"),
+        "intensity_profile": base.intensity_profile, "patch_size_zyx":
+            list(base.patch_size_zyx),
+    }
+    if "threshold" in base.card:
+        card["threshold"] = base.card["threshold"]
+    manifest = {"model": name, **summary, "losses": [round(v, 6) for v in result.losses],
+                "smoothed": [round(v, 6) for v in result.smoothed], "versions": versions(),
+                **(extra or {})}
+    manifest_path = path / f"{name}{MANIFEST_SUFFIX}"
+    try:
+        text = json.dumps(manifest, indent=2, default=str)
+    except (TypeError, ValueError) as err:  # pragma: no cover - extra is the caller's
+        raise InputError(f"the run manifest cannot be saved as JSON: {err}") from err
+    weights = save_weights(result.state_dict, path / name, card)
+    try:
+        _atomic_text(manifest_path, text + "\n")
+    except OSError as err:
+        for leftover in (weights.with_suffix(".json"), weights, manifest_path):
+            leftover.unlink(missing_ok=True)
+        raise InputError(f"could not save the model to {path}: {err.strerror or err}; free some "
+                         "disk space or choose a folder you can write to") from err
+    return weights
