@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import InputError
 from .projection import depth_coded_mip, mip, slab_bounds, sliding_mips
-from .refine import Edit, paint_on_mip
+from .refine import Edit
+from .refine_paths import paint_on_mip
 
 __all__ = ["MODES", "check_mode", "project", "check_stack", "projected_geometry",
            "sliding_geometry", "slab_at", "region_from_update", "stroke_pixels",
@@ -217,7 +218,7 @@ def paint_on_projection(labels: np.ndarray, image: Any, coords: Any, *, axis: in
                         brush_radius: int = 0, depth_radius: int = 0) -> Edit:
     """Place a stroke drawn on a MIP along ``axis`` at the depth of the brightest voxel.
 
-    :func:`~napari_vessel.refine.paint_on_mip` for any projection axis, reading only the box of
+    :func:`~napari_vessel.refine_paths.paint_on_mip` for any projection axis, reading only the box of
     the image under the stroke (so a dask image is not loaded whole).
 
     Parameters
@@ -229,7 +230,7 @@ def paint_on_projection(labels: np.ndarray, image: Any, coords: Any, *, axis: in
     coords : array_like, shape (N, 2)
         Stroke pixels in the projected plane (the two axes other than ``axis``, in order).
     axis, slab, label_value, brush_radius, depth_radius
-        As for :func:`~napari_vessel.refine.paint_on_mip`; ``slab`` is ``[start, stop)`` along
+        As for :func:`~napari_vessel.refine_paths.paint_on_mip`; ``slab`` is ``[start, stop)`` along
         ``axis``.
 
     Returns

@@ -12,15 +12,13 @@ from napari_vessel.errors import InputError
 from napari_vessel.refine import (
     Edit,
     apply_edit,
-    bridge_gap,
     check_same_grid,
     erase_component_at,
     fill_holes,
     keep_components_at,
-    min_cost_path,
-    paint_on_mip,
     remove_small_components,
 )
+from napari_vessel.refine_paths import bridge_gap, min_cost_path, paint_on_mip
 
 
 @pytest.fixture

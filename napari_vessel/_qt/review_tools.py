@@ -15,7 +15,8 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButto
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
-from ..refine import bridge_gap, erase_component_at, fill_holes, keep_components_at, remove_small_components
+from ..refine import erase_component_at, fill_holes, keep_components_at, remove_small_components
+from ..refine_paths import bridge_gap
 from ..review_core import still_valid
 from ._common import output_name, show_info
 from .review_sync import OUTPUT_KEY, apply_edit_to_layer
