@@ -2,6 +2,11 @@
 
 For each volume: train on the other five (same settings as the shipped model), choose the threshold
 on those five, then score the held-out volume (F1 at that threshold, average precision, clDice).
+With ``--threshold-method otsu`` the held-out volume is instead thresholded at a level computed
+from its own probability map (no labels); the F1 at the fixed level is still reported.
+``--save-dir`` keeps every fold's weights (and maps) so that ``--reuse`` can score other
+thresholds or test-time flips (``--tta``) without training again; the fixed level then comes from
+the saved training-volume maps, as the training run chose it.
 Prints a Markdown table and writes it as JSON with ``--json``.
 
     python benchmarks/loo_eval.py --data ../shared/data/vesselnn --steps 600 --json loo.json
@@ -12,32 +17,57 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_vessel.metrics import average_precision, cldice
+from napari_vessel.metrics import dice as f1_score
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.training.data import load_pairs
-from napari_vessel.training.train import TrainConfig, f1_score, predict_volume, train
+from napari_vessel.training.train import TrainConfig, choose_threshold, predict_volume, train
+
+#: Label-free threshold methods (``skimage.filters.threshold_*``) for ``--threshold-method``.
+THRESHOLD_METHODS = ("otsu", "li", "triangle", "yen", "isodata")
 
 
-def average_precision(prob: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision-recall curve (step interpolation, as scikit-learn)."""
-    order = np.argsort(-prob.ravel(), kind="stable")
-    hits = labels.ravel()[order]
-    tp = np.cumsum(hits)
-    precision = tp / np.arange(1, len(tp) + 1)
-    return float((precision * hits).sum() / max(1, hits.sum()))
+def auto_threshold(prob: np.ndarray, method: str = "otsu") -> float:
+    """A level computed from the probability map itself, without labels (use ``prob > level``)."""
+    from skimage import filters
+
+    if float(prob.min()) == float(prob.max()):
+        return float(prob.min())
+    return float(getattr(filters, f"threshold_{method}")(prob.astype(np.float32)))
 
 
-def cldice(pred: np.ndarray, labels: np.ndarray) -> float:
-    """clDice (paper 004, eq. 1-2) with per-slice-free 3D skeletons."""
-    from skimage.morphology import skeletonize
+def save_fold(folder: Path, held: str, model: torch.nn.Module, probs: dict) -> None:
+    """Weights of one fold and the probability maps it gives on every volume (float16)."""
+    from safetensors.torch import save_file
 
-    sp, sl = skeletonize(pred) > 0, skeletonize(labels) > 0
-    tprec = (sp & labels).sum() / max(1, sp.sum())
-    tsens = (sl & pred).sum() / max(1, sl.sum())
-    return float(2 * tprec * tsens / max(1e-9, tprec + tsens))
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / f"{held}.safetensors"))
+    np.savez_compressed(folder / f"{held}.probs.npz",
+                        **{k: v.astype(np.float16) for k, v in probs.items()})
+
+
+def predict_flips(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    """Mean probability over the four in-plane flips (test-time augmentation)."""
+    total = np.zeros(image.shape, np.float32)
+    for axes in ((), (1,), (2,), (1, 2)):
+        flipped = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+        prob = predict_volume(model, flipped)
+        total += np.flip(prob, axes) if axes else prob
+    return total / 4
+
+
+def load_fold(folder: Path, held: str, model: torch.nn.Module) -> torch.nn.Module:
+    """Weights saved by :func:`save_fold`."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(folder / f"{held}.safetensors")))
+    return model.eval()
 
 
 def main() -> None:
@@ -50,6 +80,14 @@ def main() -> None:
     parser.add_argument("--model", default="{}", help="JSON overrides of TVNetConfig")
     parser.add_argument("--json", help="write the per-volume results here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-dir", help="keep each fold's weights and probability maps here "
+                        "(outside the repository), for post-hoc thresholds and test-time flips")
+    parser.add_argument("--reuse", help="load each fold's weights from this --save-dir folder "
+                        "instead of training")
+    parser.add_argument("--threshold-method", choices=THRESHOLD_METHODS,
+                        help="threshold each held-out map by this label-free method of its own "
+                        "histogram (default: the fixed level chosen on the training volumes)")
+    parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = load_pairs(args.data)
@@ -57,6 +95,7 @@ def main() -> None:
     if "patch_size" in overrides:
         overrides["patch_size"] = tuple(overrides["patch_size"])
     cfg = TrainConfig(steps=args.steps, seed=args.seed, **overrides)
+    predict = predict_flips if args.tta else predict_volume
     rows = []
     for held in pairs:
         if args.only and held.name not in args.only:
@@ -64,12 +103,32 @@ def main() -> None:
         start = time.monotonic()
         torch.manual_seed(args.seed)
         model = build_tvnet(**json.loads(args.model))
-        result = train(model, [p for p in pairs if p is not held], cfg)
-        prob = predict_volume(result.model, held.image)
-        pred = prob > result.threshold
+        training = [p for p in pairs if p is not held]
+        if args.reuse:
+            model = load_fold(Path(args.reuse), held.name, model)
+            saved = Path(args.reuse) / f"{held.name}.probs.npz"
+            if saved.exists():  # the level of the training run (no flips), as a card stores it
+                with np.load(saved) as maps:
+                    train_probs = [maps[p.name].astype(np.float32) for p in training]
+            else:
+                train_probs = [predict(model, p.image) for p in training]
+            fixed, scores = choose_threshold(train_probs, [p.labels for p in training])
+            train_f1 = float(np.mean(scores))
+        else:
+            result = train(model, training, cfg)
+            model, fixed = result.model, result.threshold
+            train_f1 = float(np.mean(list(result.train_f1.values())))
+        prob = predict(model, held.image)
+        if args.save_dir:
+            probs = {p.name: (prob if p is held else predict(model, p.image)) for p in pairs}
+            save_fold(Path(args.save_dir), held.name, model, probs)
+        level = fixed if args.threshold_method is None else auto_threshold(prob,
+                                                                          args.threshold_method)
+        pred = prob > level
         row = {"volume": held.name, "f1": f1_score(pred, held.labels),
                "ap": average_precision(prob, held.labels), "cldice": cldice(pred, held.labels),
-               "threshold": result.threshold, "train_f1": float(np.mean(list(result.train_f1.values()))),
+               "threshold": level, "f1_fixed": f1_score(prob > fixed, held.labels),
+               "fixed_threshold": fixed, "train_f1": train_f1,
                "minutes": (time.monotonic() - start) / 60}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -77,12 +136,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['volume']} | {r['f1']:.3f} | {r['ap']:.3f} | {r['cldice']:.3f} | "
               f"{r['threshold']:.3f} |")
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("f1", "ap", "cldice")}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("f1", "ap", "cldice", "f1_fixed")}
     print(f"| **mean** | **{mean['f1']:.3f}** | {mean['ap']:.3f} | {mean['cldice']:.3f} | |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "mean": mean, "steps": args.steps,
-                       "config": overrides, "model": json.loads(args.model)}, fh, indent=1)
+            json.dump({"rows": rows, "mean": mean, "steps": args.steps, "config": overrides,
+                       "model": json.loads(args.model), "tta": args.tta,
+                       "threshold_method": args.threshold_method}, fh, indent=1)
 
 
 if __name__ == "__main__":
