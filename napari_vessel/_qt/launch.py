@@ -15,8 +15,16 @@ from .segment_widget import SegmentWidget
 __all__ = ["open_viewer", "dock_widgets"]
 
 
-def dock_widgets(viewer: napari.Viewer) -> dict[str, Any]:
-    """Dock every napari-vessel widget in ``viewer``; returns them by name."""
+def dock_widgets(viewer: napari.Viewer, *, front: str = "Segment") -> dict[str, Any]:
+    """Dock every napari-vessel widget in ``viewer`` as tabs; returns them by name.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    front : str
+        The tab shown first.
+    """
     widgets = {
         "Stack info": InfoWidget(viewer),
         "Preprocess": PreprocessWidget(viewer),
@@ -24,8 +32,12 @@ def dock_widgets(viewer: napari.Viewer) -> dict[str, Any]:
         "Review & refine": ReviewWidget(viewer),
         "Fine-tune": FinetuneWidget(viewer),
     }
-    for name, widget in widgets.items():
-        viewer.window.add_dock_widget(widget, name=name, area="right")
+    docks = {}
+    for index, (name, widget) in enumerate(widgets.items()):
+        docks[name] = viewer.window.add_dock_widget(widget, name=name, area="right",
+                                                    tabify=index > 0)
+    if front in docks:
+        docks[front].raise_()
     return widgets
 
 
