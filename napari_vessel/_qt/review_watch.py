@@ -18,7 +18,7 @@ from typing import Any
 
 from qtpy.QtCore import QTimer
 
-from ..errors import Cancelled, InputError
+from ..errors import InputError
 from ..projection import regions_from_paint_event
 from ..review_core import region_from_update
 from ._common import start_worker
@@ -31,39 +31,13 @@ def defer(func: Callable[[], None], msec: int = 0) -> None:
     QTimer.singleShot(msec, func)
 
 
-class _Failed:
-    """An exception carried back from the worker as a result (so it is reported only once)."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 def run_in_background(func: Callable[..., Any], *, on_done: Callable[[Any], None],
                       on_error: Callable[[BaseException], None],
                       on_cancelled: Callable[[], None] | None = None,
                       on_finished: Callable[[], None] | None = None) -> Any:
-    """:func:`~napari_vessel._qt._common.start_worker` with errors handled only by ``on_error``.
-
-    The worker's exception (or :class:`~napari_vessel.errors.Cancelled`) comes back as a
-    result, so it is never raised again in the event loop (which would show a traceback too).
-    """
-
-    def work(progress: Callable, cancel: Any) -> Any:
-        try:
-            return func(progress=progress, cancel=cancel)
-        except Exception as err:  # handed to on_error on the GUI thread
-            return _Failed(err)
-
-    def done(result: Any) -> None:
-        if not isinstance(result, _Failed):
-            on_done(result)
-        elif isinstance(result.error, Cancelled):
-            if on_cancelled is not None:
-                on_cancelled()
-        else:
-            on_error(result.error)
-
-    return start_worker(work, on_done=done, on_error=on_error, on_finished=on_finished)
+    """:func:`~napari_vessel._qt._common.start_worker`, silent on cancel unless told otherwise."""
+    return start_worker(func, on_done=on_done, on_error=on_error,
+                        on_cancelled=on_cancelled or (lambda: None), on_finished=on_finished)
 
 
 class EditWatcher:

@@ -28,7 +28,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..devices import pick_device
-from ..errors import Cancelled, InputError
+from ..errors import InputError
 from ..inference import check_volume_array, segment
 from ..models.registry import ModelSpec
 from ..volume import Volume, check_spacing
@@ -91,12 +91,6 @@ def _group(title: str, widget: Any) -> QGroupBox:
     layout.addWidget(widget.native)
     return box
 
-
-class _Failed:
-    """An exception carried back from the worker as its result (reported once, here)."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 class SegmentWidget(Container):
@@ -248,17 +242,14 @@ class SegmentWidget(Container):
                    "device": device}
 
         def work(progress: Any, cancel: Any) -> Any:
-            try:
-                return segment(volume, spec.name, progress=progress, cancel=cancel, **options)
-            except Exception as err:  # noqa: BLE001 - reported on the GUI thread in _done
-                return _Failed(err)
+            return segment(volume, spec.name, progress=progress, cancel=cancel, **options)
 
         self._running(True, spec.name)
         started = time.perf_counter()
         self.job = start_worker(
             work, on_progress=self._progress,
             on_done=lambda result: self._done(result, source, options, started),
-            on_error=self._notify, on_finished=self._finished)
+            on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished)
         return self.job
 
     def cancel(self) -> None:
@@ -283,15 +274,15 @@ class SegmentWidget(Container):
         if message:
             self.progress_text.value = message
 
+    def _cancelled(self) -> None:
+        self.progress_text.value = "cancelled"
+        self._info("segmentation cancelled; no layer was added")
+
+    def _failed(self, error: BaseException) -> None:
+        self.progress_text.value = "failed (see the message)"
+        self._notify(error)
+
     def _done(self, result: Any, source: RunInput, options: dict, started: float) -> None:
-        if isinstance(result, _Failed):
-            if isinstance(result.error, Cancelled):
-                self.progress_text.value = "cancelled"
-                self._info("segmentation cancelled; no layer was added")
-            else:
-                self.progress_text.value = "failed (see the message)"
-                self._notify(result.error)
-            return
         prob, labels, manifest = result
         try:
             output, reused = self.results.show(prob, labels, manifest, source,
