@@ -306,7 +306,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     if preprocess and spec.preprocessing:
         pipeline = _pipeline(spec.preprocessing)
         data = pipeline.apply(data, spacing_zyx=volume.spacing_zyx,
-                              progress=scaled(progress, 0.0, 0.1), cancel=cancel)
+                              progress=scaled(progress, 0.0, 0.1, "preprocessing"), cancel=cancel)
         pre_json = _as_json_obj(pipeline.to_json())
     elif preprocess and spec.is_network:
         if not _is_lazy(data):

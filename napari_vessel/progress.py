@@ -59,13 +59,19 @@ class CancelToken:
             raise Cancelled("stopped by the user")
 
 
-def scaled(progress: Progress | None, start: float, stop: float) -> Progress:
-    """Map a sub-task's [0, 1] progress into ``[start, stop]`` of the parent's progress."""
+def scaled(progress: Progress | None, start: float, stop: float, prefix: str = "") -> Progress:
+    """Map a sub-task's [0, 1] progress into ``[start, stop]`` of the parent's progress.
+
+    A non-empty ``prefix`` is put before the sub-task's messages (``"preprocessing: done"``), so
+    the user can tell which stage speaks.
+    """
     if progress is None:
         return no_progress
 
     def _inner(fraction: float, message: str = "") -> None:
         fraction = min(max(float(fraction), 0.0), 1.0)
+        if prefix and message:
+            message = f"{prefix}: {message}"
         progress(start + (stop - start) * fraction, message)
 
     return _inner

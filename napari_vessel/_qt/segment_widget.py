@@ -269,8 +269,6 @@ class SegmentWidget(Container):
         self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
         if self.job is not None and self.job.token.cancelled:
             return  # keep "cancelling…"
-        if message == "done" and fraction < 1.0:  # the end of the preprocessing, not of the run
-            message = "preprocessed; predicting…"
         if message:
             self.progress_text.value = message
 
