@@ -5,7 +5,8 @@ For each model and input size: seconds, voxels per second, peak memory above the
 (FLOPs of one patch counted with ``torch.utils.flop_counter.FlopCounterMode`` times the number of
 patches) next to the GFLOP/s of a large matrix multiplication measured in the same run. When MONAI
 is installed, ``monai.inferers.sliding_window_inference`` runs the same network on the same input
-with the same overlap for a time and memory ratio.
+with the same patch, overlap and Gaussian blending, in a fresh process of its own, for a time and
+a peak-memory ratio (ours over MONAI's: below 1 is better).
 
 Untrained networks are fine here: speed does not depend on the weights.
 
@@ -13,7 +14,7 @@ usage::
 
     python benchmarks/bench_inference.py                       # all models, 25x512x512 and 64x512x512
     python benchmarks/bench_inference.py --models umis frangi --sizes 25x512x512
-    python benchmarks/bench_inference.py --real ../shared/data/vesselnn/images/poon2015_BBB_Leakage.tif
+    python benchmarks/bench_inference.py --models tvnet umis --real ../shared/data/vesselnn/images/*.tif
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def _measure(job: dict) -> dict:
         model, spec = registry.load_model(spec, "cpu", allow_untrained=True)
         predict(model, data[: min(4, data.shape[0]), :64, :64], patch_size=spec.patch_size_zyx,
                 device="cpu")  # warm up the kernels
+    if job.get("engine") == "monai":
+        return {**result, **_monai(model, data, spec, job["overlap"])}
     with PeakMemory() as memory:
         seconds = _timed(lambda: predict(model if model is not None else spec, data,
                                          spacing_zyx=(5.0, 1.0, 1.0), device="cpu",
@@ -140,28 +143,33 @@ def _measure(job: dict) -> dict:
         flops = _patch_flops(model, plan.patch, spec.dims) * plan.n_tiles
         result.update(tiles=plan.n_tiles, patch=list(plan.patch), gflop=flops / 1e9,
                       gflops_per_s=flops / seconds / 1e9)
-        if job.get("use_monai"):
-            result.update(_monai(model, data, plan.patch, job["overlap"], seconds))
     return result
 
 
-def _monai(model, data, patch, overlap, ours_s) -> dict:
+def _monai(model, data, spec, overlap) -> dict:
+    """MONAI's sliding window on the same network, patch, overlap and blending (own process)."""
     try:
         import torch
         from monai.inferers import sliding_window_inference
     except ImportError:
         return {"monai": "skipped (monai is not installed)"}
+    from napari_vessel.sliding_window import plan_tiles
+
+    if spec.dims != 3:
+        return {"monai": "skipped (2D model)"}
+    multiple = getattr(model, "input_multiple", spec.input_multiple_zyx)
+    patch = plan_tiles(data.shape, spec.patch_size_zyx, overlap, multiple).patch
 
     def net(x):
         out = model(x)
         return out.seg if hasattr(out, "seg") else out
 
+    # MONAI pads only where the volume is smaller than the patch; give it a multiple-sized input
     x = torch.from_numpy(data)[None, None]
     with torch.inference_mode(), PeakMemory() as memory:
         seconds = _timed(lambda: sliding_window_inference(
             x, tuple(patch), 4, net, overlap=overlap, mode="gaussian", padding_mode="reflect"))
-    return {"monai_seconds": seconds, "time_ratio_ours_over_monai": ours_s / seconds,
-            "monai_peak_mib": memory.above_baseline}
+    return {"monai_seconds": seconds, "monai_peak_mib": memory.above_baseline}
 
 
 def run_job(job: dict, timeout: float) -> dict:
@@ -188,7 +196,9 @@ def _row(r: dict) -> str:
     tiles = f"{r['tiles']} x {'x'.join(map(str, r['patch']))}" if "tiles" in r else "whole"
     monai = r.get("monai", "-")
     if "monai_seconds" in r:
-        monai = f"{r['monai_seconds']:.1f} s ({r['time_ratio_ours_over_monai']:.2f}x)"
+        monai = (f"{r['monai_seconds']:.1f} s, {r['monai_peak_mib']:.0f} MiB (time "
+                 f"{r['seconds'] / r['monai_seconds']:.2f}x, memory "
+                 f"{r['peak_mib'] / max(r['monai_peak_mib'], 1.0):.2f}x)")
     return (f"| {r['model']} | {shape} ({r['input']}) | {r['seconds']:.1f} | "
             f"{r['mvoxels_per_s']:.2f} | {r['peak_mib']:.0f} | {tiles} | {gf} | {monai} |")
 
@@ -200,15 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None, help="default: every registered")
     parser.add_argument("--sizes", nargs="+", default=["25x512x512", "64x512x512"])
-    parser.add_argument("--real", default=None, help="use this stack instead of a phantom")
+    parser.add_argument("--real", nargs="+", default=None,
+                        help="use these stacks (each at its own shape) instead of phantoms")
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per measurement")
     parser.add_argument("--include-gpu-models", action="store_true",
                         help="also time umis-full on the CPU (minutes)")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args(argv)
-    if args.real:
-        args.sizes = args.sizes[:1]  # the stack's own shape is used
     names = args.models or [s.name for s in registry.list_models() if s.source == "builtin"]
     if not args.include_gpu_models and args.models is None:
         names = [n for n in names if not n.endswith("-full")]
@@ -224,16 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     print("MONAI comparison: " + ("on" if have_monai else "skipped (monai is not installed)"))
     print("| model | input | seconds | Mvoxel/s | peak MiB | patches | GFLOP/s | MONAI |")
     print("|---|---|---|---|---|---|---|---|")
+    inputs = [(None, [int(v) for v in size.lower().split("x")]) for size in args.sizes]
+    if args.real:
+        inputs = [(path, [0, 0, 0]) for path in args.real]  # each stack's own shape is used
     results = []
-    for size in args.sizes:
-        shape = [int(v) for v in size.lower().split("x")]
+    for real, shape in inputs:
         for name in names:
             spec = registry.get(name)
             if spec.kind == "classical" and shape[0] > 32 and args.models is None:
                 continue  # the classical methods are timed on the real-sized stack only
-            job = {"model": name, "shape": shape, "real": args.real, "overlap": args.overlap,
-                   "use_monai": have_monai and spec.is_network}
+            job = {"model": name, "shape": shape, "real": real, "overlap": args.overlap}
             result = run_job(job, args.timeout)
+            if have_monai and spec.is_network and "error" not in result:
+                other = run_job({**job, "engine": "monai"}, args.timeout)
+                result.update({k: v for k, v in other.items() if k.startswith("monai")})
             results.append(result)
             print(_row(result), flush=True)
     if args.json:

@@ -73,6 +73,8 @@ def card_text(spec: ModelSpec) -> str:
         lines.append(f"parameters: {_parameters(spec)}")
     else:
         lines.append("classical method: nothing trained; runs on the CPU")
+    if spec.dims == 2:
+        lines.append("2D model: a 3D stack is segmented slice by slice, by design")
     if card.get("parent"):
         lines.append(f"fine-tuned from: {card['parent']}")
     if card.get("trained_on"):

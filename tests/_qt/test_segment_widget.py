@@ -299,3 +299,10 @@ def test_bad_models_and_failures_give_a_message_and_change_nothing(setup, qtbot,
     assert len(setup.messages) == 1 and expected in setup.messages[0], setup.messages
     assert _unchanged(before, setup.viewer) and widget.results.current is None
     assert widget.segment_button.enabled
+
+
+def test_the_card_says_a_2d_model_runs_slice_by_slice():
+    from napari_vessel._qt.segment_models import card_text
+
+    assert "slice by slice" in card_text(registry.get("dbac"))
+    assert "slice by slice" not in card_text(registry.get("tvnet"))
