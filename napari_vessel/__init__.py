@@ -33,6 +33,7 @@ _LAZY = {
     "predict": "inference",
     "list_models": "models.registry",
     "evaluate": "metrics",
+    "compare": "comparison",
     "finetune": "training.finetune",
     "train": "training.train",
 }

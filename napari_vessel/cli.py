@@ -26,6 +26,7 @@ COMMANDS = (
     "preprocess",
     "segment",
     "evaluate",
+    "benchmark",
     "models",
     "train",
     "finetune",
@@ -38,6 +39,7 @@ examples:
   napari-vessel data --dest ~/vesselnn       download the public VesselNN volumes (hash-checked)
   napari-vessel segment stack.tif -o out     segment your stack with the recommended model
   napari-vessel models                       the models you can use, with their scores
+  napari-vessel benchmark --data DIR         compare every model on your annotated stacks
   napari-vessel finetune stack.tif --model tvnet -o tvnet-mine
                                              adapt a model to your microscope (no labels needed)
 

@@ -21,7 +21,8 @@ from .progress import CancelToken, Progress, no_progress, scaled
 from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
 
-__all__ = ["pick_device", "predict", "segment", "check_volume_array", "versions"]
+__all__ = ["pick_device", "predict", "segment", "postprocessing_recipe", "check_volume_array",
+           "versions"]
 
 DEFAULT_PATCH = (32, 128, 128)
 
@@ -86,7 +87,8 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             patch_size: Any = None, overlap: float = 0.25, blending: str = "gaussian",
             batch_size: int | None = None, device: Any = None, amp: bool | None = None,
             tta: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
-            out: Any = None, block_shape: Any = None) -> Any:
+            out: Any = None, block_shape: Any = None, spec: Any = None,
+            threads: int | None = None) -> Any:
     """Probability map of vessels for a volume.
 
     Parameters
@@ -123,6 +125,11 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     block_shape : (int, int, int), optional
         Output block size for lazy inputs (default four patches per axis); the result does not
         depend on it.
+    spec : ModelSpec, optional
+        Describes a network passed as a module (its ``dims``, ``output``, patch size and input
+        multiple), e.g. a model being trained; ignored when ``model_or_name`` is a name or spec.
+    threads : int, optional
+        CPU threads for the network (default: every core this process may use).
 
     Returns
     -------
@@ -156,7 +163,8 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         raise InputError(f"out has shape {tuple(out.shape)}, the volume {tuple(data.shape)}")
     if cancel is not None:
         cancel.check()
-    model, spec = _resolve_model(model_or_name, device)
+    model, resolved = _resolve_model(model_or_name, device)
+    spec = resolved if resolved is not None else spec
 
     if spec is not None and not spec.is_network:  # classical: whole volume at once
         array = np.asarray(data, dtype=np.float32)
@@ -207,7 +215,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
 
     previous_threads = torch.get_num_threads()
     if dev.type == "cpu":
-        torch.set_num_threads(cpu_count())
+        torch.set_num_threads(int(threads or cpu_count()))
     try:
         with torch.inference_mode():
             result = run_tiles(plan, data, forward, weights=weights,
@@ -254,6 +262,48 @@ def versions() -> dict:
             "scikit_image": skimage.__version__, "platform": platform.platform()}
 
 
+def postprocessing_recipe(spec: Any, threshold: float | None = None,
+                          min_size: int = 0) -> dict[str, Any]:
+    """How :func:`segment` turns a model's probability map into labels.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model.
+    threshold : float, optional
+        The user's threshold: when given, a plain threshold at this level, whatever the card
+        says (the user's choice wins, and the labels can be redone from the map the same way).
+    min_size : int
+        Remove vessel pieces smaller than this; 0 keeps the post-processing's own value.
+
+    Returns
+    -------
+    dict
+        For :func:`~napari_vessel.postprocess.apply_postprocessing`: the model's
+        ``postprocessing`` (e.g. hysteresis 0.45/0.95 and clean-up for the paper 003 cascades)
+        when no threshold is given, else ``{"method": "threshold", "level": ..., "min_size":
+        ...}`` with the card's ``threshold`` (else 0.5).
+
+    Raises
+    ------
+    InputError
+        A threshold outside [0, 1] or a negative ``min_size``.
+    """
+    if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 0:
+        raise InputError(f"min_size={min_size!r} must be a whole number of voxels >= 0")
+    if threshold is None and spec.postprocessing:
+        recipe = {k: v for k, v in dict(spec.postprocessing).items() if k != "function"}
+        if min_size:
+            recipe["min_size"] = int(min_size)
+        return recipe
+    if threshold is None:
+        card_value = (spec.card or {}).get("threshold")
+        threshold = 0.5 if card_value is None else card_value
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+    return {"method": "threshold", "level": float(threshold), "min_size": int(min_size)}
+
+
 def segment(volume: Any, model_name: str | None = None, *, threshold: float | None = None,
             preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
             overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
@@ -262,7 +312,8 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     """Segment vessels in a volume with a registered model.
 
     Applies the model's expected preprocessing (its card's pipeline; else a min-max stretch to
-    [0, 1] for networks), :func:`predict`, then thresholds the probability map.
+    [0, 1] for networks), :func:`predict`, then the model's post-processing (a threshold, or
+    hysteresis and clean-up) to the probability map.
 
     Parameters
     ----------
@@ -270,12 +321,15 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     model_name : str, optional
         A registered model; default :func:`~napari_vessel.models.registry.default_model_name`.
     threshold : float, optional
-        Probability above which a voxel is vessel; default the ``threshold`` of the model card
-        (chosen on the training data), else 0.5. The map is returned, so it can be redone.
+        Probability above which a voxel is vessel (a plain threshold). Default: the model's
+        post-processing (see :func:`postprocessing_recipe`): paper 003's hysteresis and clean-up
+        for the cascades, else the ``threshold`` of the model card (chosen on the training
+        data), else 0.5. The map is returned, so it can be re-thresholded.
     preprocess : bool
         Apply the model's preprocessing first (turn off for already preprocessed input).
     min_size : int
-        Remove connected vessel pieces smaller than this many voxels.
+        Remove connected vessel pieces smaller than this many voxels (0: the post-processing's
+        own value, none for a plain threshold).
     spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel
         As in :func:`predict`.
 
@@ -288,7 +342,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         Model, weights hash, preprocessing, parameters, device, versions and timings.
     """
     from .models import registry
-    from .postprocess import probability_to_labels
+    from .postprocess import apply_postprocessing
 
     if not isinstance(volume, Volume):
         volume = Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
@@ -296,10 +350,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         volume = volume.with_spacing(spacing_zyx)
     data = check_volume_array(volume.data)
     spec = registry.get(model_name or registry.default_model_name())
-    if threshold is None:
-        threshold = float(spec.card.get("threshold") or 0.5)
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+    recipe = postprocessing_recipe(spec, threshold, min_size)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     pre_json: Any = None
@@ -321,8 +372,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
                    progress=scaled(progress, 0.1, 0.95), cancel=cancel)
     timing["predict_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    labels = np.asarray(probability_to_labels(prob, level=threshold, min_size=min_size),
-                        dtype=np.uint8)
+    labels = np.asarray(apply_postprocessing(prob, recipe), dtype=np.uint8)
     timing["postprocess_s"] = time.perf_counter() - started
     if progress is not None:
         progress(1.0, "done")
@@ -336,7 +386,8 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
                   "dtype": str(volume.dtype), "spacing_zyx": list(volume.spacing_zyx),
                   "spacing_known": volume.spacing_known},
         "preprocessing": pre_json,
-        "parameters": {"threshold": float(threshold), "min_size": int(min_size),
+        "parameters": {"threshold": float(recipe.get("level", recipe.get("low", 0.5))),
+                       "min_size": int(recipe.get("min_size", 0)), "postprocessing": recipe,
                        "overlap": float(overlap), "blending": blending, "tta": bool(tta),
                        "patch_size_zyx": list(patch_size or spec.patch_size_zyx),
                        "batch_size": batch_size, "preprocess": bool(preprocess)},

@@ -10,6 +10,7 @@ voxel only at an edge or a corner.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from scipy import ndimage as ndi
 
 from .errors import InputError
 
-__all__ = ["threshold", "hysteresis", "remove_small", "fill_holes", "probability_to_labels"]
+__all__ = ["threshold", "hysteresis", "remove_small", "fill_holes", "probability_to_labels",
+           "apply_postprocessing"]
 
 
 def _check_array(data: Any, what: str) -> np.ndarray:
@@ -228,3 +230,47 @@ def probability_to_labels(prob: Any, *, level: float = 0.5, min_size: int = 0, f
     if fill:
         labels = fill_holes(labels)
     return labels
+
+
+def apply_postprocessing(prob: Any, recipe: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Labels from a probability map as a model card's ``postprocessing`` describes.
+
+    Parameters
+    ----------
+    prob : ndarray, shape (Z, Y, X) or (Y, X)
+        Probability of vessel per voxel.
+    recipe : dict, optional
+        ``{"method": "threshold", "level": 0.5, "min_size": 0}`` (the default when None), or
+        ``{"method": "hysteresis", "low": 0.45, "high": 0.95, "min_size": 64, "fill_holes": True,
+        "max_hole": 64}``: :func:`hysteresis`, then :func:`remove_small`, then
+        :func:`fill_holes` within each z slice (3D) for holes up to ``max_hole`` voxels, as in
+        paper 003. Other keys (such as ``function``) are ignored; missing ones take these values.
+
+    Returns
+    -------
+    ndarray of uint8, same shape
+        1 for vessel, 0 for background.
+
+    Raises
+    ------
+    InputError
+        Unknown method or invalid values.
+    """
+    recipe = dict(recipe or {"method": "threshold"})
+    method = recipe.get("method", "threshold")
+    connectivity = recipe.get("connectivity", 3)
+    if method == "threshold":
+        return probability_to_labels(prob, level=recipe.get("level", 0.5),
+                                     min_size=recipe.get("min_size", 0),
+                                     fill=bool(recipe.get("fill_holes", False)),
+                                     connectivity=connectivity)
+    if method != "hysteresis":
+        raise InputError(f"unknown post-processing method {method!r}; the model card may name "
+                         "'threshold' or 'hysteresis'")
+    labels = hysteresis(prob, recipe.get("low", 0.45), recipe.get("high", 0.95),
+                        connectivity=connectivity)
+    if _check_size(recipe.get("min_size", 0), "min_size"):
+        labels = remove_small(labels, recipe["min_size"], connectivity=connectivity)
+    if recipe.get("fill_holes", False):
+        labels = fill_holes(labels, per_slice=labels.ndim == 3, max_size=recipe.get("max_hole"))
+    return labels.astype(np.uint8, copy=False)

@@ -22,7 +22,7 @@ default when --model is not given). Writes, in the output folder:
   STEM_prob.tif         the probability map (float32), to re-threshold without re-running
   STEM_manifest.json    model, weights hash, preprocessing, parameters, device, versions, timing
 Existing files are never replaced unless --overwrite is given. The model's own preprocessing
-(from its model card) is applied first.
+(from its model card) is applied first, and its post-processing last (unless --threshold is given).
 
 examples:
   napari-vessel segment stack.tif -o results
@@ -43,9 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of a patch shared with its neighbours (default 0.25)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="probability above which a voxel is vessel (default: the model "
-                             "card's, else 0.5)")
+                             "card's post-processing: hysteresis 0.45/0.95 and clean-up for the "
+                             "cascades, else the card's threshold, else 0.5)")
     parser.add_argument("--min-size", type=int, default=0, metavar="VOXELS",
-                        help="remove vessel pieces smaller than this (default 0: keep all)")
+                        help="remove vessel pieces smaller than this (default 0: the card's "
+                             "clean-up if any, else keep all)")
     parser.add_argument("--tta", action="store_true",
                         help="average over flipped copies (slower, often a little better)")
     parser.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),

@@ -394,6 +394,7 @@ for _name, _builder, _config, _architecture, _description in _VARIANTS:
         config=_config,
         weights=_weights,
         card={} if _weights else _CARD,
+        postprocessing=HYSTERESIS,  # also when a trained card does not repeat it
         patch_size_zyx=(1, 256, 256),
         input_multiple_zyx=(1, _multiple, _multiple),
         dims=2,

@@ -97,6 +97,10 @@ class ModelSpec:
         3 for volumetric networks; 2 for networks applied slice by slice.
     preprocessing : dict, optional
         The preprocessing pipeline (JSON form) the model expects its input to have gone through.
+    postprocessing : dict, optional
+        How the probability map becomes labels when the user gives no threshold (JSON form, see
+        :func:`napari_vessel.postprocess.apply_postprocessing`), e.g. paper 003's hysteresis.
+        None: a plain threshold at the card's ``threshold`` (else 0.5).
     intensity_profile : dict, optional
         Intensity statistics of the training data, for warning on unusual input.
     trainable : bool
@@ -121,6 +125,7 @@ class ModelSpec:
     input_multiple_zyx: tuple[int, int, int] = (1, 1, 1)
     dims: int = 3
     preprocessing: Mapping[str, Any] | None = field(default=None, hash=False)
+    postprocessing: Mapping[str, Any] | None = field(default=None, hash=False)
     intensity_profile: Mapping[str, Any] | None = field(default=None, hash=False)
     trainable: bool = True
     architecture: str = ""
@@ -207,6 +212,7 @@ def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
             spec,
             card=card,
             preprocessing=spec.preprocessing or card.get("preprocessing"),
+            postprocessing=spec.postprocessing or card.get("postprocessing"),
             intensity_profile=spec.intensity_profile or card.get("intensity_profile"),
         )
     _BUILTIN[spec.name] = spec
@@ -285,6 +291,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 card=card,
                 patch_size_zyx=tuple(patch),
                 preprocessing=card.get("preprocessing", base.preprocessing),
+                postprocessing=card.get("postprocessing", base.postprocessing),
                 intensity_profile=card.get("intensity_profile", base.intensity_profile),
                 source="user",
             )
