@@ -127,19 +127,23 @@ def _measure(job: dict) -> dict:
     model = None
     if spec.is_network:
         model, spec = registry.load_model(spec, "cpu", allow_untrained=True)
-        predict(model, data[: min(4, data.shape[0]), :64, :64], patch_size=spec.patch_size_zyx,
-                device="cpu")  # warm up the kernels
+        predict(model, data[: min(16, data.shape[0]), :64, :64], patch_size=spec.patch_size_zyx,
+                device="cpu", spec=spec)  # warm up the kernels
     if job.get("engine") == "monai":
         return {**result, **_monai(model, data, spec, job["overlap"])}
     with PeakMemory() as memory:
         seconds = _timed(lambda: predict(model if model is not None else spec, data,
                                          spacing_zyx=(5.0, 1.0, 1.0), device="cpu",
-                                         overlap=job["overlap"], patch_size=spec.patch_size_zyx))
+                                         overlap=job["overlap"], patch_size=spec.patch_size_zyx,
+                                         spec=spec))
     result.update(seconds=seconds, mvoxels_per_s=data.size / seconds / 1e6,
                   peak_mib=memory.above_baseline, threads=torch.get_num_threads())
     if model is not None:
-        multiple = getattr(model, "input_multiple", spec.input_multiple_zyx)
-        plan = plan_tiles(data.shape, spec.patch_size_zyx, job["overlap"], multiple)
+        multiple = tuple(getattr(model, "input_multiple", spec.input_multiple_zyx))
+        patch = tuple(spec.patch_size_zyx)
+        if spec.dims == 2:  # as the engine does: one slice per patch
+            patch, multiple = (1, *patch[-2:]), (1, *multiple[-2:])
+        plan = plan_tiles(data.shape, patch, job["overlap"], multiple)
         flops = _patch_flops(model, plan.patch, spec.dims) * plan.n_tiles
         result.update(tiles=plan.n_tiles, patch=list(plan.patch), gflop=flops / 1e9,
                       gflops_per_s=flops / seconds / 1e9)

@@ -133,6 +133,12 @@ class SegmentWidget(Container):
         self.threshold = FloatSlider(label="threshold", value=0.5, min=0.0, max=1.0, step=0.01)
         self.threshold.tooltip = ("voxels with a probability above this are vessel; moving it "
                                   "redraws the labels without running the model again")
+        self.paper_post = CheckBox(text="the model's own post-processing", value=True,
+                                   visible=False)
+        self.paper_post.tooltip = ("cascade models (paper 003): hysteresis thresholds and "
+                                   "morphological clean-up as in the paper, instead of the "
+                                   "threshold; moving the slider afterwards redraws with a plain "
+                                   "threshold")
         self.min_size = SpinBox(label="min size", value=0, min=0, max=10**9, step=10)
         self.min_size.tooltip = "remove vessel pieces with fewer voxels than this (0 keeps all)"
         self.target = Label(label="", value="")
@@ -141,7 +147,8 @@ class SegmentWidget(Container):
         self.progress = ProgressBar(min=0, max=1000, value=0, visible=False)
         self.progress_text = Label(value="")
         inputs = Container(widgets=[self.layer_combo, self.summary], labels=True)
-        options = Container(widgets=[self.overlap, self.tta, self.threshold, self.min_size,
+        options = Container(widgets=[self.overlap, self.tta, self.threshold, self.paper_post,
+                                     self.min_size,
                                      self.target], labels=True)
         buttons = Container(widgets=[self.segment_button, self.cancel_button],
                             layout="horizontal", labels=False)
@@ -216,6 +223,10 @@ class SegmentWidget(Container):
             return  # the model panel fills itself before the rest of the dock exists
         self.tta.enabled = spec is None or spec.is_network
         self.overlap.enabled = spec is None or spec.is_network
+        recipe = getattr(spec, "postprocessing", None) if spec is not None else None
+        self.paper_post.visible = bool(recipe)
+        if recipe:
+            self.paper_post.text = f"the model's own post-processing ({_recipe_text(recipe)})"
         self._quiet = True  # the card's threshold is a default for the next run, not a redraw
         try:
             self.threshold.value = card_threshold(spec)
@@ -241,8 +252,11 @@ class SegmentWidget(Container):
                    "overlap": float(self.overlap.value), "tta": bool(self.tta.value),
                    "device": device}
 
+        own = bool(getattr(spec, "postprocessing", None)) and bool(self.paper_post.value)
+
         def work(progress: Any, cancel: Any) -> Any:
-            return segment(volume, spec.name, progress=progress, cancel=cancel, **options)
+            run = {**options, "threshold": None} if own else options
+            return segment(volume, spec.name, progress=progress, cancel=cancel, **run)
 
         self._running(True, spec.name)
         started = time.perf_counter()
@@ -336,3 +350,10 @@ class SegmentWidget(Container):
             self.target.value = "its labels layer was removed: press Segment"
         else:
             self.target.value = f"threshold and min size act on '{output.labels_layer.name}'"
+
+
+def _recipe_text(recipe: Any) -> str:
+    """A short description of a card's post-processing, e.g. 'hysteresis 0.45/0.95'."""
+    if recipe.get("method") == "hysteresis":
+        return f"hysteresis {recipe.get('low')}/{recipe.get('high')}"
+    return str(recipe.get("method", "custom"))

@@ -306,3 +306,29 @@ def test_the_card_says_a_2d_model_runs_slice_by_slice():
 
     assert "slice by slice" in card_text(registry.get("dbac"))
     assert "slice by slice" not in card_text(registry.get("tvnet"))
+
+
+def test_a_model_with_its_own_post_processing_gets_it_unless_unticked(setup, qtbot):
+    from skimage.filters import apply_hysteresis_threshold
+
+    recipe = {"method": "hysteresis", "low": 0.3, "high": 0.9, "min_size": 0, "connectivity": 1}
+    registry.register(ModelSpec(name="test-hyst", kind="classical", description="toy",
+                                predict=_stretch, postprocessing=recipe), replace_existing=True)
+    try:
+        widget = setup.widget
+        widget.models.refresh()
+        widget.models.model_combo.value = "test-hyst"
+        assert not widget.paper_post.native.isHidden()
+        assert "hysteresis 0.3/0.9" in widget.paper_post.text
+        prob = _stretch(setup.image.data)
+        output = _run(setup, qtbot)
+        expected = apply_hysteresis_threshold(prob, 0.3, 0.9)
+        assert np.array_equal(output.labels_layer.data > 0, expected)
+        assert not np.array_equal(expected, prob > widget.threshold.value)
+        widget.paper_post.value = False
+        output = _run(setup, qtbot)
+        assert np.array_equal(output.labels_layer.data > 0, prob > widget.threshold.value)
+        widget.models.model_combo.value = "test-stretch"
+        assert widget.paper_post.native.isHidden()
+    finally:
+        registry.unregister("test-hyst")
