@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["intensity_stats"]
+__all__ = ["intensity_stats", "mean_binary_entropy"]
 
 
 def intensity_stats(data: Any, *, max_voxels: int = 4_000_000) -> dict[str, float]:
@@ -52,3 +52,26 @@ def intensity_stats(data: Any, *, max_voxels: int = 4_000_000) -> dict[str, floa
         "nan": int(sample.size - values.size),
         "sampled": step > 1,
     }
+
+
+def mean_binary_entropy(prob: Any, *, eps: float = 1e-6) -> float:
+    """Mean binary entropy, in bits, of a probability map: how unsure a model is of a volume.
+
+    ``-(p log2 p + (1 - p) log2 (1 - p))`` averaged over voxels: 0 when every voxel is 0 or 1,
+    1 when every voxel is 0.5.
+
+    Parameters
+    ----------
+    prob : array-like
+        Probabilities in [0, 1] (clipped to ``[eps, 1 - eps]``).
+    eps : float
+        Clip, so that 0 and 1 give (almost) no entropy instead of NaN.
+
+    Returns
+    -------
+    float
+    """
+    p = np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps)
+    if p.size == 0:
+        return 0.0
+    return float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))

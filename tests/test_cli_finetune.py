@@ -113,3 +113,14 @@ def test_bad_arguments_fail_before_training(tiny_tvnet, files, capsys, argv, mes
 def test_classical_model_is_refused(files, capsys):
     assert call([files["image"], "--model", "frangi", "-o", "x", *FAST]) == 2
     assert "can be fine-tuned" in capsys.readouterr().err
+
+
+def test_a_confident_model_is_not_saved_again(tiny_tvnet, files, capsys):
+    code = call([files["image"], "--model", "cli-tiny", "-o", "cli-same", "--min-uncertainty",
+                 "1", *FAST])
+    out = capsys.readouterr().out
+    assert code == 0 and "confident" in out and "no new model was saved" in out
+    assert not (files["models"] / "cli-same.safetensors").exists()
+    assert call([files["image"], "--model", "cli-tiny", "-o", "cli-bad", "--min-uncertainty",
+                 "2", *FAST]) == 2
+    assert "bits" in capsys.readouterr().err

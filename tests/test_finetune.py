@@ -432,3 +432,39 @@ def test_read_only_folder(small_result, tmp_path, monkeypatch):
         assert list(folder.glob("*")) == []
     finally:
         folder.chmod(0o755)
+
+
+# -- the uncertainty gate ------------------------------------------------------------------------
+
+def test_mean_binary_entropy_matches_scipy():
+    from scipy.stats import entropy
+
+    from napari_vessel.stats import mean_binary_entropy
+
+    p = np.random.default_rng(0).random((3, 5, 7))
+    expected = np.mean([entropy([v, 1 - v], base=2) for v in p.ravel()])
+    assert mean_binary_entropy(p) == pytest.approx(expected, rel=1e-6)
+    assert mean_binary_entropy(np.full(4, 0.5)) == pytest.approx(1.0)
+    assert mean_binary_entropy(np.array([0.0, 1.0])) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_a_confident_model_is_kept_as_it_is(tiny_models):
+    from napari_vessel.inference import predict
+    from napari_vessel.stats import mean_binary_entropy
+    from napari_vessel.training.finetune_data import prepare_image
+    from napari_vessel.training.finetune_loss import ProbabilityNet
+
+    image, _ = bars()
+    result = finetune("ft-tiny-tvnet", image, config=cfg(min_uncertainty=1.0))
+    assert result.steps == 0 and result.kept_parent and not result.stopped_early
+    assert "confident" in result.message and "0 to adapt anyway" in result.message
+    model, spec = registry.load_model("ft-tiny-tvnet", "cpu")
+    assert same_state(model.state_dict(), result.state_dict)
+    pre, _ = prepare_image(spec, ft.as_volume(image))
+    prob = predict(ProbabilityNet(model, spec), pre, patch_size=spec.patch_size_zyx, device="cpu")
+    assert result.parent_uncertainty == pytest.approx(mean_binary_entropy(prob), abs=1e-6)
+    assert result.summary()["parent_uncertainty"] == result.parent_uncertainty
+    adapted = finetune("ft-tiny-tvnet", image, config=cfg(min_uncertainty=0.0))
+    assert adapted.steps == 4 and adapted.parent_uncertainty is None
+    with pytest.raises(InputError, match="bits"):
+        cfg(min_uncertainty=1.5)

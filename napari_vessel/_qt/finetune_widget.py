@@ -128,6 +128,12 @@ class FinetuneWidget(Container):
         self.minutes.tooltip = "time budget (0: no time limit, only the steps)"
         self.steps = SpinBox(label="steps", value=0, min=0, max=10**6, step=10)
         self.steps.tooltip = "stop after this many steps (0: no step limit, only the minutes)"
+        self.only_unsure = CheckBox(text="only when the model is unsure of this volume",
+                                    value=True)
+        self.only_unsure.tooltip = (
+            "unsupervised: adapt only when the model's probabilities on this volume are unsure "
+            "(mean entropy at least 0.45 bits, as on another microscope's images); on a volume "
+            "like its training data it is kept as it is. Untick to adapt anyway")
         self.name_edit = LineEdit(label="new model")
         self.name_note = Label(value="")
         self.segment_check = CheckBox(text="segment with the new model when done", value=True)
@@ -143,7 +149,8 @@ class FinetuneWidget(Container):
         model_row.margins = (0, 0, 0, 0)
         self._inputs = Container(widgets=[self.layer_combo, model_row, self.model_note,
                                           self.mode_combo], labels=True)
-        self._options = Container(widgets=[self.minutes, self.steps, self.name_edit,
+        self._options = Container(widgets=[self.minutes, self.steps, self.only_unsure,
+                                           self.name_edit,
                                            self.name_note, self.segment_check], labels=True)
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
                             labels=False)
@@ -235,6 +242,7 @@ class FinetuneWidget(Container):
     def _mode_changed(self, _value: Any = None) -> None:
         supervised = MODES[self.mode_combo.value] == "supervised"
         self._corrections_box.setVisible(supervised)
+        self.only_unsure.visible = not supervised
         self.corrections.show_state()
 
     # -------------------------------------------------------------------------------- slice
@@ -264,8 +272,9 @@ class FinetuneWidget(Container):
         name = check_new_name(self.name_edit.value)
         minutes, steps = float(self.minutes.value), int(self.steps.value)
         mode = MODES[self.mode_combo.value]
+        gate = {} if self.only_unsure.value else {"min_uncertainty": 0.0}
         config = FinetuneConfig(**{"mode": mode, "minutes": minutes or None,
-                                   "max_steps": steps or None, **self.settings})
+                                   "max_steps": steps or None, **gate, **self.settings})
         job = FinetuneJob(model, volume, name, config, segment=bool(self.segment_check.value),
                           preview_z=self.current_slice)
         if mode == "supervised":
@@ -331,6 +340,10 @@ class FinetuneWidget(Container):
         if outcome.weights is None:
             if self.preview is not None:
                 self.preview.remove()
+            if result.parent_uncertainty is not None and not result.stopped_early:
+                self.status.value = f"nothing was saved: {result.message}"
+                self._info(result.message)
+                return
             self.status.value = "stopped before the first step: nothing was saved"
             self._info("fine-tune stopped before its first step: nothing was saved; let it "
                        "run a little longer")

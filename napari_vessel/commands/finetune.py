@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--labels)")
     parser.add_argument("--no-safeguard", action="store_true",
                         help="keep the fine-tuned weights even if the loss did not improve")
+    parser.add_argument("--min-uncertainty", type=float, default=0.45, metavar="BITS",
+                        help="unsupervised: adapt only when the model is at least this unsure of "
+                        "the volume (mean entropy of its probabilities, 0-1 bits; default 0.45); "
+                        "0 always adapts")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.steps, patch_size_zyx=tuple(args.patch_size), batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, cldice_weight=args.cldice, consistency=args.consistency,
         keep_parent=not args.no_safeguard, train_only=args.train_only, preview=False,
+        min_uncertainty=args.min_uncertainty,
         device=args.device, threads=args.threads)
     token = CancelToken()
     with _ctrl_c_stops(token), tqdm_progress(f"fine-tune {args.model}",
@@ -159,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
                           checked_slices=args.checked_slices, config=config, progress=progress,
                           cancel=token)
     print(f"{result.steps} steps in {result.seconds:.0f} s: {result.message}")
+    if result.steps == 0 and not result.stopped_early:  # confident on this volume: nothing new
+        print("no new model was saved")
+        return 0
     weights = save_finetuned(result, name, volume_source=args.input, folder=args.models_dir,
                              extra={"command": _command(args)})
     print(f"saved model {name!r}: {weights} (card {weights.with_suffix('.json').name}, "

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import Cancelled, InputError
 from ..progress import CancelToken, Progress, no_progress, scaled
+from ..stats import mean_binary_entropy
 from ..volume import Volume
 from .finetune_config import FinetuneConfig, FinetuneResult, FinetuneUpdate
 from .finetune_data import (
@@ -178,7 +179,8 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
     device = pick_device(cfg.device)
     model, spec = registry.load_model(spec, device)
     initial = _state(model)
-    info = {"volume": volume_fingerprint(vol), "preprocessing": None, "edited_voxels": None}
+    info = {"volume": volume_fingerprint(vol), "preprocessing": None, "edited_voxels": None,
+            "parent_uncertainty": None}
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(int(cfg.threads or cpu_count()))
@@ -197,6 +199,19 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                 raise InputError("the labels have no edits: they do not differ from the model's "
                                  "own segmentation; paint or erase some vessels, or mark slices "
                                  "as checked, then fine-tune again")
+        elif cfg.min_uncertainty > 0:
+            prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
+                           device=device, progress=scaled(progress, .03, .1), cancel=cancel)
+            info["parent_uncertainty"] = uncertainty = mean_binary_entropy(prob)
+            if uncertainty < cfg.min_uncertainty:
+                message = (f"{spec.name} is already confident on this volume (mean entropy "
+                           f"{uncertainty:.2f} bits, below {cfg.min_uncertainty:g}): nothing to "
+                           "adapt, the parent's weights are kept; set the minimum uncertainty "
+                           "to 0 to adapt anyway")
+                progress(1.0, message)
+                return FinetuneResult(model.eval(), initial, cfg, spec.name, 0,
+                                      time.monotonic() - started, [], [], False, True, message,
+                                      **info)
         loop = _Loop(model, spec, image, target, mask, cfg, device, started, progress, cancel,
                      on_update, preview_z)
         return loop.run(initial, info)

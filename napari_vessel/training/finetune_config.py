@@ -70,6 +70,13 @@ class FinetuneConfig:
         then trains exactly as it predicts.
     smooth_window : int
         Span of the exponential moving average of the loss that defines the best state.
+    min_uncertainty : float
+        Unsupervised: adapt only when the parent is unsure of this volume, i.e. when the mean
+        binary entropy of its probability map (bits, 0-1) is at least this; otherwise the
+        parent is kept and the result says why. A network is confident on volumes like those it
+        learnt from (the shipped TV-Net: 0.26-0.39 bits on real volumes it never saw) and unsure
+        on another microscope's (0.48-0.57 on the shifted phantoms of the benchmark), where
+        adapting pays. 0: always adapt.
     keep_parent : bool
         Give back the parent's weights when the best state does not lower the loss on fixed probe
         patches (a safeguard against a fine-tune that drifts).
@@ -110,6 +117,7 @@ class FinetuneConfig:
     train_only: str | None = None
     freeze_norm: bool = True
     smooth_window: int = 10
+    min_uncertainty: float = 0.45
     keep_parent: bool = True
     probe_patches: int = 4
     preview_every_s: float = 3.0
@@ -138,6 +146,9 @@ class FinetuneConfig:
         unknown = set(self.lambdas) - set(UMIS_LAMBDAS)
         if unknown:
             raise InputError(f"unknown loss weights {sorted(unknown)}; use {list(UMIS_LAMBDAS)}")
+        if not 0 <= self.min_uncertainty <= 1:
+            raise InputError(f"min_uncertainty is in bits, between 0 and 1, not "
+                             f"{self.min_uncertainty}")
         if not 0 <= self.beta_clip <= 0.5:
             raise InputError(f"beta_clip must be between 0 and 0.5, not {self.beta_clip}")
         if self.train_only not in (None, "all", "norm"):
@@ -248,6 +259,9 @@ class FinetuneResult:
         What was applied to the volume before training.
     edited_voxels : int or None
         Supervised: voxels in the edited mask.
+    parent_uncertainty : float or None
+        Unsupervised: mean binary entropy (bits) of the parent's probability map of the volume,
+        compared with ``config.min_uncertainty``.
     """
 
     model: torch.nn.Module
@@ -267,6 +281,7 @@ class FinetuneResult:
     volume: dict = field(default_factory=dict)
     preprocessing: Any = None
     edited_voxels: int | None = None
+    parent_uncertainty: float | None = None
 
     def summary(self) -> dict:
         """JSON-ready record of the run (no weights): for cards and manifests."""
@@ -276,5 +291,6 @@ class FinetuneResult:
                 "message": self.message, "probe_loss_parent": self.probe_loss_parent,
                 "probe_loss_final": self.probe_loss_final,
                 "final_smoothed_loss": self.smoothed[-1] if self.smoothed else None,
-                "edited_voxels": self.edited_voxels, "config": self.config.to_dict(),
+                "edited_voxels": self.edited_voxels,
+                "parent_uncertainty": self.parent_uncertainty, "config": self.config.to_dict(),
                 "volume": self.volume, "preprocessing": self.preprocessing}

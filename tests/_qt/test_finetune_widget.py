@@ -244,3 +244,17 @@ def test_edit_tracker_marks_exactly_the_brushed_voxels():
     layer.data = np.zeros(SHAPE, np.uint8)  # replaced: edits made this way are unknown
     assert tracker.unknown
     tracker.close()
+
+
+def test_a_confident_model_is_kept_and_nothing_is_saved(setup, qtbot):
+    widget = setup.widget
+    assert widget.only_unsure.value and widget._make_job()[0].config.min_uncertainty == 0.45
+    widget.only_unsure.value = False
+    assert widget._make_job()[0].config.min_uncertainty == 0.0
+    before = _snapshot(setup.viewer)
+    widget.settings = {**FAST, "min_uncertainty": 1.0}  # no model is that unsure
+    widget.start()
+    _finish(setup, qtbot)
+    assert not _user_models() and not setup.errors
+    assert "confident" in setup.infos[-1] and "nothing was saved" in widget.status.value
+    assert _unchanged(before, setup.viewer)
