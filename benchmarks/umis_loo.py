@@ -61,7 +61,7 @@ def main() -> None:
         result = train_unsupervised(model, [p.image for p in pairs if p is not held], cfg)
         prob = predict_probability(result.model, held.image, threads=args.threads)
         if args.save_dir:
-            save_weights(result.model, Path(args.save_dir) / f"{held.name}.safetensors",
+            save_weights(result.model, Path(args.save_dir) / f"umis-loo-{held.name}.safetensors",
                          {"name": f"umis-loo-{held.name}", "architecture": "umis",
                           "config": dict(SLIM_CONFIG), "kind": "unsupervised",
                           "threshold": args.threshold, "preprocessing": umis_preprocessing(),

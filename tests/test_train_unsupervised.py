@@ -100,3 +100,53 @@ def test_cancel_stops_before_the_next_step(volume):
     with pytest.raises(Cancelled):
         train_unsupervised(_model(), [volume], UnsupervisedConfig(steps=5, patch_size=PATCH),
                            cancel=token)
+
+
+def _folder(tmp_path):
+    import tifffile
+
+    for i in range(2):
+        ph = make_phantom((8, 48, 48), kind="2pm", seed=10 + i)
+        for sub, data in (("images", ph.image), ("labels", (ph.labels > 0).astype(np.uint8))):
+            (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(tmp_path / sub / f"vol{i}.tif", data)
+    return tmp_path
+
+
+def test_train_command_trains_umis_without_labels_and_writes_a_loadable_card(tmp_path, capsys):
+    import json
+
+    from napari_vessel.cli import main
+    from napari_vessel.inference import predict
+    from napari_vessel.models import registry
+    from napari_vessel.models.weights import load_weights
+
+    data = _folder(tmp_path / "data")
+    out = tmp_path / "out"
+    code = main(["train", "--model", "umis", "--data", str(data), "--steps", "2", "--threads", "1",
+                 "--leave-out", "vol1", "--out", str(out), "--name", "umis-mine", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((out / "umis-mine.json").read_text())
+    assert card["kind"] == "unsupervised" and card["threshold"] == 0.5
+    assert card["trained_on"] == ["vol0"] and "vol1" in card["scores"]
+    assert card["preprocessing"]["steps"][0]["name"] == "median_subtract"
+    assert "train --model umis" in card["training"]["command"]
+    assert not list(out.glob("*checkpoint*"))
+    state, _ = load_weights(out / "umis-mine.safetensors")
+    spec = registry.get("umis")
+    model = spec.builder(**card["config"])
+    model.load_state_dict(state)
+    prob = predict(model.eval(), np.random.default_rng(0).random((4, 32, 32), np.float32),
+                   spec=spec, device="cpu", threads=1)
+    assert prob.shape == (4, 32, 32)
+
+
+def test_train_command_refuses_supervised_options_for_umis(tmp_path, capsys):
+    from napari_vessel.cli import main
+
+    data = _folder(tmp_path / "data")
+    for extra, message in ((["--cldice", "0.1"], "supervised options"),
+                           (["--loo"], "umis_loo.py"), (["--leave-out", "nope"], "not in")):
+        assert main(["train", "--model", "umis", "--data", str(data), "--steps", "1",
+                     *extra]) == 2
+        assert message in capsys.readouterr().err

@@ -12,16 +12,24 @@ from pathlib import Path
 from ..errors import InputError
 
 NAME = "train"
-HELP = "train a supervised network (TV-Net) on labelled volumes; writes weights + model card"
+HELP = "train a supervised network of the model zoo on labelled volumes; writes weights + card"
 DESCRIPTION = """\
-Train a supervised vessel network on a folder with images/ and labels/ (matching TIFF names), e.g.
-the public VesselNN volumes, with balanced BCE + 3D total variation + soft Dice (+ optional
-soft-clDice), heavy augmentation and a fixed seed. The probability threshold is chosen on the
-training volumes. The weights (.safetensors) and a JSON model card with the exact command are
-written to --out; put them in the user models folder to use them in napari.
+Train a supervised vessel network from 'napari-vessel models' (tvnet, vcnet, dbac, ddmac,
+cascade-ensemble, deepvess, vesselnn and their -full variants) on a folder with images/ and
+labels/ (matching TIFF names), e.g. the public VesselNN volumes, with a fixed seed and heavy
+augmentation. TV-Net, DeepVess and VesselNN use balanced BCE + 3D total variation + soft Dice;
+VC-Net and the cascades their papers' losses; 2D models train on the slices of 3D patches. The
+probability threshold is chosen on the training volumes. The weights (.safetensors) and a JSON
+model card with the exact command are written to --out; put them in the user models folder (or,
+named like the model, in napari_vessel/models/weights/) to use them.
+
+The cascade ensemble can also be composed from a trained DBAC and DDMAC (--members), as the paper
+trains the two cascades separately; only its threshold is then chosen on --data.
 
 examples:
   napari-vessel train --data vesselnn --steps 800 --out models/
+  napari-vessel train --model vcnet --data vesselnn --steps 300 --threads 1 --out models/
+  napari-vessel train --model cascade-ensemble --members models/dbac models/ddmac --data vesselnn
   napari-vessel train --data vesselnn --leave-out poon2015_BBB_Leakage --steps 600
   napari-vessel train --data vesselnn --loo --steps 600     (six runs; prints the table)
 """
@@ -29,20 +37,33 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the train command."""
-    parser.add_argument("--model", default="tvnet", help="architecture (default: tvnet)")
+    parser.add_argument("--model", default="tvnet",
+                        help="a trainable model of 'napari-vessel models' (default: tvnet)")
     parser.add_argument("--data", required=True, help="folder with images/ and labels/")
     parser.add_argument("--out", default=".", help="output folder (default: current)")
-    parser.add_argument("--name", help="model name (default: the architecture name)")
+    parser.add_argument("--name", help="model name (default: the model's name)")
     parser.add_argument("--steps", type=int, default=800, help="optimiser steps (default 800)")
     parser.add_argument("--minutes", type=float, help="stop after this many minutes at most")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--phantoms", type=int, default=0,
                         help="add N synthetic 2PM phantoms to the training patches (default 0)")
     parser.add_argument("--cldice", type=float, default=None, help="soft-clDice weight")
-    parser.add_argument("--widths", help="channels per level, e.g. 4,8,16,32")
-    parser.add_argument("--norm", choices=("batch", "instance", "group"), help="normalisation")
+    parser.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="training patch (default: 4 128 128 for 2D models, else 8 64 64)")
+    parser.add_argument("--batch-size", type=int, help="patches per step (default 4)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
+    parser.add_argument("--threshold-crop", type=int, metavar="PIXELS",
+                        help="choose the threshold on the central PIXELS x PIXELS of each volume "
+                             "(faster for slow dense networks; default: whole volumes)")
+    parser.add_argument("--widths", help="TV-Net only: channels per level, e.g. 4,8,16,32")
+    parser.add_argument("--norm", choices=("batch", "instance", "group"),
+                        help="TV-Net only: normalisation")
+    parser.add_argument("--members", nargs=2, metavar=("DBAC", "DDMAC"),
+                        help="cascade-ensemble only: compose it from these trained DBAC and DDMAC "
+                             "weights (no training; the threshold is chosen on --data)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
-    parser.add_argument("--scores", help="JSON from benchmarks/loo_eval.py to put in the card")
+    parser.add_argument("--scores", help="JSON from benchmarks/loo_eval.py or zoo_loo.py to put "
+                        "in the card")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--leave-out", action="append", default=[], metavar="NAME",
                        help="hold out this volume (repeatable) and report its scores")
@@ -62,12 +83,11 @@ def _phantom_pairs(n: int, seed: int) -> list:
     return pairs
 
 
-def _build(args: argparse.Namespace):
-    from ..models.tvnet import TVNetConfig, build_tvnet
-
-    if args.model != "tvnet":
-        raise InputError(f"unknown trainable architecture {args.model!r}; choose 'tvnet'")
-    config = TVNetConfig().to_dict()
+def _build(args: argparse.Namespace, spec):
+    """(network, builder config) for the spec; TV-Net takes --widths and --norm."""
+    config = dict(spec.config)
+    if spec.architecture != "tvnet":  # --widths / --norm were refused in run()
+        return spec.builder(**config), config
     if args.widths:
         widths = [int(w) for w in args.widths.split(",")]
         if len(widths) != 4:
@@ -76,28 +96,67 @@ def _build(args: argparse.Namespace):
     if args.norm:
         config["norm"] = args.norm
     config.pop("extra", None)
-    return build_tvnet(**config), config
+    return spec.builder(**config), config
 
 
-def _score(model, pair, threshold: float) -> dict:
+def _score(model, pair, threshold: float, spec) -> dict:
+    from ..metrics import average_precision, cldice
     from ..training.train import f1_score, predict_volume
 
-    prob = predict_volume(model, pair.image)
-    return {"f1": round(f1_score(prob > threshold, pair.labels), 4)}
+    prob = predict_volume(model, pair.image, spec=spec)
+    pred = prob > threshold
+    return {"f1": round(f1_score(pred, pair.labels), 4),
+            "ap": round(average_precision(prob, pair.labels), 4),
+            "cldice": round(cldice(pred, pair.labels), 4)}
+
+
+def _card_scores(scores: dict, path: str | None) -> dict:
+    """The card's scores: held-out ones of this run, and a LOO JSON under ``leave_one_out``."""
+    if not path:
+        return scores
+    try:
+        loo = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"--scores {path} is not a readable JSON file: {err}") from err
+    out = {"leave_one_out": loo, **scores}
+    means = loo.get("mean") if isinstance(loo, dict) else None
+    for key, value in (means or {}).items():  # the headline numbers, as 'models' shows them
+        if isinstance(value, int | float):
+            out[f"mean_{key}"] = round(float(value), 4)
+    if isinstance(loo, dict) and loo.get("protocol"):
+        out["protocol"] = loo["protocol"]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, then save ``NAME.safetensors`` + ``NAME.json`` in ``--out``."""
+    """Train (or compose), then save ``NAME.safetensors`` + ``NAME.json`` in ``--out``."""
     import numpy as np
     import torch
 
     from ..models.weights import save_weights
     from ..progress import tqdm_progress
     from ..training.data import PREPROCESSING, load_pairs
-    from ..training.train import TrainConfig, train
+    from ..training.train import TrainConfig, default_patch_size, train
+    from ..training.zoo_train import compose_ensemble, describe_loss, trainable_spec
 
+    if args.model in ("umis", "umis-full"):  # learns without labels: its own loop and card
+        from ..models import registry
+        from .train_umis import run_unsupervised
+
+        if args.steps < 1:
+            raise InputError("--steps must be at least 1")
+        return run_unsupervised(args, registry.get(args.model))
+    spec = trainable_spec(args.model)
     if args.steps < 1:
         raise InputError("--steps must be at least 1")
+    if spec.architecture != "tvnet" and (args.widths or args.norm):
+        raise InputError(f"--widths and --norm are TV-Net options; {spec.name!r} is trained "
+                         "with its registered configuration (see its -full variant)")
+    if args.members and spec.architecture != "cascade-ensemble":
+        raise InputError("--members composes the cascade ensemble; use --model cascade-ensemble")
+    if args.members and (args.loo or args.leave_out):
+        raise InputError("--members composes trained cascades: leave-one-out needs the "
+                         "members' folds (benchmarks/zoo_loo.py --compose)")
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "napari-vessel " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"]
@@ -108,50 +167,66 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise InputError(f"--leave-out {unknown[0]!r} is not in {args.data}: {', '.join(names)}")
     extra = {} if args.cldice is None else {"cldice_weight": args.cldice}
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, **extra)
+    for key in ("batch_size", "lr", "threshold_crop"):
+        if getattr(args, key) is not None:
+            extra[key] = getattr(args, key)
+    patch = tuple(args.patch_size) if args.patch_size else default_patch_size(spec)
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, patch_size=patch,
+                      **extra)
     phantoms = _phantom_pairs(args.phantoms, args.seed) if args.phantoms else []
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
     out = Path(args.out)
-    name = args.name or args.model
+    name = args.name or spec.name
     scores: dict = {}
     start = time.monotonic()
     for fold in folds:
         torch.manual_seed(args.seed)
-        model, config = _build(args)
+        model, config = _build(args, spec)
         train_pairs = [p for p in pairs if p.name not in fold]
-        label = f"train (without {', '.join(fold)})" if fold else "train"
-        with tqdm_progress(label, disable=args.quiet) as progress:
-            result = train(model, train_pairs, cfg, extra_pairs=phantoms, progress=progress,
-                           checkpoint=out / f"{name}.checkpoint.safetensors")
+        if args.members:
+            result, members = compose_ensemble(model, args.members, train_pairs, spec)
+        else:
+            label = f"train (without {', '.join(fold)})" if fold else "train"
+            with tqdm_progress(label, disable=args.quiet) as progress:
+                result = train(model, train_pairs, cfg, extra_pairs=phantoms, progress=progress,
+                               checkpoint=out / f"{name}.checkpoint.safetensors", spec=spec)
         for held in (p for p in pairs if p.name in fold):
-            scores[held.name] = _score(result.model, held, result.threshold)
+            scores[held.name] = _score(result.model, held, result.threshold, spec)
             print(f"{held.name}: F1 {scores[held.name]['f1']:.3f} "
                   f"(threshold {result.threshold:.3f} from the training volumes)")
     if scores:
         scores["mean_f1"] = round(float(np.mean([s["f1"] for s in scores.values()])), 4)
         print(f"mean held-out F1: {scores['mean_f1']:.3f}")
-    if args.scores:
-        scores = {"leave_one_out": json.loads(Path(args.scores).read_text()), **scores}
+    scores = _card_scores(scores, args.scores)
     if args.loo:
         return 0
+    notes = {k: v for k, v in spec.card.items() if k in ("paper", "notes", "min_slices",
+                                                        "receptive_field_zyx", "postprocessing",
+                                                        "recommended_preprocessing")}
+    training = ({"command": command, "composed_from": members, "steps": 0,
+                 "minutes": round(result.minutes, 2)} if args.members else
+                {"command": command, "seed": args.seed, "steps": result.steps,
+                 "minutes": round(result.minutes, 2), "config": _plain(cfg),
+                 "loss": describe_loss(spec),
+                 "final_loss": round(float(np.mean(result.losses[-50:])), 4)})
+    training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
+    what = f"TV-Net {config['widths']}" if spec.architecture == "tvnet" else spec.description
     card = {
-        "name": name, "architecture": args.model, "config": config, "kind": "supervised",
-        "description": f"TV-Net {config['widths']} trained on {len(train_pairs)} labelled volumes",
+        **notes,
+        "name": name, "architecture": spec.architecture, "config": config, "kind": "supervised",
+        "description": f"{what}; trained on {len(train_pairs)} labelled volumes",
         "trained_on": [p.name for p in train_pairs] + [p.name for p in phantoms],
-        "training": {"command": command, "seed": args.seed, "steps": result.steps,
-                     "minutes": round(result.minutes, 2), "config": _plain(cfg),
-                     "loss": "balanced BCE + tv*TV(Sobel) + dice*softDice + cldice*softclDice; "
-                             "AdamW weight decay",
-                     "final_loss": round(float(np.mean(result.losses[-50:])), 4),
-                     "train_f1": {k: round(v, 4) for k, v in result.train_f1.items()}},
+        "training": training,
         "threshold": result.threshold, "scores": scores, "preprocessing": PREPROCESSING,
-        "patch_size_zyx": [32, 512, 512], "parent": None,
+        "patch_size_zyx": [32, 512, 512] if spec.architecture == "tvnet"
+        else list(spec.patch_size_zyx), "parent": None,
     }
     path = save_weights(result.model, out / name, card)
     (out / f"{name}.checkpoint.safetensors").unlink(missing_ok=True)
     (out / f"{name}.checkpoint.json").unlink(missing_ok=True)
-    print(f"wrote {path} and its card ({(time.monotonic() - start) / 60:.1f} min); "
-          f"threshold {result.threshold:.3f}")
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB) and its card ({(time.monotonic() - start) / 60:.1f} "
+          f"min); threshold {result.threshold:.3f}")
     return 0
 
 

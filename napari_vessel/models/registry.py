@@ -58,7 +58,7 @@ BUILTIN_MODULES = (
 
 #: The recommended model is the first of these that is registered and usable (classical, or a
 #: network whose weights are shipped). Put the best-validated model first.
-DEFAULT_ORDER = ("umis", "tvnet", "frangi", "morph-acwe")
+DEFAULT_ORDER = ("tvnet", "umis", "frangi", "morph-acwe")
 
 #: Environment variable that overrides the user models folder.
 MODELS_ENV = "NAPARI_VESSEL_MODELS"

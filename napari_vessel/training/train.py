@@ -6,8 +6,19 @@ plus an optional soft Dice and the soft-clDice of paper 004 (eq. 3-4) that rewar
 vessels connected. Patches are sampled half on vessel voxels and heavily augmented
 (:func:`~napari_vessel.training.data.augment`). Everything random flows from one seed.
 
+The model zoo trains with the same loop: a model whose output is a zoo output type (VC-Net, the
+DBAC / DDMAC cascades and their ensemble) gets its paper's loss from
+:func:`napari_vessel.training.zoo_losses.model_loss` instead (plus the optional soft-clDice), and a
+2D model (``spec.dims == 2``) trains on the slices of the 3D patches (``as_slices``).
+
 After training, the probability threshold is chosen on the *training* volumes (best mean F1) and
-stored with the model, so a held-out volume never influences it.
+stored with the model, so a held-out volume never influences it. The probability maps come from
+the plugin's inference engine (:func:`napari_vessel.inference.predict`), so they are the model's
+final probability exactly as segmenting gives it (2D models slice by slice).
+
+The loss functions are those of :mod:`napari_vessel.training.losses` (re-exported here); the
+recipe scales two of them (:data:`BCE_SCALE`, :data:`TV_SCALE`) so it stays the one the shipped
+TV-Net was trained with.
 """
 
 from __future__ import annotations
@@ -22,15 +33,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..models.registry import ModelSpec
+from ..models.vcnet import VCNetOutput
 from ..progress import CancelToken, Progress, no_progress
 from .data import Pair, PatchSampler, augment
+from .losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
+from .zoo_losses import as_slices, has_own_loss, model_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "predict_volume", "choose_threshold",
-           "balanced_bce", "tv_loss_3d", "soft_dice_loss", "soft_cldice_loss", "f1_score"]
+           "training_spec", "default_patch_size", "balanced_bce", "tv_loss_3d", "soft_dice_loss",
+           "soft_cldice_loss", "f1_score"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class TrainConfig:
         AdamW settings (weight decay is the gamma term of paper 001 eq. 3).
     tv_weight, dice_weight, cldice_weight : float
         Weights of the total-variation, soft Dice and soft-clDice terms (balanced BCE has weight 1).
+        A zoo model with its own loss uses only ``cldice_weight`` (added to its paper's loss).
     foreground_fraction : float
         Share of patches centred on a vessel voxel.
     z_subsample : float
@@ -61,6 +77,13 @@ class TrainConfig:
         Wall-clock cap; the run stops early (and says so in the result) when it is reached.
     checkpoint_every : int
         Steps between atomic checkpoints (0: none).
+    threshold_crop : int or None
+        Choose the threshold on the central ``threshold_crop`` x ``threshold_crop`` pixels of
+        each training volume instead of the whole volumes (for networks whose full-resolution
+        prediction is slow on a CPU); None: the whole volumes.
+    extra : dict
+        Free-form settings; ``extra["loss"]`` holds keyword options of a zoo model's loss
+        (e.g. ``{"balanced": True}`` for the cascades, ``{"mip_weight": 0.2}`` for VC-Net).
     """
 
     steps: int = 800
@@ -77,6 +100,7 @@ class TrainConfig:
     seed: int = 0
     minutes: float | None = None
     checkpoint_every: int = 250
+    threshold_crop: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -90,101 +114,95 @@ class TrainResult:
     losses: list[float]
     threshold: float
     train_f1: dict[str, float]
+    probs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # -- losses -----------------------------------------------------------------------------------
 
-def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Class-balanced BCE, paper 001 eq. 1, with beta = |Y-|/|Y| from the batch (mean over voxels)."""
-    beta = 1.0 - target.mean().clamp(1e-3, 1 - 1e-3)
-    weight = beta * target + (1 - beta) * (1 - target)
-    return 2.0 * F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+#: The recipe's balanced BCE is twice :func:`~napari_vessel.training.losses.balanced_bce` (so that
+#: it equals plain BCE when both classes are equally frequent), with beta clipped to [1e-3, 0.999].
+BCE_SCALE, BCE_CLIP = 2.0, 1e-3
+
+#: The recipe's TV term uses Sobel kernels divided by 16 (the sum of the smoothing weights):
+#: 1/16 of :func:`~napari_vessel.training.losses.tv_loss_3d`, which uses the unnormalised operator.
+TV_SCALE = 1.0 / 16.0
+
+#: Soft-skeleton iterations of the recipe's soft-clDice term.
+CLDICE_ITERATIONS = 3
 
 
-def _sobel_kernels(dtype: torch.dtype) -> torch.Tensor:
-    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=dtype)
-    diff = torch.tensor([-1.0, 0.0, 1.0], dtype=dtype)
-    kz = diff[:, None, None] * smooth[None, :, None] * smooth[None, None, :]
-    ky = smooth[:, None, None] * diff[None, :, None] * smooth[None, None, :]
-    kx = smooth[:, None, None] * smooth[None, :, None] * diff[None, None, :]
-    return torch.stack([kz, ky, kx])[:, None] / 16.0
-
-
-def tv_loss_3d(prob: torch.Tensor) -> torch.Tensor:
-    """Mean 3D total variation |dz| + |dy| + |dx| of a probability map with Sobel operators (eq. 2)."""
-    grads = F.conv3d(F.pad(prob, (1, 1, 1, 1, 1, 1), mode="replicate"),
-                     _sobel_kernels(prob.dtype))
-    return grads.abs().sum(dim=1).mean()
-
-
-def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice over the whole batch."""
-    inter = (prob * target).sum()
-    return 1 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
-
-
-def _soft_erode(x: torch.Tensor) -> torch.Tensor:
-    a = -F.max_pool3d(-x, (3, 1, 1), 1, (1, 0, 0))
-    b = -F.max_pool3d(-x, (1, 3, 1), 1, (0, 1, 0))
-    c = -F.max_pool3d(-x, (1, 1, 3), 1, (0, 0, 1))
-    return torch.minimum(torch.minimum(a, b), c)
-
-
-def _soft_skeleton(x: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Soft skeleton of paper 004 (algorithm 1) with min/max pooling."""
-    def opening(t: torch.Tensor) -> torch.Tensor:
-        return F.max_pool3d(_soft_erode(t), 3, 1, 1)
-
-    skel = F.relu(x - opening(x))
-    for _ in range(iterations):
-        x = _soft_erode(x)
-        delta = F.relu(x - opening(x))
-        skel = skel + F.relu(delta - skel * delta)
-    return skel
-
-
-def soft_cldice_loss(prob: torch.Tensor, target: torch.Tensor, iterations: int = 3,
-                     eps: float = 1.0) -> torch.Tensor:
-    """1 - soft clDice (paper 004, eq. 3-4): topology precision and sensitivity of skeletons."""
-    skel_p, skel_t = _soft_skeleton(prob, iterations), _soft_skeleton(target, iterations)
-    tprec = ((skel_p * target).sum() + eps) / (skel_p.sum() + eps)
-    tsens = ((skel_t * prob).sum() + eps) / (skel_t.sum() + eps)
-    return 1 - 2 * tprec * tsens / (tprec + tsens)
-
-
-def _loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    prob = torch.sigmoid(logits)
-    loss = balanced_bce(logits, target) + cfg.tv_weight * tv_loss_3d(prob)
+def _loss(output, target: torch.Tensor, cfg: TrainConfig, model: nn.Module) -> torch.Tensor:
+    """The training loss: a zoo model's paper loss, else the TV-Net recipe (paper 001 eq. 3)."""
+    if has_own_loss(output):
+        options = dict(cfg.extra.get("loss", {}))
+        if isinstance(output, VCNetOutput):  # the label MIPs must match the model's
+            options.setdefault("slab", model.slab)
+            options.setdefault("step", model.step)
+        return model_loss(output, target, cldice_weight=cfg.cldice_weight,
+                          cldice_iterations=CLDICE_ITERATIONS, **options)
+    prob = torch.sigmoid(output)
+    loss = BCE_SCALE * balanced_bce(output, target, clip=BCE_CLIP)
+    if cfg.tv_weight and prob.ndim == 5:
+        loss = loss + cfg.tv_weight * TV_SCALE * tv_loss_3d(prob)
     if cfg.dice_weight:
         loss = loss + cfg.dice_weight * soft_dice_loss(prob, target)
     if cfg.cldice_weight:
-        loss = loss + cfg.cldice_weight * soft_cldice_loss(prob, target)
+        loss = loss + cfg.cldice_weight * soft_cldice_loss(prob, target, CLDICE_ITERATIONS)
     return loss
 
 
 # -- prediction and scoring -------------------------------------------------------------------
 
-@torch.inference_mode()
-def predict_volume(model: nn.Module, image: np.ndarray, *, tile: int = 256,
-                   overlap: int = 32) -> np.ndarray:
-    """Vessel probability of a normalised (Z, Y, X) volume, full depth, tiled in Y and X.
+def training_spec(model: nn.Module, spec: ModelSpec | None = None) -> ModelSpec:
+    """The spec that tells the inference engine how to run ``model`` (dims, output, patches).
 
-    A small stand-alone sliding window used for validation; the plugin's engine is
-    :mod:`napari_vessel.inference`.
+    ``spec`` when given; else a spec for a single-output 3D network that returns logits (TV-Net
+    and the like), with the model's ``input_multiple`` or ``total_stride`` when it has one.
     """
+    if spec is not None:
+        return spec
+    multiple = getattr(model, "input_multiple", None) or getattr(model, "total_stride", None)
+    return ModelSpec(name="training", kind="supervised", description="model being trained",
+                     builder=type(model), patch_size_zyx=(32, 256, 256),
+                     input_multiple_zyx=tuple(multiple or (1, 1, 1)), output="logits",
+                     dims=int(getattr(model, "dims", 3)))
+
+
+def predict_volume(model: nn.Module, image: np.ndarray, *, spec: ModelSpec | None = None,
+                   overlap: float = 0.25, patch_size: tuple[int, int, int] | None = None
+                   ) -> np.ndarray:
+    """Vessel probability of a normalised (Z, Y, X) volume, with the plugin's inference engine.
+
+    Runs :func:`napari_vessel.inference.predict` on the CPU with the threads torch is set to, so
+    a validation prediction is exactly what segmenting with the saved model gives: the final
+    probability (sigmoid of logits, or a fused probability), 2D models slice by slice.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (put in eval mode here).
+    image : ndarray, shape (Z, Y, X)
+        Normalised as for training.
+    spec : ModelSpec, optional
+        The model's registry spec (see :func:`training_spec` for the default).
+    overlap : float
+        Overlap of the sliding-window patches.
+    patch_size : (int, int, int), optional
+        Sliding-window patch; default the spec's, except whole 512 x 512 slices for 2D models
+        (one tile per slice instead of nine overlapping ones: about half the time).
+
+    Returns
+    -------
+    ndarray of float32, shape (Z, Y, X)
+    """
+    from ..inference import predict
+
     model.eval()
-    z, y, x = image.shape
-    out = np.zeros(image.shape, np.float32)
-    step = tile - 2 * overlap
-    for y0 in range(0, y, step):
-        for x0 in range(0, x, step):
-            ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
-            yb, xb = min(y, y0 + step + overlap), min(x, x0 + step + overlap)
-            patch = torch.from_numpy(np.ascontiguousarray(image[:, ya:yb, xa:xb]))[None, None]
-            prob = torch.sigmoid(model(patch))[0, 0].numpy()
-            ye, xe = min(y, y0 + step), min(x, x0 + step)
-            out[:, y0:ye, x0:xe] = prob[:, y0 - ya: ye - ya, x0 - xa: xe - xa]
-    return out
+    spec = training_spec(model, spec)
+    if patch_size is None and spec.dims == 2:
+        patch_size = (1, 512, 512)
+    return predict(model, image, spec=spec, device="cpu", overlap=overlap, patch_size=patch_size,
+                   threads=torch.get_num_threads())
 
 
 def f1_score(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -207,6 +225,7 @@ def choose_threshold(probs: list[np.ndarray], labels: list[np.ndarray],
 # -- the loop ---------------------------------------------------------------------------------
 
 def _schedule(step: int, total: int, warmup: int = 50) -> float:
+    warmup = min(warmup, max(1, total // 10))  # short runs: a tenth of the steps
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
@@ -231,13 +250,20 @@ def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
 def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None, *,
           extra_pairs: list[Pair] | None = None, checkpoint: str | Path | None = None,
           progress: Progress | None = None, cancel: CancelToken | None = None,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+          log: Callable[[str], None] | None = None, spec: ModelSpec | None = None) -> TrainResult:
     """Train ``model`` on labelled volumes and choose its threshold on them.
+
+    A model whose output is a zoo output (VC-Net, the cascades, their ensemble) is trained with
+    its paper's loss (:func:`~napari_vessel.training.zoo_losses.model_loss`, plus
+    ``cldice_weight`` x soft-clDice); a single-logit model with the TV-Net recipe. A 2D model
+    (``spec.dims == 2``) trains on the slices of the 3D patches
+    (:func:`~napari_vessel.training.zoo_losses.as_slices`) and is validated slice by slice.
 
     Parameters
     ----------
     model : nn.Module
-        A network mapping (N, 1, Z, Y, X) to logits of the same spatial shape; trained in place.
+        A registry network, mapping (N, 1, Z, Y, X) (2D: (N, 1, Y, X)) to logits or a zoo output
+        of the same spatial shape; trained in place.
     pairs : list of Pair
         Normalised real volumes (used for patches and for the threshold).
     config : TrainConfig, optional
@@ -252,15 +278,20 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         Checked before every step; raises :class:`~napari_vessel.errors.Cancelled`.
     log : callable(str), optional
         Receives a line of text now and then.
+    spec : ModelSpec, optional
+        The model's registry spec: its ``dims``, ``output``, patch size and input multiple tell
+        how to run it for the threshold (default: :func:`training_spec`).
 
     Returns
     -------
     TrainResult
+        With the training volumes' probability maps in ``probs``.
     """
     cfg = config or TrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise InputError("steps and batch size must be at least 1")
     progress = progress or no_progress
+    spec = training_spec(model, spec)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -287,7 +318,9 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         image = torch.from_numpy(np.stack([b[0] for b in batch]))[:, None]
         target = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None]
         image, target = augment(image, target, gen, strength=cfg.augment_strength)
-        loss = _loss(model(image), target, cfg)
+        if spec.dims == 2:
+            image, target = as_slices(image, target)
+        loss = _loss(model(image), target, cfg, model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -304,11 +337,30 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         cancel.check()
     model.eval()
     progress(0.9, "choosing the threshold on the training volumes")
-    probs = [predict_volume(model, p.image) for p in pairs]
-    threshold, scores = choose_threshold(probs, [p.labels for p in pairs])
+    crops = [_central(p, cfg.threshold_crop) for p in pairs]
+    probs = [predict_volume(model, image, spec=spec) for image, _ in crops]
+    threshold, scores = choose_threshold(probs, [labels for _, labels in crops])
     progress(1.0, f"done: threshold {threshold:.3f}")
     return TrainResult(model, step, (time.monotonic() - start) / 60, losses, threshold,
-                       {p.name: s for p, s in zip(pairs, scores, strict=True)})
+                       {p.name: s for p, s in zip(pairs, scores, strict=True)},
+                       {p.name: prob for p, prob in zip(pairs, probs, strict=True)})
+
+
+def _central(pair: Pair, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``size`` x ``size`` pixels of a pair's image and labels (all when None)."""
+    if not size:
+        return pair.image, pair.labels
+    y0, x0 = (max(0, (n - size) // 2) for n in pair.image.shape[1:])
+    window = (slice(None), slice(y0, y0 + size), slice(x0, x0 + size))
+    return pair.image[window], pair.labels[window]
+
+
+def default_patch_size(spec: ModelSpec) -> tuple[int, int, int]:
+    """A training patch (Z, Y, X) for a model: 4 x 128 x 128 (16 images per batch of 4) for 2D
+    models, else 8 x 64 x 64 (the TV-Net recipe), rounded up to the model's input multiple."""
+    base = (4, 128, 128) if spec.dims == 2 else (8, 64, 64)
+    multiple = (1, *spec.input_multiple_zyx[1:]) if spec.dims == 2 else spec.input_multiple_zyx
+    return tuple(-(-b // m) * m for b, m in zip(base, multiple, strict=True))
 
 
 def _jsonable(cfg: TrainConfig) -> dict:
