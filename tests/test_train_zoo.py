@@ -95,6 +95,11 @@ def test_every_zoo_model_trains_with_the_cli_and_reloads(name, data_dir, tmp_pat
     assert card["architecture"] == spec.architecture and card["config"] == spec.config
     assert card["training"]["steps"] == 2 and 0 < card["threshold"] < 1
     assert (tmp_path / f"{name}.safetensors").stat().st_size < 5_000_000
+    post = card.get("postprocessing") or {}
+    if post.get("method") == "hysteresis":  # levels fitted on the training volumes
+        assert post["low"] == card["threshold"] and post["low"] <= post["high"] <= 0.95
+        assert "training volumes" in post["chosen_on"]
+        assert 0 <= card["training"]["train_f1_postprocessing"] <= 1
     # the card loads back through the registry: as a user model named like the architecture
     # would clash with the built-in, so copy it under another name
     user = tmp_path / "user"

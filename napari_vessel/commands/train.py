@@ -210,6 +210,17 @@ def run(args: argparse.Namespace) -> int:
                  "loss": describe_loss(spec),
                  "final_loss": round(float(np.mean(result.losses[-50:])), 4)})
     training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
+    post = notes.get("postprocessing") or {}
+    if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:  # levels fitted like the threshold
+        from ..training.calibrate import choose_hysteresis
+
+        labels = {p.name: p.labels for p in train_pairs}
+        names_ = [n for n in result.probs if n in labels and
+                  result.probs[n].shape == labels[n].shape]
+        notes["postprocessing"], post_f1 = choose_hysteresis(
+            [result.probs[n] for n in names_], [labels[n] for n in names_], result.threshold,
+            post, highs=np.round(np.arange(result.threshold, 0.951, 0.05), 4))
+        training["train_f1_postprocessing"] = round(post_f1, 4)
     what = f"TV-Net {config['widths']}" if spec.architecture == "tvnet" else spec.description
     card = {
         **notes,
