@@ -138,7 +138,15 @@ def test_registered_variants_and_widths():
         for spec in (slim, full):
             assert spec.dims == 2 and spec.patch_size_zyx[0] == 1
             assert spec.kind == "supervised" and spec.trainable
-            assert spec.card["postprocessing"] == HYSTERESIS
+            post = spec.card["postprocessing"]
+            if spec.has_weights:  # levels fitted on the training volumes, clean-up as the paper
+                assert post["method"] == "hysteresis" and "chosen_on" in post
+                assert post["low"] == pytest.approx(spec.card["threshold"])
+                assert post["low"] <= post["high"] <= HYSTERESIS["high"]
+                assert {k: post[k] for k in ("min_size", "fill_holes", "max_hole")} == {
+                    k: HYSTERESIS[k] for k in ("min_size", "fill_holes", "max_hole")}
+            else:
+                assert post == HYSTERESIS
         assert full.config["widths"] == [32, 64, 128, 256, 512]
         assert full.input_multiple_zyx == (1, 16, 16) and slim.input_multiple_zyx == (1, 8, 8)
         assert registry.count_parameters(slim) * 30 < registry.count_parameters(full)

@@ -208,3 +208,17 @@ def test_the_threshold_can_be_chosen_on_central_crops(pairs):
                       threshold_crop=16)
     result = train(spec.builder(**spec.config), pairs, cfg, spec=spec)
     assert result.probs["v0"].shape == (SHAPE[0], 16, 16)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_shipped_zoo_weights_load_and_predict(name):
+    spec = registry.get(name)
+    if not spec.has_weights:
+        pytest.skip(f"no {name} weights are shipped")
+    assert spec.weights.stat().st_size < 5_000_000
+    assert 0 < spec.card["threshold"] < 1 and spec.card["scores"]["mean_f1"] > 0
+    model, loaded = registry.load_model(name, "cpu")  # checks the SHA-256 and every tensor
+    assert loaded.card["architecture"] == spec.architecture and not model.training
+    prob = inference.predict(name, np.random.default_rng(0).random(SHAPE, np.float32),
+                             device="cpu")
+    assert prob.shape == SHAPE

@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
                  "final_loss": round(float(np.mean(result.losses[-50:])), 4)})
     training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
     post = notes.get("postprocessing") or {}
-    if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:  # levels fitted like the threshold
+    # hysteresis levels fitted on the training volumes, like the threshold
+    if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
         from ..training.calibrate import choose_hysteresis
 
         labels = {p.name: p.labels for p in train_pairs}
