@@ -65,8 +65,12 @@ def test_segment_applies_card_hysteresis(fixed_map_model):
 
 @pytest.mark.parametrize("name", ["dbac", "ddmac", "cascade-ensemble", "dbac-full"])
 def test_cascades_default_to_hysteresis(name):
-    recipe = postprocessing_recipe(registry.get(name))
-    assert recipe == {k: v for k, v in HYSTERESIS.items() if k != "function"}
+    spec = registry.get(name)
+    recipe = postprocessing_recipe(spec)
+    assert recipe["method"] == "hysteresis"
+    expected = spec.card["postprocessing"] if spec.has_weights else HYSTERESIS  # fitted levels
+    assert recipe["low"] == expected["low"] and recipe["high"] == expected["high"]
+    assert recipe["min_size"] == HYSTERESIS["min_size"]
     assert postprocessing_recipe(registry.get(name), 0.3)["method"] == "threshold"
 
 

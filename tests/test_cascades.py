@@ -140,13 +140,14 @@ def test_registered_variants_and_widths():
             assert spec.kind == "supervised" and spec.trainable
             post = spec.card["postprocessing"]
             if spec.has_weights:  # levels fitted on the training volumes, clean-up as the paper
+                assert spec.postprocessing == post  # segment uses the card's, not the paper's
                 assert post["method"] == "hysteresis" and "chosen_on" in post
                 assert post["low"] == pytest.approx(spec.card["threshold"])
                 assert post["low"] <= post["high"] <= HYSTERESIS["high"]
                 assert {k: post[k] for k in ("min_size", "fill_holes", "max_hole")} == {
                     k: HYSTERESIS[k] for k in ("min_size", "fill_holes", "max_hole")}
             else:
-                assert post == HYSTERESIS
+                assert post == HYSTERESIS and spec.postprocessing == HYSTERESIS
         assert full.config["widths"] == [32, 64, 128, 256, 512]
         assert full.input_multiple_zyx == (1, 16, 16) and slim.input_multiple_zyx == (1, 8, 8)
         assert registry.count_parameters(slim) * 30 < registry.count_parameters(full)

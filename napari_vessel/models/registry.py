@@ -212,7 +212,7 @@ def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
             spec,
             card=card,
             preprocessing=spec.preprocessing or card.get("preprocessing"),
-            postprocessing=spec.postprocessing or card.get("postprocessing"),
+            postprocessing=card.get("postprocessing") or spec.postprocessing,  # fitted levels
             intensity_profile=spec.intensity_profile or card.get("intensity_profile"),
         )
     _BUILTIN[spec.name] = spec
