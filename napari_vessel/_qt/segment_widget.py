@@ -355,5 +355,5 @@ class SegmentWidget(Container):
 def _recipe_text(recipe: Any) -> str:
     """A short description of a card's post-processing, e.g. 'hysteresis 0.45/0.95'."""
     if recipe.get("method") == "hysteresis":
-        return f"hysteresis {recipe.get('low')}/{recipe.get('high')}"
+        return f"hysteresis {float(recipe['low']):.3g}/{float(recipe['high']):.3g}"
     return str(recipe.get("method", "custom"))

@@ -61,6 +61,6 @@ def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                                for p, lab in zip(probs, labels, strict=True)]))
         if score > best[0]:
             best = (score, float(high))
-    fitted = {**recipe, "low": float(low), "high": best[1],
+    fitted = {**recipe, "low": round(float(low), 4), "high": round(best[1], 4),
               "chosen_on": "training volumes (low: the training threshold; high: best mean F1)"}
     return fitted, best[0]
