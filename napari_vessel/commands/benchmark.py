@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from ..io_common import atomic_path, check_can_write
 
 NAME = "benchmark"
 HELP = "compare the models on your annotated stacks: scores, seconds, voxels/s, memory"
@@ -48,21 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_target(path: str | None) -> None:
-    if path and not Path(path).expanduser().resolve().parent.is_dir():
-        raise InputError(f"cannot write {path}: its folder does not exist")
+    """Fail before the long run when an output cannot be written."""
+    if path:
+        check_can_write(Path(path).expanduser().resolve(), overwrite=True)
 
 
 def _write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file, then rename)."""
-    target = Path(path).expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (nothing half-written on failure)."""
+    with atomic_path(Path(path).expanduser(), overwrite=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:

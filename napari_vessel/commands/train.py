@@ -133,19 +133,21 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from ..models import registry
     from ..models.weights import save_weights
     from ..progress import tqdm_progress
     from ..training.data import PREPROCESSING, load_pairs
     from ..training.train import TrainConfig, default_patch_size, train
     from ..training.zoo_train import compose_ensemble, describe_loss, trainable_spec
 
-    if args.model in ("umis", "umis-full"):  # learns without labels: its own loop and card
-        from ..models import registry
-        from .train_umis import run_unsupervised
+    unsupervised = next((s for s in registry.list_models() if s.name == args.model
+                         and s.kind == "unsupervised" and s.source == "builtin"), None)
+    if unsupervised is not None:
+        from .train_umis import run_unsupervised  # learns without labels: own loop and card
 
         if args.steps < 1:
             raise InputError("--steps must be at least 1")
-        return run_unsupervised(args, registry.get(args.model))
+        return run_unsupervised(args, unsupervised)
     spec = trainable_spec(args.model)
     if args.steps < 1:
         raise InputError("--steps must be at least 1")

@@ -17,12 +17,6 @@ import numpy as np
 __all__ = ["choose_hysteresis"]
 
 
-def _f1(pred: np.ndarray, labels: np.ndarray) -> float:
-    tp = np.count_nonzero(pred & labels)
-    total = np.count_nonzero(pred) + np.count_nonzero(labels)
-    return 1.0 if total == 0 else 2 * tp / total
-
-
 def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], low: float,
                       recipe: Mapping[str, Any],
                       highs: Sequence[float] | None = None) -> tuple[dict, float]:
@@ -48,6 +42,7 @@ def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         Its mean F1 over the volumes.
     """
     from ..postprocess import apply_postprocessing
+    from .train import f1_score
 
     top = float(recipe.get("high", 0.95))
     if highs is None:
@@ -57,7 +52,7 @@ def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         if high < low:
             continue
         trial = {**recipe, "low": float(low), "high": float(high)}
-        score = float(np.mean([_f1(apply_postprocessing(p, trial) > 0, np.asarray(lab) > 0)
+        score = float(np.mean([f1_score(apply_postprocessing(p, trial) > 0, np.asarray(lab) > 0)
                                for p, lab in zip(probs, labels, strict=True)]))
         if score > best[0]:
             best = (score, float(high))

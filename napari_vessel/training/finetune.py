@@ -207,7 +207,8 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                 message = (f"{spec.name} is already confident on this volume (mean entropy "
                            f"{uncertainty:.2f} bits, below {cfg.min_uncertainty:g}): nothing to "
                            "adapt, the parent's weights are kept; set the minimum uncertainty "
-                           "to 0 to adapt anyway")
+                           "to 0 to adapt anyway (--min-uncertainty 0; in the dock, untick "
+                           "'only when the model is unsure')")
                 progress(1.0, message)
                 return FinetuneResult(model.eval(), initial, cfg, spec.name, 0,
                                       time.monotonic() - started, [], [], False, True, message,

@@ -45,7 +45,7 @@ from .zoo_losses import as_slices, has_own_loss, model_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "predict_volume", "choose_threshold",
            "training_spec", "default_patch_size", "balanced_bce", "tv_loss_3d", "soft_dice_loss",
-           "soft_cldice_loss", "f1_score"]
+           "soft_cldice_loss", "f1_score", "warmup_cosine"]
 
 
 @dataclass(frozen=True)
@@ -224,11 +224,15 @@ def choose_threshold(probs: list[np.ndarray], labels: list[np.ndarray],
 
 # -- the loop ---------------------------------------------------------------------------------
 
-def _schedule(step: int, total: int, warmup: int = 50) -> float:
-    warmup = min(warmup, max(1, total // 10))  # short runs: a tenth of the steps
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _schedule(step: int, total: int, warmup: int = 50) -> float:
+    return warmup_cosine(step, total, min(warmup, max(1, total // 10)))  # short runs: a tenth
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:

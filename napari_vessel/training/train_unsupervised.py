@@ -7,12 +7,11 @@ are only used afterwards to *score* the result, never to train or to choose the 
 unsupervised model's threshold is 0.5 (the active contour's inside/outside split).
 
 The volumes must already be preprocessed the way the model will see them at inference time
-(:data:`UMIS_PIPELINE`, written into the card as ``preprocessing``).
+(:func:`umis_preprocessing`, written into the card as ``preprocessing``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,10 +22,10 @@ import torch
 from ..errors import InputError
 from ..progress import CancelToken, Progress, no_progress
 from .data import augment
-from .train import save_checkpoint
+from .train import save_checkpoint, warmup_cosine
 from .umis_loss import UMISLoss
 
-__all__ = ["UnsupervisedConfig", "UnsupervisedResult", "train_unsupervised", "UMIS_PIPELINE",
+__all__ = ["UnsupervisedConfig", "UnsupervisedResult", "train_unsupervised",
            "umis_preprocessing", "predict_probability"]
 
 
@@ -40,10 +39,6 @@ def umis_preprocessing() -> dict:
     from .data import PREPROCESSING
 
     return dict(PREPROCESSING)
-
-
-#: Same steps as the supervised models' (:data:`napari_vessel.training.data.TRAINING_PIPELINE`).
-UMIS_PIPELINE = "median_subtract + normalize(1, 99.5)"
 
 
 @dataclass(frozen=True)
@@ -177,10 +172,8 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
             cancel.check()
         if cfg.minutes is not None and time.monotonic() - start > cfg.minutes * 60:
             break
-        ramp = (step + 1) / warmup if step < warmup else 0.5 * (
-            1 + math.cos(math.pi * (step - warmup) / max(1, cfg.steps - warmup)))
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * ramp
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, warmup)
         batch = np.stack([_sample(images, cfg.patch_size, rng) for _ in range(cfg.batch_size)])
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
         x, _ = augment(x, torch.zeros_like(x), gen, strength=cfg.augment_strength)
