@@ -132,3 +132,18 @@ def test_user_card_naming_missing_weights_fails_on_load(user_dir):
     assert not registry.get("ghost").usable
     with pytest.raises(InputError, match="does not exist"):
         registry.load_model("ghost")
+
+
+def test_renamed_user_card_loads_the_weights_it_names(user_dir):
+    torch.manual_seed(0)
+    model = build_umis(**TINY)
+    save_weights(model, user_dir / "run-7", {"architecture": "umis", "config": TINY,
+                                             "kind": "unsupervised"})
+    card = json.loads((user_dir / "run-7.json").read_text())
+    card["name"] = "best-run"
+    (user_dir / "run-7.json").unlink()
+    (user_dir / "best-run.json").write_text(json.dumps(card))  # renamed card, same weights file
+    loaded, spec = registry.load_model("best-run", "cpu")
+    assert spec.card["name"] == "best-run"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])

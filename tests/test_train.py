@@ -64,6 +64,20 @@ def test_balanced_bce_by_hand():
     assert train_module.BCE_SCALE == 2.0
 
 
+def test_recipe_loss_plain_or_balanced_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 4, 8, 8)
+    target = (torch.rand(2, 1, 4, 8, 8) > 0.8).float()
+    model = build_tvnet(**TINY)
+    plain = TrainConfig(balance=False, tv_weight=0.0, dice_weight=0.0)
+    expected = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), target)
+    assert train_module._loss(logits, target, plain, model).item() == pytest.approx(
+        expected.item(), rel=1e-5)
+    balanced = TrainConfig(tv_weight=0.0, dice_weight=0.0)  # default: twice eq. 1 of paper 001
+    assert train_module._loss(logits, target, balanced, model).item() == pytest.approx(
+        2 * balanced_bce(logits, target, clip=1e-3).item(), rel=1e-5)
+
+
 def test_tv_dice_cldice_on_known_cases():
     flat = torch.full((1, 1, 4, 8, 8), 0.7)
     assert tv_loss_3d(flat).item() == pytest.approx(0.0, abs=1e-6)

@@ -115,3 +115,15 @@ def test_unwritable_folder_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="JSON"):
         save_weights(_net(), tmp_path / "toy", {"config": {"bad": object()}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_weights(_net(), tmp_path / "shared", CARD)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644

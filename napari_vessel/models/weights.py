@@ -89,12 +89,20 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(target: Path, write) -> None:
     """Call ``write(tmp_path)`` then move the temporary file onto ``target``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved model is shareable
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -190,6 +198,22 @@ def read_card(path: str | os.PathLike) -> dict:
     return card
 
 
+def _card_naming(path: str | os.PathLike) -> Path:
+    """The card of ``path``: ``NAME.json`` beside it, else (for a ``.safetensors`` path) the one
+    card in its folder whose ``weights_file`` names it (a renamed user card)."""
+    weights_path, card_path = _paths(path)
+    if card_path.is_file() or Path(path).suffix != ".safetensors" or not weights_path.is_file():
+        return card_path
+    for other in sorted(weights_path.parent.glob("*.json")):
+        try:
+            card = json.loads(other.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(card, dict) and card.get("weights_file") == weights_path.name:
+            return other
+    return card_path
+
+
 def check_state_dict(model: Any, state: dict) -> None:
     """Raise :class:`InputError` naming the tensors of ``state`` that do not fit ``model``."""
     expected = model.state_dict()
@@ -238,8 +262,8 @@ def load_weights(path: str | os.PathLike, *, model: Any = None) -> tuple[dict, d
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    card = read_card(path)
-    _, card_path = _paths(path)
+    card_path = _card_naming(path)
+    card = read_card(card_path)
     weights_path = card_path.parent / str(card.get("weights_file") or
                                           card_path.with_suffix(".safetensors").name)
     if not weights_path.is_file():

@@ -71,6 +71,9 @@ class TrainConfig:
         Probability of a patch with every second slice (a coarser Z step).
     augment_strength : float
         Scale of the intensity augmentation.
+    balance : bool
+        Weight the two classes of the cross-entropy equally (paper 001, eq. 1); False: plain
+        binary cross-entropy, whose probabilities follow the sampled vessel fraction.
     seed : int
         Seed of every random choice (weights, patches, augmentation).
     minutes : float or None
@@ -97,6 +100,7 @@ class TrainConfig:
     foreground_fraction: float = 0.5
     z_subsample: float = 0.25
     augment_strength: float = 1.0
+    balance: bool = True
     seed: int = 0
     minutes: float | None = None
     checkpoint_every: int = 250
@@ -141,7 +145,10 @@ def _loss(output, target: torch.Tensor, cfg: TrainConfig, model: nn.Module) -> t
         return model_loss(output, target, cldice_weight=cfg.cldice_weight,
                           cldice_iterations=CLDICE_ITERATIONS, **options)
     prob = torch.sigmoid(output)
-    loss = BCE_SCALE * balanced_bce(output, target, clip=BCE_CLIP)
+    if cfg.balance:
+        loss = BCE_SCALE * balanced_bce(output, target, clip=BCE_CLIP)
+    else:
+        loss = nn.functional.binary_cross_entropy_with_logits(output, target.to(output.dtype))
     if cfg.tv_weight and prob.ndim == 5:
         loss = loss + cfg.tv_weight * TV_SCALE * tv_loss_3d(prob)
     if cfg.dice_weight:
