@@ -15,6 +15,7 @@ usage::
     python benchmarks/bench_inference.py                       # all models, 25x512x512 and 64x512x512
     python benchmarks/bench_inference.py --models umis frangi --sizes 25x512x512
     python benchmarks/bench_inference.py --models tvnet umis --real ../shared/data/vesselnn/images/*.tif
+    python benchmarks/bench_inference.py --models tvnet --sizes 16x128x128 --repeats 3   # medians
 """
 
 from __future__ import annotations
@@ -192,6 +193,33 @@ def run_job(job: dict, timeout: float) -> dict:
             proc.terminate()
 
 
+def _repeated(job: dict, repeats: int, timeout: float, monai: bool) -> dict:
+    """``repeats`` runs of each engine, alternating (ours, MONAI, ours, ...), each in a fresh
+    process; seconds and peak memory are the medians, the single runs are kept in ``runs``."""
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(run_job(job, timeout))
+        if "error" in ours[-1]:
+            return ours[-1]
+        if monai:
+            theirs.append(run_job({**job, "engine": "monai"}, timeout))
+    result = dict(ours[0])
+    for key in ("seconds", "peak_mib"):
+        result[key] = float(np.median([r[key] for r in ours]))
+    result["mvoxels_per_s"] = float(np.prod(result["shape"])) / result["seconds"] / 1e6
+    if "gflop" in result:
+        result["gflops_per_s"] = result["gflop"] / result["seconds"]
+    result["runs"] = [{"seconds": r["seconds"], "peak_mib": r["peak_mib"]} for r in ours]
+    if theirs and all("monai_seconds" in r for r in theirs):
+        for key in ("monai_seconds", "monai_peak_mib"):
+            result[key] = float(np.median([r[key] for r in theirs]))
+        result["monai_runs"] = [{k: r[k] for k in ("monai_seconds", "monai_peak_mib")}
+                                for r in theirs]
+    elif theirs:
+        result["monai"] = theirs[0].get("monai") or theirs[0].get("error", "failed")
+    return result
+
+
 def _row(r: dict) -> str:
     shape = "x".join(str(s) for s in r["shape"])
     if "error" in r:
@@ -220,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per measurement")
     parser.add_argument("--include-gpu-models", action="store_true",
                         help="also time umis-full on the CPU (minutes)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each engine, alternating; the medians are reported")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args(argv)
     names = args.models or [s.name for s in registry.list_models() if s.source == "builtin"]
@@ -247,10 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             if spec.kind == "classical" and shape[0] > 32 and args.models is None:
                 continue  # the classical methods are timed on the real-sized stack only
             job = {"model": name, "shape": shape, "real": real, "overlap": args.overlap}
-            result = run_job(job, args.timeout)
-            if have_monai and spec.is_network and "error" not in result:
-                other = run_job({**job, "engine": "monai"}, args.timeout)
-                result.update({k: v for k, v in other.items() if k.startswith("monai")})
+            result = _repeated(job, args.repeats, args.timeout,
+                               monai=have_monai and spec.is_network)
             results.append(result)
             print(_row(result), flush=True)
     if args.json:
