@@ -25,7 +25,7 @@ import torch
 from napari_vessel.metrics import average_precision, cldice
 from napari_vessel.metrics import dice as f1_score
 from napari_vessel.models.tvnet import build_tvnet
-from napari_vessel.training.data import load_pairs
+from napari_vessel.training.data import load_pairs, training_pipeline
 from napari_vessel.training.train import TrainConfig, choose_threshold, predict_volume, train
 
 #: Label-free threshold methods (``skimage.filters.threshold_*``) for ``--threshold-method``.
@@ -88,9 +88,11 @@ def main() -> None:
                         help="threshold each held-out map by this label-free method of its own "
                         "histogram (default: the fixed level chosen on the training volumes)")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
+    parser.add_argument("--depth-correct", action="store_true",
+                        help="add the depth-attenuation correction to the preprocessing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pairs = load_pairs(args.data)
+    pairs = load_pairs(args.data, pipeline=training_pipeline(args.depth_correct))
     overrides = json.loads(args.config)
     if "patch_size" in overrides:
         overrides["patch_size"] = tuple(overrides["patch_size"])
@@ -142,7 +144,8 @@ def main() -> None:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "mean": mean, "steps": args.steps, "config": overrides,
                        "model": json.loads(args.model), "tta": args.tta,
-                       "threshold_method": args.threshold_method}, fh, indent=1)
+                       "threshold_method": args.threshold_method,
+                       "depth_correct": args.depth_correct}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,54 @@ def test_train_command_writes_weights_and_card(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "tiny.checkpoint.safetensors").exists()
 
 
+def test_train_command_depth_correction_and_plain_bce_go_into_the_card(tmp_path, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    import argparse
+
+    from napari_vessel.commands import train as command
+    from napari_vessel.preprocess import Pipeline
+
+    for sub in ("images", "labels"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    pair = _tubes(0, shape=(8, 32, 32))
+    fading = pair.image * np.linspace(1.0, 0.3, 8)[:, None, None]  # dimmer with depth
+    tifffile.imwrite(tmp_path / "data" / "images" / "v0.tif", (fading * 200 + 20).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "data" / "labels" / "v0.tif", pair.labels.astype(np.uint8))
+    seen = {}
+
+    def config(**kw):
+        seen.update(kw)
+        return _cfg(**{k: v for k, v in kw.items() if k != "steps"})
+
+    monkeypatch.setattr(train_module, "TrainConfig", config)
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                              "--steps", "2", "--widths", "2,4,4,4", "--depth-correct",
+                              "--plain-bce", "--quiet", "--name", "deep"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "deep.json").read_text())
+    steps = [step["name"] for step in card["preprocessing"]["steps"]]
+    assert steps == ["median_subtract", "depth_correct", "normalize"]
+    assert seen["balance"] is False and card["training"]["config"]["balance"] is False
+    pipeline = Pipeline.from_dict(card["preprocessing"])  # what segmenting will apply
+    assert pipeline.to_dict() == card["preprocessing"]
+    raw = tifffile.imread(tmp_path / "data" / "images" / "v0.tif")
+    again = np.asarray(pipeline.apply(raw.astype(np.float32)))
+    trained_on = load_pairs(tmp_path / "data", pipeline=pipeline)[0].image
+    np.testing.assert_allclose(again, trained_on, atol=1e-6)
+    # the correction evens out the fading: the last slice's vessels are as bright as the first's
+    first, last = again[0][pair.labels[0]].mean(), again[-1][pair.labels[-1]].mean()
+    plain = normalise(raw)
+    assert abs(first - last) < 0.5 * abs(plain[0][pair.labels[0]].mean()
+                                         - plain[-1][pair.labels[-1]].mean())
+
+    args = parser.parse_args(["--model", "umis", "--data", str(tmp_path / "data"),
+                              "--depth-correct"])
+    with pytest.raises(InputError, match="supervised options"):
+        command.run(args)
+
+
 def test_z_subsampling_keeps_the_patch_shape():
     pair = _tubes(shape=(12, 20, 20))
     sampler = PatchSampler([pair], (4, 16, 16), z_subsample=1.0)

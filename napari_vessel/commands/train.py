@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-crop", type=int, metavar="PIXELS",
                         help="choose the threshold on the central PIXELS x PIXELS of each volume "
                              "(faster for slow dense networks; default: whole volumes)")
+    parser.add_argument("--depth-correct", action="store_true",
+                        help="add the depth-attenuation correction to the preprocessing (saved "
+                        "in the card, so segmenting applies it too)")
+    parser.add_argument("--plain-bce", action="store_true",
+                        help="plain instead of class-balanced cross-entropy (TV-Net recipe)")
     parser.add_argument("--widths", help="TV-Net only: channels per level, e.g. 4,8,16,32")
     parser.add_argument("--norm", choices=("batch", "instance", "group"),
                         help="TV-Net only: normalisation")
@@ -72,14 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _phantom_pairs(n: int, seed: int) -> list:
+def _phantom_pairs(n: int, seed: int, pipeline=None) -> list:
     from ..phantom import make_phantom
     from ..training.data import Pair, normalise
 
     pairs = []
     for i in range(n):
         ph = make_phantom((16, 192, 192), kind="2pm", seed=seed * 1000 + i)
-        pairs.append(Pair(f"phantom{i}", normalise(ph.image), ph.labels > 0))
+        pairs.append(Pair(f"phantom{i}", normalise(ph.image, pipeline), ph.labels > 0))
     return pairs
 
 
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import registry
     from ..models.weights import save_weights
     from ..progress import tqdm_progress
-    from ..training.data import PREPROCESSING, load_pairs
+    from ..training.data import load_pairs, training_pipeline
     from ..training.train import TrainConfig, default_patch_size, train
     from ..training.zoo_train import compose_ensemble, describe_loss, trainable_spec
 
@@ -147,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.steps < 1:
             raise InputError("--steps must be at least 1")
+        if args.depth_correct or args.plain_bce:
+            raise InputError(f"--depth-correct and --plain-bce are supervised options; "
+                             f"{args.model!r} trains without labels with its own preprocessing")
         return run_unsupervised(args, unsupervised)
     spec = trainable_spec(args.model)
     if args.steps < 1:
@@ -163,19 +171,22 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     command = "napari-vessel " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"]
                                             else ["train", *sys.argv[1:]])
-    pairs = load_pairs(args.data)
+    pipeline = training_pipeline(depth_correct=args.depth_correct)
+    pairs = load_pairs(args.data, pipeline=pipeline)
     names = [p.name for p in pairs]
     unknown = [n for n in args.leave_out if n not in names]
     if unknown:
         raise InputError(f"--leave-out {unknown[0]!r} is not in {args.data}: {', '.join(names)}")
     extra = {} if args.cldice is None else {"cldice_weight": args.cldice}
+    if args.plain_bce:
+        extra["balance"] = False
     for key in ("batch_size", "lr", "threshold_crop"):
         if getattr(args, key) is not None:
             extra[key] = getattr(args, key)
     patch = tuple(args.patch_size) if args.patch_size else default_patch_size(spec)
     cfg = TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, patch_size=patch,
                       **extra)
-    phantoms = _phantom_pairs(args.phantoms, args.seed) if args.phantoms else []
+    phantoms = _phantom_pairs(args.phantoms, args.seed, pipeline) if args.phantoms else []
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
     out = Path(args.out)
     name = args.name or spec.name
@@ -231,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         "description": f"{what}; trained on {len(train_pairs)} labelled volumes",
         "trained_on": [p.name for p in train_pairs] + [p.name for p in phantoms],
         "training": training,
-        "threshold": result.threshold, "scores": scores, "preprocessing": PREPROCESSING,
+        "threshold": result.threshold, "scores": scores, "preprocessing": pipeline.to_dict(),
         "patch_size_zyx": [32, 512, 512] if spec.architecture == "tvnet"
         else list(spec.patch_size_zyx), "parent": None,
     }

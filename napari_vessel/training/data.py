@@ -22,17 +22,21 @@ import torch.nn.functional as F
 from ..errors import InputError
 
 __all__ = ["Pair", "normalise", "load_pairs", "PatchSampler", "augment", "PREPROCESSING",
-           "TRAINING_PIPELINE"]
+           "TRAINING_PIPELINE", "training_pipeline"]
 
 
-def _training_pipeline():
-    from ..preprocess import MedianSubtract, Normalize, Pipeline
+def training_pipeline(depth_correct: bool = False):
+    """The training preprocessing: slice-median subtraction, optionally the depth-attenuation
+    correction (:class:`~napari_vessel.preprocess.DepthCorrect`, every slice brought to a common
+    gain), then percentile normalisation."""
+    from ..preprocess import DepthCorrect, MedianSubtract, Normalize, Pipeline
 
-    return Pipeline((MedianSubtract(), Normalize(low=1.0, high=99.5)))
+    middle = (DepthCorrect(),) if depth_correct else ()
+    return Pipeline((MedianSubtract(), *middle, Normalize(low=1.0, high=99.5)))
 
 
-#: The preprocessing of every training and test volume.
-TRAINING_PIPELINE = _training_pipeline()
+#: The default preprocessing of every training and test volume.
+TRAINING_PIPELINE = training_pipeline()
 
 #: Its JSON form, for model cards.
 PREPROCESSING = TRAINING_PIPELINE.to_dict()
@@ -47,13 +51,15 @@ class Pair:
     labels: np.ndarray
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
+def normalise(image: np.ndarray, pipeline=None) -> np.ndarray:
     """Apply :data:`TRAINING_PIPELINE` (slice-median subtraction, percentile normalisation).
 
     Parameters
     ----------
     image : (Z, Y, X) array
         Raw intensities of any numeric dtype.
+    pipeline : Pipeline, optional
+        Another preprocessing (e.g. ``training_pipeline(depth_correct=True)``).
 
     Returns
     -------
@@ -67,10 +73,11 @@ def normalise(image: np.ndarray) -> np.ndarray:
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     if float(x.max()) == float(x.min()):
         return np.zeros_like(x)
-    return np.asarray(TRAINING_PIPELINE.apply(x), dtype=np.float32)
+    return np.asarray((pipeline or TRAINING_PIPELINE).apply(x), dtype=np.float32)
 
 
-def load_pairs(folder: str | Path, *, names: list[str] | None = None) -> list[Pair]:
+def load_pairs(folder: str | Path, *, names: list[str] | None = None,
+               pipeline=None) -> list[Pair]:
     """Read and normalise every ``images/NAME.tif`` with its ``labels/NAME.tif`` in ``folder``.
 
     Parameters
@@ -79,6 +86,8 @@ def load_pairs(folder: str | Path, *, names: list[str] | None = None) -> list[Pa
         A folder with ``images/`` and ``labels/`` sub-folders of matching TIFF files.
     names : list of str, optional
         Only these volume names (file stems); all when None.
+    pipeline : Pipeline, optional
+        The preprocessing (default :data:`TRAINING_PIPELINE`).
 
     Returns
     -------
@@ -101,7 +110,7 @@ def load_pairs(folder: str | Path, *, names: list[str] | None = None) -> list[Pa
         labels = tifffile.imread(label_path) > 0
         if image.shape != labels.shape:
             raise InputError(f"{path.name}: image {image.shape} and labels {labels.shape} differ")
-        pairs.append(Pair(path.stem, normalise(image), labels))
+        pairs.append(Pair(path.stem, normalise(image, pipeline), labels))
     if not pairs:
         raise InputError(f"no image/label pairs found in {folder}")
     return pairs
