@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from loo_table import thresholds as loo_thresholds
 
 from napari_vessel.inference import predict
 from napari_vessel.io import load_volume
@@ -141,20 +142,6 @@ def simulate_correction(pred: np.ndarray, ref: np.ndarray, *, slices: int = 3,
     corrected = pred.copy()
     corrected[mask] = ref[mask]
     return corrected, mask, chosen
-
-
-def _loo_thresholds(paths: list[str]) -> dict[str, float]:
-    """Held-out volume -> threshold chosen on the other five, from loo_eval.py JSON or logs."""
-    found = {}
-    for path in paths:
-        text = Path(path).read_text()
-        try:
-            data = json.loads(text)
-            rows = data.get("rows", [data])
-        except ValueError:  # the log: one JSON object per line
-            rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-        found.update({r["volume"]: float(r["threshold"]) for r in rows if "threshold" in r})
-    return found
 
 
 def starting_model(model: str, volume: str, loo_dir: str | None,
@@ -310,7 +297,7 @@ def main() -> None:
     started = time.monotonic()
     load = os.getloadavg()[0]
     rows = []
-    thresholds = _loo_thresholds(args.loo_json)
+    thresholds = loo_thresholds(args.loo_json) if args.loo_json else {}
     images = sorted((Path(args.data) / "images").glob("*.tif"))
     if not images:
         print(f"no VesselNN volumes in {args.data}: skipping the real volumes", flush=True)

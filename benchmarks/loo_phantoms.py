@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 from bench_finetune import PHANTOMS
+from loo_table import thresholds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    levels = {row["volume"]: row["threshold"] for path in args.loo_json
-              for row in json.loads(open(path).read())["rows"]}
+    levels = thresholds(args.loo_json)
+    if not isinstance(levels, dict):
+        parser.error("loo_json must be loo_eval.py JSON files (each fold has its own level)")
     folds = [name for name in levels if args.only is None or name in args.only]
     pipeline = training_pipeline(depth_correct=args.depth_correct)
     for label, geometry, shift in PHANTOMS:

@@ -248,6 +248,7 @@ def test_train_command_depth_correction_and_plain_bce_go_into_the_card(tmp_path,
     steps = [step["name"] for step in card["preprocessing"]["steps"]]
     assert steps == ["median_subtract", "depth_correct", "normalize"]
     assert seen["balance"] is False and card["training"]["config"]["balance"] is False
+    assert card["training"]["loss"].startswith("plain BCE")
     pipeline = Pipeline.from_dict(card["preprocessing"])  # what segmenting will apply
     assert pipeline.to_dict() == card["preprocessing"]
     raw = tifffile.imread(tmp_path / "data" / "images" / "v0.tif")
@@ -263,6 +264,10 @@ def test_train_command_depth_correction_and_plain_bce_go_into_the_card(tmp_path,
     args = parser.parse_args(["--model", "umis", "--data", str(tmp_path / "data"),
                               "--depth-correct"])
     with pytest.raises(InputError, match="supervised options"):
+        command.run(args)
+    args = parser.parse_args(["--model", "vcnet", "--data", str(tmp_path / "data"),
+                              "--plain-bce"])
+    with pytest.raises(InputError, match="paper's own loss"):
         command.run(args)
 
 

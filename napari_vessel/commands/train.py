@@ -143,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import tqdm_progress
     from ..training.data import load_pairs, training_pipeline
     from ..training.train import TrainConfig, default_patch_size, train
-    from ..training.zoo_train import compose_ensemble, describe_loss, trainable_spec
+    from ..training.zoo_train import (
+        compose_ensemble,
+        describe_loss,
+        has_paper_loss,
+        trainable_spec,
+    )
 
     unsupervised = next((s for s in registry.list_models() if s.name == args.model
                          and s.kind == "unsupervised" and s.source == "builtin"), None)
@@ -162,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
     if spec.architecture != "tvnet" and (args.widths or args.norm):
         raise InputError(f"--widths and --norm are TV-Net options; {spec.name!r} is trained "
                          "with its registered configuration (see its -full variant)")
+    if args.plain_bce and has_paper_loss(spec):
+        raise InputError(f"--plain-bce changes the TV-Net recipe's cross-entropy; {spec.name!r} "
+                         "trains with its paper's own loss (see 'napari-vessel train --help')")
     if args.members and spec.architecture != "cascade-ensemble":
         raise InputError("--members composes the cascade ensemble; use --model cascade-ensemble")
     if args.members and (args.loo or args.leave_out):
@@ -220,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
                  "minutes": round(result.minutes, 2)} if args.members else
                 {"command": command, "seed": args.seed, "steps": result.steps,
                  "minutes": round(result.minutes, 2), "config": _plain(cfg),
-                 "loss": describe_loss(spec),
+                 "loss": describe_loss(spec, balance=cfg.balance),
                  "final_loss": round(float(np.mean(result.losses[-50:])), 4)})
     training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
     post = notes.get("postprocessing") or {}

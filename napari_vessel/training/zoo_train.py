@@ -21,7 +21,8 @@ from typing import Any
 from ..errors import InputError
 from ..models import registry
 
-__all__ = ["trainable_names", "trainable_spec", "describe_loss", "compose_ensemble"]
+__all__ = ["trainable_names", "trainable_spec", "describe_loss", "has_paper_loss",
+           "compose_ensemble"]
 
 _LOSSES = {
     "vcnet": "soft Dice + 0.2 x soft Dice of the sliding MIPs (paper 002, eq. 3-4) "
@@ -71,9 +72,17 @@ def trainable_spec(name: str) -> registry.ModelSpec:
     return spec
 
 
-def describe_loss(spec: registry.ModelSpec) -> str:
-    """The loss a model trains with, in words, for its card."""
-    return _LOSSES.get(spec.architecture, _RECIPE)
+def has_paper_loss(spec: registry.ModelSpec) -> bool:
+    """Whether the model trains with its paper's own loss rather than the TV-Net recipe."""
+    return spec.architecture in _LOSSES
+
+
+def describe_loss(spec: registry.ModelSpec, *, balance: bool = True) -> str:
+    """The loss a model trains with, in words, for its card (``balance``: the recipe's BCE)."""
+    if has_paper_loss(spec):
+        return _LOSSES[spec.architecture]
+    return _RECIPE if balance else _RECIPE.replace(
+        "2 x balanced BCE (beta clipped to [1e-3, 0.999])", "plain BCE")
 
 
 def compose_ensemble(model: Any, members: Sequence[str | Path], pairs: list,
