@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from napari_vessel.metrics import average_precision, cldice
 from napari_vessel.metrics import dice as f1_score
-from napari_vessel.models.tvnet import build_tvnet
-from napari_vessel.training.data import load_pairs, training_pipeline
+from napari_vessel.models.tvnet import build_tvnet, config_for_widths
+from napari_vessel.training.data import load_pairs, synthetic_pairs, training_pipeline
 from napari_vessel.training.train import TrainConfig, choose_threshold, predict_volume, train
 
 #: Label-free threshold methods (``skimage.filters.threshold_*``) for ``--threshold-method``.
@@ -78,6 +79,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="held-out volumes to run (default: all)")
     parser.add_argument("--config", default="{}", help="JSON overrides of TrainConfig")
     parser.add_argument("--model", default="{}", help="JSON overrides of TVNetConfig")
+    parser.add_argument("--widths", help="TV-Net widths, four or five comma-separated "
+                        "(models.tvnet.config_for_widths); overrides --model")
+    parser.add_argument("--init", help="start every fold from these weights (e.g. a synthetic "
+                        "pretraining by 'napari-vessel train --synthetic N')")
+    parser.add_argument("--synthetic", type=int, default=0,
+                        help="mix N synthetic volumes into every fold's training patches")
     parser.add_argument("--json", help="write the per-volume results here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-dir", help="keep each fold's weights and probability maps here "
@@ -98,13 +105,22 @@ def main() -> None:
         overrides["patch_size"] = tuple(overrides["patch_size"])
     cfg = TrainConfig(steps=args.steps, seed=args.seed, **overrides)
     predict = predict_flips if args.tta else predict_volume
+    model_config = json.loads(args.model)
+    if args.widths:
+        model_config = config_for_widths([int(w) for w in args.widths.split(",")]).to_dict()
+    init = load_file(args.init) if args.init else None
+    extra = (synthetic_pairs(args.synthetic, seed=args.seed,
+                             pipeline=training_pipeline(args.depth_correct))
+             if args.synthetic else [])
     rows = []
     for held in pairs:
         if args.only and held.name not in args.only:
             continue
         start = time.monotonic()
         torch.manual_seed(args.seed)
-        model = build_tvnet(**json.loads(args.model))
+        model = build_tvnet(**model_config)
+        if init is not None:
+            model.load_state_dict(init)
         training = [p for p in pairs if p is not held]
         if args.reuse:
             model = load_fold(Path(args.reuse), held.name, model)
@@ -117,7 +133,7 @@ def main() -> None:
             fixed, scores = choose_threshold(train_probs, [p.labels for p in training])
             train_f1 = float(np.mean(scores))
         else:
-            result = train(model, training, cfg)
+            result = train(model, training, cfg, extra_pairs=extra)
             model, fixed = result.model, result.threshold
             train_f1 = float(np.mean(list(result.train_f1.values())))
         prob = predict(model, held.image)
@@ -127,7 +143,10 @@ def main() -> None:
         level = fixed if args.threshold_method is None else auto_threshold(prob,
                                                                           args.threshold_method)
         pred = prob > level
+        tp = np.count_nonzero(pred & held.labels)
         row = {"volume": held.name, "f1": f1_score(pred, held.labels),
+               "precision": tp / max(1, np.count_nonzero(pred)),
+               "sensitivity": tp / max(1, np.count_nonzero(held.labels)),
                "ap": average_precision(prob, held.labels), "cldice": cldice(pred, held.labels),
                "threshold": level, "f1_fixed": f1_score(prob > fixed, held.labels),
                "fixed_threshold": fixed, "train_f1": train_f1,
@@ -138,12 +157,14 @@ def main() -> None:
     for r in rows:
         print(f"| {r['volume']} | {r['f1']:.3f} | {r['ap']:.3f} | {r['cldice']:.3f} | "
               f"{r['threshold']:.3f} |")
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("f1", "ap", "cldice", "f1_fixed")}
+    mean = {k: float(np.mean([r[k] for r in rows]))
+            for k in ("f1", "ap", "cldice", "f1_fixed", "precision", "sensitivity")}
     print(f"| **mean** | **{mean['f1']:.3f}** | {mean['ap']:.3f} | {mean['cldice']:.3f} | |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "mean": mean, "steps": args.steps, "config": overrides,
-                       "model": json.loads(args.model), "tta": args.tta,
+                       "model": model_config, "tta": args.tta, "init": args.init,
+                       "synthetic": args.synthetic,
                        "threshold_method": args.threshold_method,
                        "depth_correct": args.depth_correct}, fh, indent=1)
 

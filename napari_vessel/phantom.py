@@ -29,7 +29,7 @@ from .errors import InputError
 from .tubes import CAPILLARY, PIAL, centerline_mask, draw_tubes, grow_trees
 from .volume import check_spacing
 
-__all__ = ["Phantom", "make_phantom", "shifted", "draw_tubes", "KINDS"]
+__all__ = ["Phantom", "make_phantom", "shifted", "draw_tubes", "poisson_gaussian", "KINDS"]
 
 #: The kinds of microscope a phantom can imitate.
 KINDS = ("2pm", "confocal")
@@ -138,7 +138,7 @@ def _check_tubes(tubes: Any) -> list[list]:
     return out
 
 
-def _smooth_field(shape: tuple, spacing: np.ndarray, rng: np.random.Generator,
+def smooth_field(shape: tuple, spacing: np.ndarray, rng: np.random.Generator,
                   scale_um: float) -> np.ndarray:
     """A smooth random field in [0, 1]: Gaussian bumps on a coarse grid, built axis by axis."""
     mats = []
@@ -181,6 +181,19 @@ def _defocus(sharp: np.ndarray, spacing: np.ndarray, focus_um: float,
             out[:-d] += h * spectrum[d:]
     blurred = fft.irfft2(out, s=(py, px), axes=(1, 2))[:, pad:pad + ny, pad:pad + nx]
     return np.clip(blurred, 0, None).astype(np.float32)
+
+
+def poisson_gaussian(signal: np.ndarray, photons: float | None, read_noise: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Detector noise: Poisson shot noise at ``photons`` per unit intensity (None: none), then
+    Gaussian read noise of standard deviation ``read_noise``; float32, same shape."""
+    out = np.asarray(signal, dtype=np.float32)
+    if photons is not None:
+        out = rng.poisson(np.clip(out, 0, None) * photons).astype(np.float32)
+        out /= np.float32(photons)
+    if read_noise > 0:
+        out = out + np.float32(read_noise) * rng.standard_normal(out.shape, dtype=np.float32)
+    return out
 
 
 def _detector(signal: np.ndarray, gamma: float, contrast: float, dtype: str) -> np.ndarray:
@@ -329,13 +342,13 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
     centerlines, radius = centerline_mask(dims, segments, spacing, labels)
 
     # Optics: texture, point-spread blur, haze, depth attenuation, pial shadows.
-    vessels *= 1.0 - 0.25 * _smooth_field(dims, spacing, look_rng, 20.0)
+    vessels *= 1.0 - 0.25 * smooth_field(dims, spacing, look_rng, 20.0)
     if any(psf):
         sigma_px = [s / d for s, d in zip(psf, spacing, strict=True)]
         vessels = ndi.gaussian_filter(vessels, sigma_px, truncate=3.0)
     signal = vessels + np.float32(numbers["background"])
     if numbers["haze"] > 0:
-        signal += np.float32(numbers["haze"]) * _smooth_field(dims, spacing, look_rng, 60.0)
+        signal += np.float32(numbers["haze"]) * smooth_field(dims, spacing, look_rng, 60.0)
     depth = np.arange(dims[0]) / max(dims[0] - 1, 1)
     signal *= np.exp(math.log1p(-numbers["depth_attenuation"]) * depth).astype(np.float32)[:, None,
                                                                                          None]
@@ -351,12 +364,7 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
 
     # Detection: Poisson-Gaussian noise, gamma, gain, quantisation.
     if noise:
-        if numbers["photons"] is not None:
-            signal = noise_rng.poisson(signal * numbers["photons"]).astype(np.float32)
-            signal /= np.float32(numbers["photons"])
-        if numbers["read_noise"] > 0:
-            signal += np.float32(numbers["read_noise"]) * noise_rng.standard_normal(
-                dims, dtype=np.float32)
+        signal = poisson_gaussian(signal, numbers["photons"], numbers["read_noise"], noise_rng)
     image = _detector(signal, numbers["gamma"], numbers["contrast"], dtype_name)
     if dtype_name != "float32":
         image = np.clip(np.rint(image), 0, np.iinfo(dtype_name).max).astype(dtype_name)

@@ -166,7 +166,10 @@ def test_checkpoint_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint(build_tvnet(**TINY), path, {"step": 99})
     assert path.read_bytes() == before  # the old checkpoint is untouched
-    assert set(load_file(str(path))) == set(model.state_dict())
+    saved = load_file(str(path))
+    assert {k.removeprefix("model.") for k in saved if k.startswith("model.")} == \
+        set(model.state_dict())
+    assert any(k.startswith("optim.") for k in saved) and "rng.torch" in saved  # resumable
 
 
 def test_cancel_stops_between_steps():

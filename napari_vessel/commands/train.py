@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the train command."""
     parser.add_argument("--model", default="tvnet",
                         help="a trainable model of 'napari-vessel models' (default: tvnet)")
-    parser.add_argument("--data", required=True, help="folder with images/ and labels/")
+    parser.add_argument("--data", help="folder with images/ and labels/ (optional with "
+                        "--synthetic: then the model pretrains on synthetic volumes alone)")
     parser.add_argument("--out", default=".", help="output folder (default: current)")
     parser.add_argument("--name", help="model name (default: the model's name)")
     parser.add_argument("--steps", type=int, default=800, help="optimiser steps (default 800)")
@@ -47,6 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--phantoms", type=int, default=0,
                         help="add N synthetic 2PM phantoms to the training patches (default 0)")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="add N domain-randomised synthetic volumes with exact labels to the "
+                        "training patches (napari_vessel.synthetic; default 0)")
+    parser.add_argument("--init", metavar="WEIGHTS",
+                        help="start from these weights (.safetensors of the same network, e.g. "
+                        "a synthetic pretraining) instead of a random initialisation")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint a killed run left in --out")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default, reproducible), cuda, mps or auto")
     parser.add_argument("--cldice", type=float, default=None, help="soft-clDice weight")
     parser.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="training patch (default: 4 128 128 for 2D models, else 8 64 64)")
@@ -60,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "in the card, so segmenting applies it too)")
     parser.add_argument("--plain-bce", action="store_true",
                         help="plain instead of class-balanced cross-entropy (TV-Net recipe)")
-    parser.add_argument("--widths", help="TV-Net only: channels per level, e.g. 4,8,16,32")
+    parser.add_argument("--widths", help="TV-Net only: channels per level, four (e.g. 4,8,16,32, "
+                        "the paper's layout) or five (e.g. 4,12,24,48,64: 16x in-plane field of view)")
     parser.add_argument("--norm", choices=("batch", "instance", "group"),
                         help="TV-Net only: normalisation")
     parser.add_argument("--members", nargs=2, metavar=("DBAC", "DDMAC"),
@@ -93,13 +105,16 @@ def _build(args: argparse.Namespace, spec):
     config = dict(spec.config)
     if spec.architecture != "tvnet":  # --widths / --norm were refused in run()
         return spec.builder(**config), config
-    if args.widths:
-        widths = [int(w) for w in args.widths.split(",")]
-        if len(widths) != 4:
-            raise InputError("--widths needs four comma-separated integers, e.g. 4,8,16,32")
-        config["widths"] = widths
-    if args.norm:
-        config["norm"] = args.norm
+    if args.widths or args.norm:
+        from ..models.tvnet import config_for_widths
+
+        try:
+            widths = [int(w) for w in (args.widths or "").split(",")] if args.widths else \
+                config["widths"]
+            typed = config_for_widths(widths, args.norm or config.get("norm"))
+        except ValueError as err:
+            raise InputError(f"--widths {args.widths}: {err}") from err
+        config = typed.to_dict()
     config.pop("extra", None)
     return spec.builder(**config), config
 
@@ -180,7 +195,14 @@ def run(args: argparse.Namespace) -> int:
     command = "napari-vessel " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"]
                                             else ["train", *sys.argv[1:]])
     pipeline = training_pipeline(depth_correct=args.depth_correct)
-    pairs = load_pairs(args.data, pipeline=pipeline)
+    if args.synthetic < 0:
+        raise InputError("--synthetic must be a whole number >= 0")
+    if not args.data and not args.synthetic:
+        raise InputError("give --data (a folder with images/ and labels/) or --synthetic N")
+    if not args.data and (args.loo or args.leave_out):
+        raise InputError("--loo and --leave-out need labelled volumes: give --data")
+    init = _init_weights(args.init) if args.init else None
+    pairs = load_pairs(args.data, pipeline=pipeline) if args.data else []
     names = [p.name for p in pairs]
     unknown = [n for n in args.leave_out if n not in names]
     if unknown:
@@ -195,6 +217,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, patch_size=patch,
                       **extra)
     phantoms = _phantom_pairs(args.phantoms, args.seed, pipeline) if args.phantoms else []
+    synthetic_note = None
+    held_synthetic = []
+    if args.synthetic:
+        from ..synthetic import SyntheticConfig
+        from ..training.data import synthetic_pairs
+
+        with tqdm_progress("synthetic volumes", disable=args.quiet) as progress:
+            phantoms += synthetic_pairs(args.synthetic, seed=args.seed, pipeline=pipeline,
+                                        progress=progress)
+        if not pairs:  # pretraining alone: the threshold comes from held-out synthetic volumes
+            held_synthetic = synthetic_pairs(8, seed=args.seed, pipeline=pipeline,
+                                             start=args.synthetic)
+        synthetic_note = {"volumes": args.synthetic, "seed": args.seed,
+                          "generator": SyntheticConfig().to_dict()}
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
     out = Path(args.out)
     name = args.name or spec.name
@@ -203,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
     for fold in folds:
         torch.manual_seed(args.seed)
         model, config = _build(args, spec)
+        if init is not None:
+            _load_init(model, init, args.init)
         train_pairs = [p for p in pairs if p.name not in fold]
         if args.members:
             result, members = compose_ensemble(model, args.members, train_pairs, spec)
@@ -210,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
             label = f"train (without {', '.join(fold)})" if fold else "train"
             with tqdm_progress(label, disable=args.quiet) as progress:
                 result = train(model, train_pairs, cfg, extra_pairs=phantoms, progress=progress,
-                               checkpoint=out / f"{name}.checkpoint.safetensors", spec=spec)
+                               checkpoint=out / f"{name}.checkpoint.safetensors", spec=spec,
+                               resume=args.resume, device=args.device,
+                               threshold_pairs=train_pairs or held_synthetic)
         for held in (p for p in pairs if p.name in fold):
             scores[held.name] = _score(result.model, held, result.threshold, spec)
             print(f"{held.name}: F1 {scores[held.name]['f1']:.3f} "
@@ -231,6 +271,10 @@ def run(args: argparse.Namespace) -> int:
                  "loss": describe_loss(spec, balance=cfg.balance),
                  "final_loss": round(float(np.mean(result.losses[-50:])), 4)})
     training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
+    if synthetic_note:
+        training["synthetic"] = synthetic_note
+    if init is not None:
+        training["init"] = {"weights": Path(args.init).name, "sha256": _sha256(args.init)}
     post = notes.get("postprocessing") or {}
     # hysteresis levels fitted on the training volumes, like the threshold
     if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
@@ -247,8 +291,12 @@ def run(args: argparse.Namespace) -> int:
     card = {
         **notes,
         "name": name, "architecture": spec.architecture, "config": config, "kind": "supervised",
-        "description": f"{what}; trained on {len(train_pairs)} labelled volumes",
-        "trained_on": [p.name for p in train_pairs] + [p.name for p in phantoms],
+        "description": f"{what}; trained on {len(train_pairs)} labelled volumes"
+                       + (f" and {args.synthetic} synthetic volumes" if args.synthetic else "")
+                       + (" from pretrained weights" if init is not None else ""),
+        "trained_on": [p.name for p in train_pairs] + [p.name for p in phantoms
+                                                       if not p.name.startswith("synthetic")]
+        + ([f"{args.synthetic} synthetic volumes (seed {args.seed})"] if args.synthetic else []),
         "training": training,
         "threshold": result.threshold, "scores": scores, "preprocessing": pipeline.to_dict(),
         "patch_size_zyx": [32, 512, 512] if spec.architecture == "tvnet"
@@ -261,6 +309,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({size:.1f} MB) and its card ({(time.monotonic() - start) / 60:.1f} "
           f"min); threshold {result.threshold:.3f}")
     return 0
+
+
+def _init_weights(path: str) -> dict:
+    """The tensors of ``--init`` (safetensors only; never unpickled)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise InputError(f"--init {path}: no such file")
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as err:
+        raise InputError(f"--init {path} is not a readable .safetensors file: {err}") from err
+
+
+def _load_init(model, tensors: dict, path: str) -> None:
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise InputError(f"--init {path} holds weights of another network "
+                         f"({str(err).splitlines()[0]}); give the same --model and --widths as "
+                         "the run that made it") from err
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _plain(cfg) -> dict:

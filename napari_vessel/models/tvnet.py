@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TVNetConfig", "TVNet", "build_tvnet", "count_parameters"]
+__all__ = ["TVNetConfig", "TVNet", "build_tvnet", "count_parameters", "config_for_widths",
+           "FIVE_LEVEL"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,20 @@ class TVNetConfig:
         data["strides"] = tuple(tuple(s) for s in data.get("strides", cls.strides))
         data["convs"] = tuple(data.get("convs", cls.convs))
         return cls(**data)
+
+
+#: Strides and stage depths of the five-level TV-Net: the in-plane field of view grows 16x
+#: (z only 2x, for thin stacks) while the full-resolution level stays as cheap as in the paper.
+FIVE_LEVEL = {"strides": ((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 2, 2)), "convs": (1, 1, 2, 2, 2)}
+
+
+def config_for_widths(widths: Sequence[int], norm: str | None = None) -> TVNetConfig:
+    """A :class:`TVNetConfig` for four (the paper's layout) or five (:data:`FIVE_LEVEL`) widths."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) not in (4, 5) or min(widths) < 1 or max(widths) > 512:
+        raise ValueError("widths needs four or five channel counts from 1 to 512, e.g. 4,8,16,32")
+    extra = FIVE_LEVEL if len(widths) == 5 else {}
+    return TVNetConfig(widths=widths, norm=norm or "batch", **extra)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

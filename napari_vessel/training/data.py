@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 
-__all__ = ["Pair", "normalise", "load_pairs", "PatchSampler", "augment", "PREPROCESSING",
-           "TRAINING_PIPELINE", "training_pipeline"]
+__all__ = ["Pair", "normalise", "load_pairs", "synthetic_pairs", "PatchSampler", "augment",
+           "PREPROCESSING", "TRAINING_PIPELINE", "training_pipeline"]
 
 
 def training_pipeline(depth_correct: bool = False):
@@ -113,6 +113,43 @@ def load_pairs(folder: str | Path, *, names: list[str] | None = None,
         pairs.append(Pair(path.stem, normalise(image, pipeline), labels))
     if not pairs:
         raise InputError(f"no image/label pairs found in {folder}")
+    return pairs
+
+
+def synthetic_pairs(n: int, *, seed: int = 0, config=None, pipeline=None, start: int = 0,
+                    progress=None) -> list[Pair]:
+    """``n`` domain-randomised synthetic volumes (:mod:`napari_vessel.synthetic`), normalised.
+
+    Parameters
+    ----------
+    n : int
+        Number of volumes (>= 0).
+    seed : int
+        The series; volume ``i`` is ``synthetic_volume(start + i, seed=seed)``.
+    config : SyntheticConfig, optional
+        Ranges of the generator.
+    pipeline : Pipeline, optional
+        The preprocessing (default :data:`TRAINING_PIPELINE`), as for real volumes.
+    start : int
+        Index of the first volume (to hold a few volumes out of a series).
+    progress : callable(fraction, message), optional
+        Called after each volume.
+
+    Returns
+    -------
+    list of Pair
+        Named ``synthetic{seed}-{index}``; labels are exact.
+    """
+    from ..synthetic import synthetic_volume
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InputError(f"the number of synthetic volumes must be a whole number >= 0, not {n!r}")
+    pairs = []
+    for i in range(start, start + n):
+        vol = synthetic_volume(i, seed=seed, config=config)
+        pairs.append(Pair(f"synthetic{seed}-{i}", normalise(vol.image, pipeline), vol.labels > 0))
+        if progress is not None:
+            progress((i - start + 1) / n, f"synthetic volume {i - start + 1}/{n}")
     return pairs
 
 

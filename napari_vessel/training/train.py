@@ -23,9 +23,7 @@ TV-Net was trained with.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,13 +37,14 @@ from ..errors import InputError
 from ..models.registry import ModelSpec
 from ..models.vcnet import VCNetOutput
 from ..progress import CancelToken, Progress, no_progress
+from .checkpoint import load_state, save_checkpoint, save_state
 from .data import Pair, PatchSampler, augment
 from .losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
 from .zoo_losses import as_slices, has_own_loss, model_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "predict_volume", "choose_threshold",
            "training_spec", "default_patch_size", "balanced_bce", "tv_loss_3d", "soft_dice_loss",
-           "soft_cldice_loss", "f1_score", "warmup_cosine"]
+           "soft_cldice_loss", "f1_score", "warmup_cosine", "save_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -242,26 +241,12 @@ def _schedule(step: int, total: int, warmup: int = 50) -> float:
     return warmup_cosine(step, total, min(warmup, max(1, total // 10)))  # short runs: a tenth
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
-    """Write model weights (safetensors) and ``info`` (JSON) atomically: tmp file + os.replace."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
-    meta = path.with_suffix(".json")
-    tmp_meta = meta.with_name(meta.name + ".tmp")
-    tmp_meta.write_text(json.dumps(info, indent=1))
-    os.replace(tmp_meta, meta)
-
-
 def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None, *,
           extra_pairs: list[Pair] | None = None, checkpoint: str | Path | None = None,
           progress: Progress | None = None, cancel: CancelToken | None = None,
-          log: Callable[[str], None] | None = None, spec: ModelSpec | None = None) -> TrainResult:
+          log: Callable[[str], None] | None = None, spec: ModelSpec | None = None,
+          resume: bool = False, device=None, threshold_pairs: list[Pair] | None = None
+          ) -> TrainResult:
     """Train ``model`` on labelled volumes and choose its threshold on them.
 
     A model whose output is a zoo output (VC-Net, the cascades, their ensemble) is trained with
@@ -282,7 +267,9 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
     extra_pairs : list of Pair, optional
         More volumes for patches only (e.g. synthetic phantoms), not for the threshold.
     checkpoint : path, optional
-        Where to write the periodic checkpoint (``.safetensors`` and ``.json``).
+        Where to write the periodic resumable checkpoint (``.safetensors`` and ``.json``:
+        weights, optimiser moments, random generators; see
+        :mod:`~napari_vessel.training.checkpoint`).
     progress : callable(fraction, message), optional
         Called after every step.
     cancel : CancelToken, optional
@@ -292,17 +279,32 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
     spec : ModelSpec, optional
         The model's registry spec: its ``dims``, ``output``, patch size and input multiple tell
         how to run it for the threshold (default: :func:`training_spec`).
+    resume : bool
+        Continue from ``checkpoint`` when it exists (same settings: the result equals an
+        uninterrupted run); a finished run is not repeated.
+    device : str or torch.device, optional
+        Where to train: ``None``/``"auto"`` picks CUDA, then Apple MPS, then the CPU
+        (:func:`~napari_vessel.devices.pick_device`). The model is returned on the CPU.
+    threshold_pairs : list of Pair, optional
+        Volumes to choose the threshold on instead of ``pairs`` (e.g. held-out synthetic volumes
+        when ``pairs`` is empty).
 
     Returns
     -------
     TrainResult
         With the training volumes' probability maps in ``probs``.
     """
+    from ..devices import pick_device
+
     cfg = config or TrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise InputError("steps and batch size must be at least 1")
+    threshold_pairs = list(pairs) if threshold_pairs is None else list(threshold_pairs)
+    if not threshold_pairs:
+        raise InputError("no volumes to choose the threshold on: give labelled pairs")
     progress = progress or no_progress
     spec = training_spec(model, spec)
+    dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -314,11 +316,21 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         (no_decay if p.ndim <= 1 or name.endswith("bias") else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    model.to(dev)
     start = time.monotonic()
     losses: list[float] = []
-    step = 0
+    first = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        info = load_state(checkpoint, model, opt, rng, gen)
+        if info.get("config") != _jsonable(cfg):
+            raise InputError(f"{checkpoint} was written with other settings; resume with the same "
+                             "ones, or delete it to start afresh")
+        first, losses = int(info["step"]), list(info.get("losses", []))
+        if log is not None:
+            log(f"resumed from {checkpoint} at step {first}")
+    step = first
     model.train()
-    for step in range(cfg.steps):
+    for step in range(first, cfg.steps):
         if cancel is not None:
             cancel.check()
         if cfg.minutes is not None and time.monotonic() - start > cfg.minutes * 60:
@@ -331,6 +343,7 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         image, target = augment(image, target, gen, strength=cfg.augment_strength)
         if spec.dims == 2:
             image, target = as_slices(image, target)
+        image, target = image.to(dev), target.to(dev)
         loss = _loss(model(image), target, cfg, model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -341,20 +354,21 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
             log(f"step {step + 1} loss {np.mean(losses[-100:]):.4f} "
                 f"{(time.monotonic() - start) / 60:.1f} min")
         if checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            save_checkpoint(model, checkpoint, {"step": step + 1, "config": _jsonable(cfg)})
+            save_state(checkpoint, model, opt, rng, gen,
+                       {"step": step + 1, "config": _jsonable(cfg), "losses": losses})
     else:
         step = cfg.steps
     if cancel is not None:
         cancel.check()
-    model.eval()
+    model.to("cpu").eval()
     progress(0.9, "choosing the threshold on the training volumes")
-    crops = [_central(p, cfg.threshold_crop) for p in pairs]
+    crops = [_central(p, cfg.threshold_crop) for p in threshold_pairs]
     probs = [predict_volume(model, image, spec=spec) for image, _ in crops]
     threshold, scores = choose_threshold(probs, [labels for _, labels in crops])
     progress(1.0, f"done: threshold {threshold:.3f}")
     return TrainResult(model, step, (time.monotonic() - start) / 60, losses, threshold,
-                       {p.name: s for p, s in zip(pairs, scores, strict=True)},
-                       {p.name: prob for p, prob in zip(pairs, probs, strict=True)})
+                       {p.name: s for p, s in zip(threshold_pairs, scores, strict=True)},
+                       {p.name: prob for p, prob in zip(threshold_pairs, probs, strict=True)})
 
 
 def _central(pair: Pair, size: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,157 @@
+"""A killed training run resumes from its last checkpoint and ends where an uninterrupted one does;
+pretrained weights start a run (--init); synthetic pretraining runs without real volumes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.models.tvnet import build_tvnet
+from napari_vessel.progress import CancelToken
+from napari_vessel.training import train as train_module
+from napari_vessel.training.data import Pair, normalise
+from napari_vessel.training.train import TrainConfig, train
+
+TINY = {"widths": [2, 4, 4, 4], "norm": "batch"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _bars(seed: int = 0, shape=(6, 32, 32)) -> Pair:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, bool)
+    for _ in range(4):
+        y = rng.integers(3, shape[1] - 3)
+        labels[:, y - 1:y + 2, :] = True
+    return Pair(f"bars{seed}", normalise(labels * 1.0 + rng.normal(0, 0.1, shape)), labels)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=6, batch_size=2, patch_size=(4, 16, 16), lr=1e-2, checkpoint_every=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def _fresh():
+    torch.manual_seed(5)
+    return build_tvnet(**TINY)
+
+
+def _killed_at(step: int):
+    """A progress callback that stops the run right after ``step`` steps, as a kill would."""
+    token, seen = CancelToken(), []
+
+    def progress(fraction, message):
+        if message.startswith("step "):
+            seen.append(message)
+            if len(seen) == step:
+                token.cancel()
+    return progress, token
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    whole = train(_fresh(), [_bars()], _cfg(), checkpoint=tmp_path / "a.safetensors")
+    path = tmp_path / "b.safetensors"
+    progress, token = _killed_at(5)  # last checkpoint at step 4; steps 5+ are lost
+    with pytest.raises(Cancelled):
+        train(_fresh(), [_bars()], _cfg(), checkpoint=path, progress=progress, cancel=token)
+    assert json.loads(path.with_suffix(".json").read_text())["step"] == 4
+    lines = []
+    resumed = train(_fresh(), [_bars()], _cfg(), checkpoint=path, resume=True, log=lines.append)
+    assert any("resumed" in line and "step 4" in line for line in lines)
+    assert resumed.losses == whole.losses
+    for (name, p), q in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_resume_with_other_settings_or_another_network_is_refused(tmp_path):
+    path = tmp_path / "c.safetensors"
+    train(_fresh(), [_bars()], _cfg(steps=2), checkpoint=path)
+    with pytest.raises(InputError, match="other settings"):
+        train(_fresh(), [_bars()], _cfg(steps=4, lr=0.5), checkpoint=path, resume=True)
+    with pytest.raises(InputError, match="another network"):
+        train(build_tvnet(widths=[2, 4, 4, 8]), [_bars()], _cfg(steps=2), checkpoint=path,
+              resume=True)
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(InputError, match="delete it"):
+        train(_fresh(), [_bars()], _cfg(steps=2), checkpoint=path, resume=True)
+
+
+def test_no_threshold_volumes_is_refused():
+    with pytest.raises(InputError, match="threshold"):
+        train(_fresh(), [], _cfg(), extra_pairs=[_bars()])
+
+
+def test_unknown_device_is_refused_before_training():
+    with pytest.raises(InputError):
+        train(_fresh(), [_bars()], _cfg(), device="no-such-device")
+
+
+def _parse(argv):
+    from napari_vessel.commands import train as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return command, parser.parse_args(argv)
+
+
+def test_synthetic_pretraining_then_init_from_it(tmp_path, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    import napari_vessel.synthetic as synthetic
+
+    small = synthetic.SyntheticConfig(shape_zyx=(8, 48, 48), radius_um=(1.0, 6.0))
+    monkeypatch.setattr(synthetic, "SyntheticConfig", lambda: small)
+    monkeypatch.setattr(train_module, "TrainConfig",
+                        lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
+    command, args = _parse(["--synthetic", "2", "--out", str(tmp_path / "out"), "--steps", "2",
+                            "--widths", "2,4,4,4", "--quiet", "--name", "pre"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "pre.json").read_text())
+    assert card["training"]["synthetic"]["volumes"] == 2
+    assert card["trained_on"] == ["2 synthetic volumes (seed 0)"]
+    assert set(card["training"]["train_f1"]) == {f"synthetic0-{i}" for i in range(2, 10)}
+
+    for sub in ("images", "labels"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    pair = _bars(1)
+    tifffile.imwrite(tmp_path / "data" / "images" / "v.tif", (pair.image * 200).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "data" / "labels" / "v.tif", pair.labels.astype(np.uint8))
+    weights = tmp_path / "out" / "pre.safetensors"
+    command, args = _parse(["--data", str(tmp_path / "data"), "--init", str(weights),
+                            "--out", str(tmp_path / "out"), "--steps", "2", "--widths", "2,4,4,4",
+                            "--quiet", "--name", "tuned"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "tuned.json").read_text())
+    import hashlib
+
+    assert card["training"]["init"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert "pretrained" in card["description"]
+
+    command, args = _parse(["--data", str(tmp_path / "data"), "--init", str(weights),
+                            "--out", str(tmp_path / "out"), "--widths", "2,4,4,8", "--quiet"])
+    with pytest.raises(InputError, match="another network"):
+        command.run(args)
+    command, args = _parse(["--data", str(tmp_path / "data"), "--init", str(tmp_path / "none"),
+                            "--out", str(tmp_path / "out"), "--quiet"])
+    with pytest.raises(InputError, match="no such file"):
+        command.run(args)
+
+
+def test_train_command_needs_data_or_synthetic(tmp_path):
+    command, args = _parse(["--out", str(tmp_path), "--quiet"])
+    with pytest.raises(InputError, match="--data"):
+        command.run(args)
+    command, args = _parse(["--synthetic", "2", "--loo", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(InputError, match="labelled"):
+        command.run(args)
