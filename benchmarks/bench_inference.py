@@ -122,6 +122,8 @@ def _measure(job: dict) -> dict:
     from napari_vessel.models import registry
     from napari_vessel.sliding_window import plan_tiles
 
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
     data, source = _input(tuple(job["shape"]), job.get("real"))
     spec = registry.get(job["model"])
     result = {**job, "shape": list(data.shape), "input": source}
@@ -129,16 +131,21 @@ def _measure(job: dict) -> dict:
     if spec.is_network:
         model, spec = registry.load_model(spec, "cpu", allow_untrained=True)
         predict(model, data[: min(16, data.shape[0]), :64, :64], patch_size=spec.patch_size_zyx,
-                device="cpu", spec=spec)  # warm up the kernels
+                device="cpu", spec=spec, runtime="torch", threads=job.get("threads"))  # warm up
     if job.get("engine") == "monai":
         return {**result, **_monai(model, data, spec, job["overlap"])}
+    info, out = [], {}
     with PeakMemory() as memory:
-        seconds = _timed(lambda: predict(model if model is not None else spec, data,
-                                         spacing_zyx=(5.0, 1.0, 1.0), device="cpu",
-                                         overlap=job["overlap"], patch_size=spec.patch_size_zyx,
-                                         spec=spec))
+        seconds = _timed(lambda: out.setdefault("prob", predict(
+            model if model is not None else spec, data, spacing_zyx=(5.0, 1.0, 1.0),
+            device="cpu", overlap=job["overlap"], patch_size=spec.patch_size_zyx, spec=spec,
+            runtime=job.get("runtime", "torch"), run_info=info, threads=job.get("threads"))))
+    if job.get("save"):
+        np.save(job["save"], out["prob"])
     result.update(seconds=seconds, mvoxels_per_s=data.size / seconds / 1e6,
-                  peak_mib=memory.above_baseline, threads=torch.get_num_threads())
+                  peak_mib=memory.above_baseline, threads=job.get("threads") or torch.get_num_threads(),
+                  runtime_used=info[0].name if info else "none",
+                  runtime_reason=info[0].reason if info else "")
     if model is not None:
         multiple = tuple(getattr(model, "input_multiple", spec.input_multiple_zyx))
         patch = tuple(spec.patch_size_zyx)
@@ -193,16 +200,50 @@ def run_job(job: dict, timeout: float) -> dict:
             proc.terminate()
 
 
-def _repeated(job: dict, repeats: int, timeout: float, monai: bool) -> dict:
-    """``repeats`` runs of each engine, alternating (ours, MONAI, ours, ...), each in a fresh
-    process; seconds and peak memory are the medians, the single runs are kept in ``runs``."""
-    ours, theirs = [], []
+def _compare(results: list[dict], spec) -> None:
+    """Max probability difference and label Dice of each runtime against PyTorch fp32."""
+    base = next((r for r in results if r.get("runtime") == "torch" and r.get("save")), None)
+    if base is None or not os.path.exists(base["save"]):
+        return
+    ref = np.load(base["save"])
+    level = float((spec.card or {}).get("threshold") or 0.5)
+    for r in results:
+        if r is base or not r.get("save") or not os.path.exists(r["save"]):
+            continue
+        prob = np.load(r["save"])
+        a, b = ref > level, prob > level
+        total = int(a.sum() + b.sum())
+        r["max_prob_diff"] = float(np.max(np.abs(prob - ref)))
+        r["label_dice"] = 1.0 if total == 0 else float(2 * np.sum(a & b) / total)
+        r["speedup_vs_torch"] = base["seconds"] / r["seconds"]
+
+
+def _repeated_runtimes(job: dict, runtimes: list[str], repeats: int, timeout: float,
+                       monai: bool) -> list[dict]:
+    """Every runtime (and MONAI), alternating, ``repeats`` times; medians per runtime."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="bench-inference-")
+    runs: dict[str, list[dict]] = {rt: [] for rt in runtimes}
+    theirs = []
     for _ in range(repeats):
-        ours.append(run_job(job, timeout))
-        if "error" in ours[-1]:
-            return ours[-1]
+        for rt in runtimes:
+            runs[rt].append(run_job({**job, "runtime": rt,
+                                     "save": os.path.join(folder, f"{rt}.npy")}, timeout))
         if monai:
             theirs.append(run_job({**job, "engine": "monai"}, timeout))
+    results = []
+    for rt in runtimes:
+        results.append(_summarise(runs[rt], theirs))
+    from napari_vessel.models import registry
+
+    _compare(results, registry.get(job["model"]))
+    return results
+
+
+def _summarise(ours: list[dict], theirs: list[dict]) -> dict:
+    if any("error" in r for r in ours):
+        return next(r for r in ours if "error" in r)
     result = dict(ours[0])
     for key in ("seconds", "peak_mib"):
         result[key] = float(np.median([r[key] for r in ours]))
@@ -231,8 +272,11 @@ def _row(r: dict) -> str:
         monai = (f"{r['monai_seconds']:.1f} s, {r['monai_peak_mib']:.0f} MiB (time "
                  f"{r['seconds'] / r['monai_seconds']:.2f}x, memory "
                  f"{r['peak_mib'] / max(r['monai_peak_mib'], 1.0):.2f}x)")
-    return (f"| {r['model']} | {shape} ({r['input']}) | {r['seconds']:.1f} | "
-            f"{r['mvoxels_per_s']:.2f} | {r['peak_mib']:.0f} | {tiles} | {gf} | {monai} |")
+    agree = (f"{r['max_prob_diff']:.1e} / {r['label_dice']:.4f} ({r['speedup_vs_torch']:.2f}x)"
+             if "label_dice" in r else "-")
+    return (f"| {r['model']} | {shape} ({r['input']}) | {r.get('runtime_used', '-')} | "
+            f"{r['seconds']:.2f} | {r['mvoxels_per_s']:.2f} | {r['peak_mib']:.0f} | {tiles} | "
+            f"{gf} | {agree} | {monai} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time umis-full on the CPU (minutes)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each engine, alternating; the medians are reported")
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "openvino"],
+                        help="runtimes to compare (napari_vessel.runtime); torch first")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per run (default: every core)")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args(argv)
     names = args.models or [s.name for s in registry.list_models() if s.source == "builtin"]
@@ -265,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU cores: {cpu_count()}, load average before the run: {load:.1f}")
     print(f"matrix multiplication (2048^2, float32): {matmul_gflops():.1f} GFLOP/s")
     print("MONAI comparison: " + ("on" if have_monai else "skipped (monai is not installed)"))
-    print("| model | input | seconds | Mvoxel/s | peak MiB | patches | GFLOP/s | MONAI |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | input | runtime | seconds | Mvoxel/s | peak MiB | patches | GFLOP/s | "
+          "vs torch: max prob diff / label Dice (speed-up) | MONAI |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     inputs = [(None, [int(v) for v in size.lower().split("x")]) for size in args.sizes]
     if args.real:
         inputs = [(path, [0, 0, 0]) for path in args.real]  # each stack's own shape is used
@@ -276,11 +325,13 @@ def main(argv: list[str] | None = None) -> int:
             spec = registry.get(name)
             if spec.kind == "classical" and shape[0] > 32 and args.models is None:
                 continue  # the classical methods are timed on the real-sized stack only
-            job = {"model": name, "shape": shape, "real": real, "overlap": args.overlap}
-            result = _repeated(job, args.repeats, args.timeout,
-                               monai=have_monai and spec.is_network)
-            results.append(result)
-            print(_row(result), flush=True)
+            job = {"model": name, "shape": shape, "real": real, "overlap": args.overlap,
+                   "threads": args.threads}
+            runtimes = args.runtimes if spec.is_network else ["torch"]
+            for result in _repeated_runtimes(job, runtimes, args.repeats, args.timeout,
+                                             monai=have_monai and spec.is_network):
+                results.append(result)
+                print(_row(result), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -62,7 +62,7 @@ def pick_device(preference: Any = None):
     raise InputError(f"unknown device {preference!r}; choose auto, cpu, cuda or mps")
 
 
-def _extract(output: Any):
+def extract_seg(output: Any):
     """The segmentation tensor from a model's output (tensor, named tuple or dict)."""
     if hasattr(output, "seg"):
         return output.seg
@@ -98,9 +98,9 @@ def make_forward(model: Any, device: Any, *, dims: int, logits: bool, amp: bool,
             xin = torch.flip(x, axes) if axes else x
             if amp:
                 with torch.autocast(device_type=device.type, dtype=amp_dtype):
-                    y = _extract(model(xin))
+                    y = extract_seg(model(xin))
             else:
-                y = _extract(model(xin))
+                y = extract_seg(model(xin))
             y = y.float()
             if logits:
                 y = torch.sigmoid(y)

@@ -18,6 +18,7 @@ import numpy as np
 from .devices import cpu_count, make_forward, pick_device, with_oom_retry
 from .errors import InputError
 from .progress import CancelToken, Progress, no_progress, scaled
+from .runtime import runtime_forward
 from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
 
@@ -88,7 +89,8 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             batch_size: int | None = None, device: Any = None, amp: bool | None = None,
             tta: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
             out: Any = None, block_shape: Any = None, spec: Any = None,
-            threads: int | None = None) -> Any:
+            threads: int | None = None, runtime: str = "auto",
+            run_info: list | None = None) -> Any:
     """Probability map of vessels for a volume.
 
     Parameters
@@ -130,6 +132,12 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         multiple), e.g. a model being trained; ignored when ``model_or_name`` is a name or spec.
     threads : int, optional
         CPU threads for the network (default: every core this process may use).
+    runtime : {"auto", "torch", "onnx", "openvino"}
+        How the network runs (:mod:`napari_vessel.runtime`): ``"auto"`` uses the fastest
+        exported runtime on a CPU for a registered network (a bare module without ``spec`` runs
+        as given, with PyTorch) and PyTorch on a GPU; a fallback to PyTorch is warned about.
+    run_info : list, optional
+        Receives the :class:`~napari_vessel.runtime.RuntimeInfo` of the run (for manifests).
 
     Returns
     -------
@@ -202,7 +210,15 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         block_shape = tuple(4 * p for p in plan.patch)
     logits = spec is not None and spec.output == "logits"
     state = {"batch_size": int(batch_size)}
-    forward = with_oom_retry(
+    n_threads = int(threads or cpu_count())
+    if spec is None and runtime == "auto":
+        runtime = "torch"  # a bare module (no registry spec): as given, no export
+    fast, info = runtime_forward(model, requested=runtime, device=dev, dims=dims, logits=logits,
+                                 tta=tta, multiple=tuple(int(m) for m in multiple),
+                                 threads=n_threads, cancel=cancel)
+    if run_info is not None:
+        run_info.append(info)
+    forward = fast or with_oom_retry(
         make_forward(model, dev, dims=dims, logits=logits, amp=amp, tta=tta), dev, state)
 
     extremes = [np.inf, -np.inf]
@@ -215,7 +231,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
 
     previous_threads = torch.get_num_threads()
     if dev.type == "cpu":
-        torch.set_num_threads(int(threads or cpu_count()))
+        torch.set_num_threads(n_threads)
     try:
         with torch.inference_mode():
             result = run_tiles(plan, data, forward, weights=weights,
@@ -223,6 +239,8 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
                                check_region=check_region, progress=progress, cancel=cancel)
     finally:
         torch.set_num_threads(previous_threads)
+    if cancel is not None:  # a cancel during the last batch still cancels: no result
+        cancel.check()
     if lazy and extremes[0] == extremes[1]:
         raise _constant_error(extremes[0])
     return result
@@ -247,6 +265,24 @@ def _minmax(data: Any) -> Any:
     if hi == lo:
         raise _constant_error(lo)
     return (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+
+
+def cpu_features() -> dict:
+    """The CPU's name and the vector instruction sets the runtimes can use (Linux; else empty)."""
+    flags: set[str] = set()
+    name = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name" and not name:
+                    name = value.strip()
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+    return {"name": name, "instructions": [f for f in wanted if f in flags]}
 
 
 def versions() -> dict:
@@ -308,7 +344,8 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
             preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
             overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
             batch_size: int | None = None, device: Any = None, tta: bool = False,
-            progress: Progress | None = None, cancel: CancelToken | None = None):
+            progress: Progress | None = None, cancel: CancelToken | None = None,
+            runtime: str = "auto"):
     """Segment vessels in a volume with a registered model.
 
     Applies the model's expected preprocessing (its card's pipeline; else a min-max stretch to
@@ -330,7 +367,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     min_size : int
         Remove connected vessel pieces smaller than this many voxels (0: the post-processing's
         own value, none for a plain threshold).
-    spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel
+    spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel, runtime
         As in :func:`predict`.
 
     Returns
@@ -367,9 +404,11 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     timing["preprocess_s"] = time.perf_counter() - started
     dev = pick_device(device) if spec.is_network else pick_device("cpu")
     started = time.perf_counter()
+    run_info: list = []
     prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,
                    blending=blending, batch_size=batch_size, device=dev, tta=tta,
-                   progress=scaled(progress, 0.1, 0.95), cancel=cancel)
+                   progress=scaled(progress, 0.1, 0.95), cancel=cancel, runtime=runtime,
+                   run_info=run_info)
     timing["predict_s"] = time.perf_counter() - started
     started = time.perf_counter()
     labels = np.asarray(apply_postprocessing(prob, recipe), dtype=np.uint8)
@@ -392,6 +431,8 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
                        "patch_size_zyx": list(patch_size or spec.patch_size_zyx),
                        "batch_size": batch_size, "preprocess": bool(preprocess)},
         "device": str(dev),
+        "runtime": run_info[0].to_dict() if run_info else None,
+        "cpu": cpu_features() if dev.type == "cpu" else None,
         "versions": versions(),
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

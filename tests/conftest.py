@@ -25,3 +25,10 @@ def vesselnn_dir() -> Path:
             "'napari-vessel data --dest DIR' to download them"
         )
     return VESSELNN_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """ONNX exports go to a fresh cache folder, never the user's."""
+    os.environ["NAPARI_VESSEL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name (default: the recommended one)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                         help="where to run the network (default auto: CUDA, then MPS, then CPU)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "openvino"),
+                        help="how a network runs: auto (default) uses its ONNX export on "
+                        "OpenVINO or ONNX Runtime on a CPU, PyTorch on a GPU")
     parser.add_argument("--overlap", type=float, default=0.25,
                         help="fraction of a patch shared with its neighbours (default 0.25)")
     parser.add_argument("--threshold", type=float, default=None,
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         prob, labels, manifest = segment(
             volume, spec.name, threshold=args.threshold, preprocess=not args.no_preprocess,
             min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
-            batch_size=args.batch_size, device=args.device, tta=args.tta, progress=progress)
+            batch_size=args.batch_size, device=args.device, tta=args.tta, progress=progress,
+            runtime=args.runtime)
     manifest["command"] = ["napari-vessel", "segment", *sys.argv[2:]] if sys.argv[1:2] == [
         "segment"] else None
     manifest["outputs"] = {k: str(v) for k, v in paths.items()}
