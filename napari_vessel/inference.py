@@ -215,7 +215,8 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         runtime = "torch"  # a bare module (no registry spec): as given, no export
     fast, info = runtime_forward(model, requested=runtime, device=dev, dims=dims, logits=logits,
                                  tta=tta, multiple=tuple(int(m) for m in multiple),
-                                 threads=n_threads, cancel=cancel)
+                                 threads=n_threads, cancel=cancel,
+                                 architecture=getattr(spec, "architecture", None))
     if run_info is not None:
         run_info.append(info)
     forward = fast or with_oom_retry(

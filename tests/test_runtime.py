@@ -176,3 +176,11 @@ def test_cancel_interrupts_the_network_pass_itself(name, monkeypatch):
     with pytest.raises(Cancelled):
         predict(model, data, spec=spec, runtime=name, cancel=token, patch_size=(8, 256, 256))
     assert token.looked >= 1  # it was the runtime's look during the batch that stopped it
+
+
+def test_auto_follows_the_measured_preference_of_the_architecture():
+    model, _ = _tiny_tvnet()
+    args = dict(requested="auto", device=torch.device("cpu"), dims=3, logits=True, tta=False,
+                multiple=(4, 8, 8), threads=1)
+    assert runtime.runtime_forward(model, architecture="umis", **args)[1].name == "onnx"
+    assert runtime.runtime_forward(model, architecture="tvnet", **args)[1].name == "openvino"

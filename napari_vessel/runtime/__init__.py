@@ -22,8 +22,11 @@ __all__ = ["RUNTIMES", "CPU_PREFERENCE", "RuntimeInfo", "available", "runtime_fo
 
 #: What ``runtime=`` accepts.
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
-#: Order tried by ``"auto"`` on a CPU (fastest first, as measured; see the module notes).
-CPU_PREFERENCE = ("openvino", "onnx")
+#: Runtimes tried by ``"auto"`` on a CPU, fastest first, per architecture as measured with
+#: ``benchmarks/bench_inference.py --runtimes torch onnx openvino`` (docs/benchmarks-inference.md);
+#: an architecture not listed uses ``"default"``. OpenVINO is slower than PyTorch on UMIS's
+#: morphological layers, so UMIS runs on ONNX Runtime.
+CPU_PREFERENCE: dict[str, tuple[str, ...]] = {"default": ("openvino", "onnx"), "umis": ("onnx",)}
 #: Largest difference in probability between the export and the network that is accepted.
 TOLERANCE = 1e-3
 _MODULES = {"onnx": "onnxruntime", "openvino": "openvino"}
@@ -161,7 +164,7 @@ def _numpy_forward(run, *, dims: int, logits: bool, tta: bool, cancel=None):
 
 def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logits: bool,
                     tta: bool, multiple: tuple[int, int, int], threads: int, cache=None,
-                    cancel=None):
+                    cancel=None, architecture: str | None = None):
     """A ``batch (B, z, y, x) -> probabilities`` function on an exported runtime, or None.
 
     Parameters
@@ -178,6 +181,8 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
         Export cache folder (default :func:`~napari_vessel.runtime.export.cache_dir`).
     cancel : CancelToken, optional
         Interrupts a batch while it computes (see :func:`_session`).
+    architecture : str, optional
+        The registry architecture, for its measured preference in :data:`CPU_PREFERENCE`.
 
     Returns
     -------
@@ -201,7 +206,8 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
             raise InputError(f"the {name} runtime runs on the CPU; use --runtime torch (or auto) "
                              f"on {device.type}")
         return None, RuntimeInfo("torch", f"PyTorch on {device.type}")
-    candidates = CPU_PREFERENCE if name == "auto" else (name,)
+    candidates = ((CPU_PREFERENCE.get(architecture or "") or CPU_PREFERENCE["default"])
+                  if name == "auto" else (name,))
     missing = [c for c in candidates if not available(c)]
     chosen = next((c for c in candidates if available(c)), None)
     if chosen is None:

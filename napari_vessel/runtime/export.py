@@ -15,7 +15,9 @@ one traced (:func:`verify`): a graph that does not reproduce the network is not 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -102,8 +104,10 @@ def _export(model: Any, path: Path, shape: tuple[int, ...]) -> None:
     import torch
 
     spatial = {0: "n", **{i: f"s{i}" for i in range(2, len(shape))}}
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer and deprecation chatter; verify() checks the graph
+    chatter = io.StringIO()  # the exporter prints whole graphs on failure; the error says enough
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
+            contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the export is verified
         torch.onnx.export(_SegOnly(model), (torch.zeros(shape),), str(path), input_names=["image"],
                           output_names=["seg"], dynamic_axes={"image": spatial, "seg": spatial},
                           opset_version=18, dynamo=False)
