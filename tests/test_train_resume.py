@@ -155,3 +155,27 @@ def test_train_command_needs_data_or_synthetic(tmp_path):
     command, args = _parse(["--synthetic", "2", "--loo", "--out", str(tmp_path), "--quiet"])
     with pytest.raises(InputError, match="labelled"):
         command.run(args)
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", ".hidden", "x.safetensors", ""])
+def test_train_refuses_a_name_that_leaves_the_output_folder(tmp_path, name):
+    command, args = _parse(["--synthetic", "1", "--out", str(tmp_path / "out"), "--name", name,
+                            "--quiet"])
+    with pytest.raises(InputError, match="cannot name a model"):
+        command.run(args)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_train_never_replaces_a_model_silently_and_checks_the_folder_first(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.safetensors").write_bytes(b"precious")
+    command, args = _parse(["--synthetic", "1", "--out", str(out), "--name", "mine", "--quiet"])
+    with pytest.raises(InputError, match="--overwrite"):
+        command.run(args)
+    assert (out / "mine.safetensors").read_bytes() == b"precious"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    command, args = _parse(["--synthetic", "1", "--out", str(blocker / "sub"), "--quiet"])
+    with pytest.raises(InputError, match="cannot write to --out"):
+        command.run(args)

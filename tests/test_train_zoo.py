@@ -134,7 +134,7 @@ def test_the_ensemble_composes_from_trained_cascades(data_dir, tmp_path, capsys)
     assert all(torch.equal(state[f"dbac.{k}"], v) for k, v in dbac_state.items())
     assert main(["train", "--model", "cascade-ensemble", "--data", data_dir, "--out",
                  str(tmp_path), "--members", str(tmp_path / "ddmac"), str(tmp_path / "dbac"),
-                 "--quiet"]) == 2
+                 "--quiet", "--overwrite"]) == 2
     assert "DBAC first" in capsys.readouterr().err
 
 

@@ -86,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="hold out this volume (repeatable) and report its scores")
     group.add_argument("--loo", action="store_true",
                        help="leave-one-volume-out: one run per volume, print the table")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a model of the same --name in --out (refused otherwise)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -175,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         if args.depth_correct or args.plain_bce:
             raise InputError(f"--depth-correct and --plain-bce are supervised options; "
                              f"{args.model!r} trains without labels with its own preprocessing")
+        _check_output(args, unsupervised)
         return run_unsupervised(args, unsupervised)
     spec = trainable_spec(args.model)
     if args.steps < 1:
@@ -190,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     if args.members and (args.loo or args.leave_out):
         raise InputError("--members composes trained cascades: leave-one-out needs the "
                          "members' folds (benchmarks/zoo_loo.py --compose)")
+    out, name = _check_output(args, spec)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "napari-vessel " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"]
@@ -232,8 +236,6 @@ def run(args: argparse.Namespace) -> int:
         synthetic_note = {"volumes": args.synthetic, "seed": args.seed,
                           "generator": SyntheticConfig().to_dict()}
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
-    out = Path(args.out)
-    name = args.name or spec.name
     scores: dict = {}
     start = time.monotonic()
     for fold in folds:
@@ -309,6 +311,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({size:.1f} MB) and its card ({(time.monotonic() - start) / 60:.1f} "
           f"min); threshold {result.threshold:.3f}")
     return 0
+
+
+def _check_output(args: argparse.Namespace, spec) -> tuple[Path, str]:
+    """(--out folder, model name), checked before any work: a plain name (no folder part), a
+    writable folder, and no model of that name replaced without --overwrite."""
+    import tempfile
+
+    from ..training.finetune_save import check_name_syntax
+
+    name = check_name_syntax(spec.name if args.name is None else args.name)
+    out = Path(args.out).expanduser()
+    existing = [p for p in (out / f"{name}.safetensors", out / f"{name}.json") if p.exists()]
+    if existing and not args.overwrite and not args.loo and not args.resume:
+        raise InputError(f"{existing[0]} already exists; choose another --name or pass "
+                         "--overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write to --out {out}: {err.strerror or err}; choose a folder "
+                         "you can write to") from err
+    return out, name
 
 
 def _init_weights(path: str) -> dict:

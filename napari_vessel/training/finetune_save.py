@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import InputError
 from ..volume import Volume
 
-__all__ = ["check_new_name", "save_finetuned", "MANIFEST_SUFFIX"]
+__all__ = ["check_new_name", "check_name_syntax", "save_finetuned", "MANIFEST_SUFFIX"]
 
 #: Suffix of the run manifest written beside the card.
 MANIFEST_SUFFIX = ".manifest.json"
@@ -46,6 +46,19 @@ def _taken(name: str, folder: Path) -> bool:
     return name.lower() in names or any(f.exists() for f in files)
 
 
+def check_name_syntax(name: Any) -> str:
+    """Return ``name`` stripped if it can name a model file (no folder part), else raise.
+
+    A name is 1-64 letters, digits, ``-``, ``_`` or ``.`` starting with a letter or digit, so
+    it can never point outside the folder it is saved in.
+    """
+    name = str(name).strip()
+    if not _NAME.match(name) or name.endswith((".json", ".safetensors")):
+        raise InputError(f"{name!r} cannot name a model: use 1-64 letters, digits, '-', '_' or "
+                         "'.', starting with a letter or digit (e.g. umis-my-scope)")
+    return name
+
+
 def check_new_name(name: str, folder: Any = None) -> str:
     """Return ``name`` if it can name a new model in ``folder``, else raise :class:`InputError`.
 
@@ -53,10 +66,7 @@ def check_new_name(name: str, folder: Any = None) -> str:
     must differ from every registered model and from the files already in the folder; the error
     suggests a free name.
     """
-    name = str(name).strip()
-    if not _NAME.match(name) or name.endswith((".json", ".safetensors")):
-        raise InputError(f"{name!r} cannot name a model: use 1-64 letters, digits, '-', '_' or "
-                         "'.', starting with a letter or digit (e.g. umis-my-scope)")
+    name = check_name_syntax(name)
     path = _folder(folder)
     if _taken(name, path):
         free = next(f"{name}-{i}" for i in range(2, 10_000) if not _taken(f"{name}-{i}", path))
