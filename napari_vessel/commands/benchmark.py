@@ -43,18 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown here")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write every row (per volume and mean) as JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing --out / --json files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _check_target(path: str | None) -> None:
-    """Fail before the long run when an output cannot be written."""
+def _check_target(path: str | None, overwrite: bool) -> None:
+    """Fail before the long run when an output cannot be written (or exists, without
+    --overwrite)."""
     if path:
-        check_can_write(Path(path).expanduser().resolve(), overwrite=True)
+        check_can_write(Path(path).expanduser().resolve(), overwrite=overwrite)
 
 
-def _write_text(path: str, text: str) -> None:
+def _write_text(path: str, text: str, overwrite: bool) -> None:
     """Write ``text`` to ``path`` atomically (nothing half-written on failure)."""
-    with atomic_path(Path(path).expanduser(), overwrite=True) as tmp:
+    with atomic_path(Path(path).expanduser(), overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -64,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import tqdm_progress
     from ..volume import check_spacing
 
-    _check_target(args.out)
-    _check_target(args.json)
+    _check_target(args.out, args.overwrite)
+    _check_target(args.json, args.overwrite)
     spacing = check_spacing(args.spacing, 3) if args.spacing is not None else None
     runnable, skipped = choose_models(args.models)  # fail early on a bad name
     if not runnable:
@@ -84,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     table = format_markdown(result, per_volume=args.per_volume)
     print(table, end="")
     if args.out:
-        _write_text(args.out, table)
+        _write_text(args.out, table, args.overwrite)
         print(f"wrote {args.out}", file=sys.stderr)
     if args.json:
-        _write_text(args.json, json.dumps(to_json(result), indent=2) + "\n")
+        _write_text(args.json, json.dumps(to_json(result), indent=2) + "\n", args.overwrite)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..io import load_volume
+from ..io_common import atomic_path, check_can_write
 from ..metrics import COLUMNS, evaluate, format_table, mean_row
 from ..volume import check_spacing
 
@@ -46,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", nargs=3, type=float, default=None, metavar=("Z", "Y", "X"),
                         help="voxel size in µm for HD95 (default: from the reference file)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
 
 
 def _read(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
@@ -62,19 +62,13 @@ def _check_labels(array: np.ndarray, path: str) -> None:
         )
 
 
-def _write_csv(path: str, rows: list[dict]) -> None:
+def _write_csv(path: str, rows: list[dict], overwrite: bool) -> None:
     keys = ["name"] + [k for k in COLUMNS if any(k in row for row in rows)]
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".evaluate-", suffix=".csv", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(Path(path).expanduser(), overwrite=overwrite) as tmp, \
+            open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(files)} file(s) after {flag} but {len(refs)} after --ref; give one "
                 "reference per prediction, in the same order"
             )
-    if args.csv and not Path(args.csv).expanduser().resolve().parent.is_dir():
-        raise InputError(f"cannot write {args.csv}: its folder does not exist")
+    if args.csv:  # before the work: an existing file is only replaced with --overwrite
+        check_can_write(Path(args.csv).expanduser().resolve(), overwrite=args.overwrite)
     spacing = check_spacing(args.spacing, 3) if args.spacing is not None else None
 
     rows: list[dict] = []
@@ -124,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
         which = "" if n_in_voxels == len(rows) else " for the pairs whose voxel size is unknown"
         print(f"\nHD95 in voxels{which} (give --spacing Z Y X for µm).")
     if args.csv:
-        _write_csv(args.csv, table_rows)
+        _write_csv(args.csv, table_rows, args.overwrite)
         print(f"wrote {args.csv}", file=sys.stderr)
     return 0

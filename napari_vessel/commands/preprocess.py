@@ -87,8 +87,12 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
 def run(args: argparse.Namespace) -> int:
     """Read ``args.input``, preprocess, write ``args.output`` and its pipeline JSON; returns 0."""
     from ..io import load_volume, save_volume
+    from ..io_common import atomic_path
 
     out = Path(args.output).expanduser()
+    if out.resolve() == Path(args.input).expanduser().resolve():
+        raise InputError(f"the output {out} is the input itself; write the preprocessed stack "
+                         "to another file (the raw data is never replaced)")
     sidecar = out.with_name(out.name + ".pipeline.json")
     for path in (out, sidecar):
         if path.exists() and not args.overwrite:
@@ -102,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         metadata = {"preprocess": pipeline.to_dict(), "source": str(args.input)}
         save_volume(out, data, result.spacing_zyx, overwrite=args.overwrite, kind="image",
                     metadata=metadata)
-        sidecar.write_text(pipeline.to_json() + "\n", encoding="utf-8")
+        with atomic_path(sidecar, overwrite=args.overwrite) as tmp:
+            tmp.write_text(pipeline.to_json() + "\n", encoding="utf-8")
         bar(1.0, "written")
     if not args.quiet:
         print(f"wrote {out} ({' x '.join(map(str, data.shape))}, float32) and {sidecar.name}")

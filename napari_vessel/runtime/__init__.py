@@ -25,8 +25,10 @@ RUNTIMES = ("auto", "torch", "onnx", "openvino")
 #: Runtimes tried by ``"auto"`` on a CPU, fastest first, per architecture as measured with
 #: ``benchmarks/bench_inference.py --runtimes torch onnx openvino`` (docs/benchmarks-inference.md);
 #: an architecture not listed uses ``"default"``. OpenVINO is slower than PyTorch on UMIS's
-#: morphological layers, so UMIS runs on ONNX Runtime.
-CPU_PREFERENCE: dict[str, tuple[str, ...]] = {"default": ("openvino", "onnx"), "umis": ("onnx",)}
+#: morphological layers, so UMIS runs on ONNX Runtime; both were slower than PyTorch on DeepVess's
+#: small-patch 3D convolutions (an empty entry: PyTorch).
+CPU_PREFERENCE: dict[str, tuple[str, ...]] = {"default": ("openvino", "onnx"), "umis": ("onnx",),
+                                              "deepvess": ()}
 #: Largest difference in probability between the export and the network that is accepted.
 TOLERANCE = 1e-3
 _MODULES = {"onnx": "onnxruntime", "openvino": "openvino"}
@@ -206,8 +208,11 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
             raise InputError(f"the {name} runtime runs on the CPU; use --runtime torch (or auto) "
                              f"on {device.type}")
         return None, RuntimeInfo("torch", f"PyTorch on {device.type}")
-    candidates = ((CPU_PREFERENCE.get(architecture or "") or CPU_PREFERENCE["default"])
+    candidates = (CPU_PREFERENCE.get(architecture or "", CPU_PREFERENCE["default"])
                   if name == "auto" else (name,))
+    if not candidates:
+        return None, RuntimeInfo("torch", f"PyTorch measured fastest for {architecture} on a CPU",
+                                 threads=threads)
     missing = [c for c in candidates if not available(c)]
     chosen = next((c for c in candidates if available(c)), None)
     if chosen is None:
