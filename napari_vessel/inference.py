@@ -392,6 +392,10 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     timing: dict[str, float] = {}
     started = time.perf_counter()
     pre_json: Any = None
+    if not _is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
+        _check_voxels(data)
+        if data.size and float(data.min()) == float(data.max()):
+            raise _constant_error(float(data.min()))
     if preprocess and spec.preprocessing:
         pipeline = _pipeline(spec.preprocessing)
         data = pipeline.apply(data, spacing_zyx=volume.spacing_zyx,

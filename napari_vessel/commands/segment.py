@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="patch size (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=None, help="patches per forward pass")
     parser.add_argument("--channel", type=int, default=None, help="channel of a multi-channel file")
+    parser.add_argument("--frame", type=int, default=None, metavar="N",
+                        help="time point of a time series")
     parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="voxel size in µm (default: from the file)")
     parser.add_argument("--no-preprocess", action="store_true",
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise InputError(f"{', '.join(existing)} already exist(s); add --overwrite to replace")
     spec = registry.get(args.model or registry.default_model_name())  # fail early on a bad name
-    volume = load_volume(args.input, channel=args.channel, spacing=args.spacing)
+    volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     print(f"segmenting {args.input} {volume.shape} with {spec.name} ...", file=sys.stderr)
     with tqdm_progress(f"segment ({spec.name})", disable=args.quiet) as progress:

@@ -1,0 +1,30 @@
+"""Bad input gets the message that names its real problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_vessel.cli import main
+from napari_vessel.errors import InputError
+from napari_vessel.inference import segment
+
+
+@pytest.mark.parametrize("value, dtype, shown", [(7, np.uint8, "7"), (1e-298, np.float64, "1e-298"),
+                                                 (0, np.uint8, "all zero")])
+def test_a_constant_stack_is_named_by_its_raw_value(value, dtype, shown):
+    with pytest.raises(InputError, match=shown):
+        segment(np.full((4, 32, 32), value, dtype))
+
+
+def test_segment_takes_the_frame_it_asks_for(tmp_path, capsys):
+    series = np.random.default_rng(0).integers(0, 255, (3, 6, 32, 32)).astype(np.uint8)
+    path = tmp_path / "series.tif"
+    tifffile.imwrite(path, series, imagej=True, metadata={"axes": "TZYX"})
+    assert main(["segment", str(path), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "--frame" in capsys.readouterr().err
+    assert main(["segment", str(path), "-o", str(tmp_path / "out"), "--frame", "1",
+                 "--quiet"]) == 0
+    labels = tifffile.imread(tmp_path / "out" / "series_labels.tif")
+    assert labels.shape == (6, 32, 32)
