@@ -25,10 +25,10 @@ RUNTIMES = ("auto", "torch", "onnx", "openvino")
 #: Runtimes tried by ``"auto"`` on a CPU, fastest first, per architecture as measured with
 #: ``benchmarks/bench_inference.py --runtimes torch onnx openvino`` (docs/benchmarks-inference.md);
 #: an architecture not listed uses ``"default"``. OpenVINO is slower than PyTorch on UMIS's
-#: morphological layers, so UMIS runs on ONNX Runtime; both were slower than PyTorch on DeepVess's
-#: small-patch 3D convolutions (an empty entry: PyTorch).
+#: morphological layers and no faster on VesselNN's, so those run on ONNX Runtime; both were
+#: slower than PyTorch on DeepVess's small-patch 3D convolutions (an empty entry: PyTorch).
 CPU_PREFERENCE: dict[str, tuple[str, ...]] = {"default": ("openvino", "onnx"), "umis": ("onnx",),
-                                              "deepvess": ()}
+                                              "vesselnn": ("onnx",), "deepvess": ()}
 #: Largest difference in probability between the export and the network that is accepted.
 TOLERANCE = 1e-3
 _MODULES = {"onnx": "onnxruntime", "openvino": "openvino"}
