@@ -8,6 +8,7 @@ own threshold, and prints the mean F1 and AP over the folds.
 usage::
 
     python benchmarks/loo_phantoms.py FOLDS_DIR LOO.json [LOO2.json] [--depth-correct]
+    python benchmarks/loo_phantoms.py --single napari_vessel/models/weights/tvnet.safetensors NEW.safetensors
 """
 
 from __future__ import annotations
@@ -21,19 +22,83 @@ from bench_finetune import PHANTOMS
 from loo_table import thresholds
 
 
+def other_microscopes() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, raw image, labels) of stacks from microscopes no model here trained on.
+
+    The two shifted phantoms of the fine-tuning benchmark, and three modalities added for the
+    synthetic pretraining (not drawn by its generator): a confocal stack with strong background,
+    a light-sheet-like stack with illumination stripes, and a two-photon stack at another voxel
+    size with a strong gamma.
+    """
+    from scipy import ndimage as ndi
+
+    from napari_vessel.phantom import make_phantom, shifted
+
+    cases = []
+    for label, geometry, shift in PHANTOMS:
+        phantom = shifted(make_phantom((16, 256, 256), seed=geometry), **shift)
+        cases.append((label, phantom.image, phantom.labels > 0))
+    confocal = make_phantom((16, 256, 256), kind="confocal", seed=31, background=0.4, haze=0.5,
+                            photons=20.0)
+    cases.append(("C: confocal, strong background", confocal.image, confocal.labels > 0))
+    sheet = make_phantom((16, 256, 256), seed=41, dtype="float32", depth_attenuation=0.2)
+    rows = np.random.default_rng(7).random(256)
+    stripes = 1.0 - 0.7 * ndi.gaussian_filter1d(rows, 1.0) / max(float(rows.max()), 1e-6)
+    striped = sheet.image * stripes[None, :, None].astype(np.float32)
+    cases.append(("D: light-sheet stripes", striped, sheet.labels > 0))
+    fine = shifted(make_phantom((24, 256, 256), seed=53, spacing_zyx=(1.0, 0.5, 0.5)),
+                   gamma=2.2)
+    cases.append(("E: 0.5 µm pixels, gamma 2.2", fine.image, fine.labels > 0))
+    return cases
+
+
+def _single(paths: list[str]) -> int:
+    """F1 / AP of whole trained models (their card's config, preprocessing and threshold)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from napari_vessel.metrics import average_precision
+    from napari_vessel.models.tvnet import build_tvnet
+    from napari_vessel.preprocess import Pipeline
+    from napari_vessel.training.data import normalise
+    from napari_vessel.training.train import f1_score, predict_volume
+
+    cases = other_microscopes()
+    print("| case | " + " | ".join(Path(p).stem for p in paths) + " |")
+    print("|---|" + "---|" * len(paths))
+    models = []
+    for path in paths:
+        card = json.loads(Path(path).with_suffix(".json").read_text())
+        model = build_tvnet(**card["config"])
+        model.load_state_dict(load_file(path))
+        models.append((model.eval(), card))
+    for label, raw, ref in cases:
+        cells = []
+        for model, card in models:
+            pipeline = Pipeline.from_json(json.dumps(card["preprocessing"]))
+            prob = predict_volume(model, normalise(raw, pipeline))
+            cells.append(f"{f1_score(prob > card['threshold'], ref):.3f} / "
+                         f"{average_precision(prob, ref):.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file
 
     from napari_vessel.metrics import average_precision
     from napari_vessel.models.tvnet import build_tvnet
-    from napari_vessel.phantom import make_phantom, shifted
     from napari_vessel.training.data import normalise, training_pipeline
     from napari_vessel.training.train import f1_score, predict_volume
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folds", help="the --save-dir folder of a loo_eval.py run")
-    parser.add_argument("loo_json", nargs="+", help="its --json file(s): each fold's threshold")
+    parser.add_argument("folds", nargs="?", help="the --save-dir folder of a loo_eval.py run")
+    parser.add_argument("loo_json", nargs="*", help="its --json file(s): each fold's threshold")
+    parser.add_argument("--single", nargs="+", metavar="WEIGHTS",
+                        help="instead: score these trained TV-Net models (.safetensors with their "
+                        "card beside), each at its card's threshold")
     parser.add_argument("--depth-correct", action="store_true",
                         help="the run used --depth-correct")
     parser.add_argument("--model", default="{}", help="its --model JSON (TV-Net settings)")
@@ -41,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.single:
+        return _single(args.single)
     levels = thresholds(args.loo_json)
     if not isinstance(levels, dict):
         parser.error("loo_json must be loo_eval.py JSON files (each fold has its own level)")
     folds = [name for name in levels if args.only is None or name in args.only]
     pipeline = training_pipeline(depth_correct=args.depth_correct)
-    for label, geometry, shift in PHANTOMS:
-        phantom = shifted(make_phantom((16, 256, 256), seed=geometry), **shift)
-        image, ref = normalise(phantom.image, pipeline), phantom.labels > 0
+    for label, raw, ref in other_microscopes():
+        image = normalise(raw, pipeline)
         f1s, aps = [], []
         for held in folds:
             model = build_tvnet(**json.loads(args.model))

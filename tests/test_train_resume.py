@@ -179,3 +179,38 @@ def test_train_never_replaces_a_model_silently_and_checks_the_folder_first(tmp_p
     command, args = _parse(["--synthetic", "1", "--out", str(blocker / "sub"), "--quiet"])
     with pytest.raises(InputError, match="cannot write to --out"):
         command.run(args)
+
+
+def test_calibrate_only_keeps_the_weights_and_chooses_the_threshold_on_data(tmp_path, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    from safetensors.torch import load_file
+
+    for sub in ("images", "labels"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(2):
+        pair = _bars(i)
+        tifffile.imwrite(tmp_path / "data" / "images" / f"v{i}.tif",
+                         (pair.image * 200).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "data" / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
+    monkeypatch.setattr(train_module, "TrainConfig",
+                        lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
+    command, args = _parse(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pre"),
+                            "--steps", "2", "--widths", "2,4,4,4", "--quiet", "--name", "pre"])
+    assert command.run(args) == 0
+    weights = tmp_path / "pre" / "pre.safetensors"
+    command, args = _parse(["--data", str(tmp_path / "data"), "--init", str(weights),
+                            "--calibrate-only", "--widths", "2,4,4,4", "--out",
+                            str(tmp_path / "out"), "--name", "cal", "--leave-out", "v1",
+                            "--quiet"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "cal.json").read_text())
+    assert card["training"]["calibration_only"] and card["training"]["steps"] == 0
+    assert card["calibrated_on"] == ["v0"] and "v1" in card["scores"]
+    assert card["trained_on"] == ["v0", "v1"]  # what made the pretrained weights
+    assert card["training"]["pretraining"]["command"].startswith("napari-vessel train")
+    before, after = load_file(str(weights)), load_file(str(tmp_path / "out" / "cal.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)  # not trained: same weights
+    command, args = _parse(["--data", str(tmp_path / "data"), "--calibrate-only",
+                            "--out", str(tmp_path / "x"), "--quiet"])
+    with pytest.raises(InputError, match="--init"):
+        command.run(args)

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="start from these weights (.safetensors of the same network, e.g. "
                         "a synthetic pretraining) instead of a random initialisation")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="with --init and --data: no training, only choose the threshold of "
+                        "the --init weights on the --data volumes (e.g. a synthetic pretraining "
+                        "used as it is on real stacks)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint a killed run left in --out")
     parser.add_argument("--device", default="cpu",
@@ -205,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --data (a folder with images/ and labels/) or --synthetic N")
     if not args.data and (args.loo or args.leave_out):
         raise InputError("--loo and --leave-out need labelled volumes: give --data")
+    if args.calibrate_only and not (args.init and args.data):
+        raise InputError("--calibrate-only needs the weights (--init) and labelled volumes "
+                         "(--data) to choose the threshold on")
+    if args.calibrate_only and (args.synthetic or args.members):
+        raise InputError("--calibrate-only does not train: drop --synthetic and --members")
     init = _init_weights(args.init) if args.init else None
     pairs = load_pairs(args.data, pipeline=pipeline) if args.data else []
     names = [p.name for p in pairs]
@@ -246,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
         train_pairs = [p for p in pairs if p.name not in fold]
         if args.members:
             result, members = compose_ensemble(model, args.members, train_pairs, spec)
+        elif args.calibrate_only:
+            result = _calibrated(model, train_pairs, spec)
         else:
             label = f"train (without {', '.join(fold)})" if fold else "train"
             with tqdm_progress(label, disable=args.quiet) as progress:
@@ -268,6 +279,9 @@ def run(args: argparse.Namespace) -> int:
                                                         "recommended_preprocessing")}
     training = ({"command": command, "composed_from": members, "steps": 0,
                  "minutes": round(result.minutes, 2)} if args.members else
+                {"command": command, "steps": 0, "calibration_only": True,
+                 "minutes": round(result.minutes, 2),
+                 "pretraining": _init_card(args.init).get("training")} if args.calibrate_only else
                 {"command": command, "seed": args.seed, "steps": result.steps,
                  "minutes": round(result.minutes, 2), "config": _plain(cfg),
                  "loss": describe_loss(spec, balance=cfg.balance),
@@ -293,12 +307,18 @@ def run(args: argparse.Namespace) -> int:
     card = {
         **notes,
         "name": name, "architecture": spec.architecture, "config": config, "kind": "supervised",
-        "description": f"{what}; trained on {len(train_pairs)} labelled volumes"
-                       + (f" and {args.synthetic} synthetic volumes" if args.synthetic else "")
-                       + (" from pretrained weights" if init is not None else ""),
-        "trained_on": [p.name for p in train_pairs] + [p.name for p in phantoms
-                                                       if not p.name.startswith("synthetic")]
+        "description": (f"{what}; pretrained on synthetic volumes, threshold chosen on "
+                        f"{len(train_pairs)} labelled volumes (not trained on them)")
+        if args.calibrate_only else
+        f"{what}; trained on {len(train_pairs)} labelled volumes"
+        + (f" and {args.synthetic} synthetic volumes" if args.synthetic else "")
+        + (" from pretrained weights" if init is not None else ""),
+        "trained_on": (_init_card(args.init).get("trained_on") or [Path(args.init).name])
+        if args.calibrate_only else
+        [p.name for p in train_pairs] + [p.name for p in phantoms
+                                         if not p.name.startswith("synthetic")]
         + ([f"{args.synthetic} synthetic volumes (seed {args.seed})"] if args.synthetic else []),
+        **({"calibrated_on": [p.name for p in train_pairs]} if args.calibrate_only else {}),
         "training": training,
         "threshold": result.threshold, "scores": scores, "preprocessing": pipeline.to_dict(),
         "patch_size_zyx": [32, 512, 512] if spec.architecture == "tvnet"
@@ -334,6 +354,26 @@ def _check_output(args: argparse.Namespace, spec) -> tuple[Path, str]:
         raise InputError(f"cannot write to --out {out}: {err.strerror or err}; choose a folder "
                          "you can write to") from err
     return out, name
+
+
+def _calibrated(model, pairs: list, spec):
+    """A :class:`TrainResult` of no training: the model as it is, its threshold chosen on
+    ``pairs``."""
+    from ..training.train import TrainResult, calibrate_threshold
+
+    start = time.monotonic()
+    threshold, scores, probs = calibrate_threshold(model, pairs, spec=spec)
+    return TrainResult(model.eval(), 0, (time.monotonic() - start) / 60, [], threshold, scores,
+                       probs)
+
+
+def _init_card(path: str) -> dict:
+    """The model card beside the ``--init`` weights ({} when there is none or it is unreadable)."""
+    try:
+        card = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
 
 
 def _init_weights(path: str) -> dict:

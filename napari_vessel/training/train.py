@@ -43,6 +43,7 @@ from .losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
 from .zoo_losses import as_slices, has_own_loss, model_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "predict_volume", "choose_threshold",
+           "calibrate_threshold",
            "training_spec", "default_patch_size", "balanced_bce", "tv_loss_3d", "soft_dice_loss",
            "soft_cldice_loss", "f1_score", "warmup_cosine", "save_checkpoint"]
 
@@ -363,13 +364,35 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         cancel.check()
     model.to("cpu").eval()
     progress(0.9, "choosing the threshold on the training volumes")
-    crops = [_central(p, cfg.threshold_crop) for p in threshold_pairs]
-    probs = [predict_volume(model, image, spec=spec) for image, _ in crops]
-    threshold, scores = choose_threshold(probs, [labels for _, labels in crops])
+    threshold, scores, probs = calibrate_threshold(model, threshold_pairs, spec=spec,
+                                                   crop=cfg.threshold_crop)
     progress(1.0, f"done: threshold {threshold:.3f}")
     return TrainResult(model, step, (time.monotonic() - start) / 60, losses, threshold,
-                       {p.name: s for p, s in zip(threshold_pairs, scores, strict=True)},
-                       {p.name: prob for p, prob in zip(threshold_pairs, probs, strict=True)})
+                       scores, probs)
+
+
+def calibrate_threshold(model: nn.Module, pairs: list[Pair], *, spec: ModelSpec | None = None,
+                        crop: int | None = None
+                        ) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
+    """The threshold with the best mean F1 of ``model`` on labelled ``pairs``.
+
+    Returns
+    -------
+    threshold : float
+    scores : dict
+        F1 of each pair at that threshold, by name.
+    probs : dict
+        The probability map of each pair (of its central ``crop`` when given), by name.
+    """
+    if not pairs:
+        raise InputError("no labelled volumes to choose the threshold on")
+    model.eval()
+    spec = training_spec(model, spec)
+    crops = [_central(p, crop) for p in pairs]
+    probs = [predict_volume(model, image, spec=spec) for image, _ in crops]
+    threshold, scores = choose_threshold(probs, [labels for _, labels in crops])
+    return (threshold, {p.name: s for p, s in zip(pairs, scores, strict=True)},
+            {p.name: prob for p, prob in zip(pairs, probs, strict=True)})
 
 
 def _central(pair: Pair, size: int | None) -> tuple[np.ndarray, np.ndarray]:
