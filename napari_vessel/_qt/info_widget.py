@@ -11,6 +11,9 @@ from ..stats import intensity_stats
 from ..volume import check_spacing
 from ._common import notify_error, show_info
 
+#: Decimals of the voxel-size boxes: 4 keep 0.065 µm and 0.9943 µm to within 0.01 %.
+SPACING_DECIMALS = 4
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
@@ -33,9 +36,11 @@ class InfoWidget(Container):
         self.summary = Label(label="stack", value="no image layer")
         self.stats = Label(label="intensity", value="")
         self.spacing = [
-            FloatSpinBox(label=f"voxel {axis} (µm)", value=1.0, min=0.0, max=1e6, step=0.1)
+            FloatSpinBox(label=f"voxel {axis} (µm)", value=1.0, min=0.0, max=1e6, step=0.01)
             for axis in "zyx"
         ]
+        for box in self.spacing:  # 0.065 µm or 0.9943 µm must survive a round trip
+            box.native.setDecimals(SPACING_DECIMALS)
         self.apply_button = PushButton(text="Set voxel size")
         self.extend([self.layer_combo, self.summary, self.stats, *self.spacing, self.apply_button])
         self.layer_combo.changed.connect(self._refresh)
