@@ -115,10 +115,11 @@ class LossPlot(QWidget):
                                 4, 4)
         painter.setPen(_TEXT)
         label_w = left - 4
+        hi_text, lo_text = axis_labels(lo, hi)
         painter.drawText(QRectF(0, area.top() - 6, label_w, 14),
-                         Qt.AlignmentFlag.AlignRight, f"{hi:.3g}")
+                         Qt.AlignmentFlag.AlignRight, hi_text)
         painter.drawText(QRectF(0, area.bottom() - 8, label_w, 14),
-                         Qt.AlignmentFlag.AlignRight, f"{lo:.3g}")
+                         Qt.AlignmentFlag.AlignRight, lo_text)
         last = self.smoothed[-1] if self.smoothed else self.losses[-1]
         painter.drawText(QRectF(left, 0, area.width(), top), Qt.AlignmentFlag.AlignLeft,
                          f"loss {last:.4g} (moving average)")
@@ -127,3 +128,13 @@ class LossPlot(QWidget):
         painter.drawText(QRectF(left, area.bottom() + 2, area.width(), bottom),
                          Qt.AlignmentFlag.AlignLeft, "step 1")
         painter.end()
+
+
+def axis_labels(lo: float, hi: float) -> tuple[str, str]:
+    """Texts for the top (``hi``) and bottom (``lo``) of the loss axis, with as many significant
+    digits (3 to 7) as it takes to tell them apart (a flat curve read 1.01 / 1.01)."""
+    for digits in range(3, 8):
+        top, bottom = f"{hi:.{digits}g}", f"{lo:.{digits}g}"
+        if top != bottom:
+            break
+    return top, bottom

@@ -258,3 +258,11 @@ def test_a_confident_model_is_kept_and_nothing_is_saved(setup, qtbot):
     assert not _user_models() and not setup.errors
     assert "confident" in setup.infos[-1] and "nothing was saved" in widget.status.value
     assert _unchanged(before, setup.viewer)
+
+
+def test_loss_axis_labels_tell_close_values_apart():
+    from napari_vessel._qt.finetune_plot import axis_labels
+
+    assert axis_labels(1.0061, 1.0139) == ("1.014", "1.006")  # read "1.01 / 1.01" before
+    assert axis_labels(0.2, 0.9) == ("0.9", "0.2")
+    assert axis_labels(0.5, 0.5) == ("0.5", "0.5")  # a truly flat curve stays readable
