@@ -27,7 +27,16 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
-from ..preprocess import DEFAULT_2PM, DEFAULT_CONFOCAL, STEPS, HistogramScale, Pipeline, Step, make_step
+from ..preprocess import (
+    DEFAULT_2PM,
+    DEFAULT_CONFOCAL,
+    STEPS,
+    HistogramScale,
+    Normalize,
+    Pipeline,
+    Step,
+    make_step,
+)
 from ._common import show_info
 from .preprocess_form import StepForm, describe
 
@@ -137,16 +146,20 @@ class PipelineEditor(Container):
 
     # ----------------------------------------------------------------------------------- edits
     def add_step(self, name: str, **params: Any) -> Step | None:
-        """Append a step by name (see ``STEPS``); returns it, or None after a notification."""
+        """Add a step by name (see ``STEPS``) at the end, but before a final normalisation (which
+        must stay last); returns it, or None after a notification."""
         try:
             step = make_step(name, **{**NEW_STEP_PARAMS.get(name, {}), **params})
         except InputError as err:
             self._notify(err)
             return None
-        self.steps.append(step)
+        at = len(self.steps)
+        while at and isinstance(self.steps[at - 1], Normalize) and not isinstance(step, Normalize):
+            at -= 1
+        self.steps.insert(at, step)
         if isinstance(step, HistogramScale) and step.profile is None:
             show_info("histogram scaling: set a factor, or pick a reference below to estimate it")
-        self._refresh(len(self.steps) - 1)
+        self._refresh(at)
         return step
 
     def remove_step(self, row: int | None = None) -> None:

@@ -77,9 +77,8 @@ def test_builds_a_pipeline_add_remove_reorder_edit(setup):
     assert editor.pipeline == DEFAULT_CONFOCAL
     editor.step_combo.setCurrentIndex(editor.step_combo.findData("median3d"))
     editor.add_button.click()
-    assert editor.pipeline.names == ("clahe", "normalize", "median3d")
-    assert editor.current_row == 2  # the new step is selected, its form shown
-    editor.up_button.click()
+    assert editor.pipeline.names == ("clahe", "median3d", "normalize")  # before normalising
+    assert editor.current_row == 1  # the new step is selected, its form shown
     editor.up_button.click()
     assert editor.pipeline.names == ("median3d", "clahe", "normalize")
     editor.down_button.click()
@@ -361,3 +360,19 @@ def test_model_reference_uses_its_card_or_says_it_has_none(setup, qtbot, monkeyp
     panel.use_reference()
     qtbot.waitUntil(lambda: panel.job is None, timeout=5000)
     assert setup.widget.editor.pipeline.steps[0].profile == profile
+
+
+def test_add_puts_a_new_step_before_the_final_normalisation(setup):
+    """The 2PM pipeline ends with a normalisation; a new step goes before it (it used to land
+    after it, and took three Up clicks to put right)."""
+    from napari_vessel.preprocess import Clahe, Normalize
+
+    editor = setup.widget.editor
+    assert isinstance(editor.pipeline.steps[-1], Normalize)
+    editor.add_step("clahe")
+    steps = editor.pipeline.steps
+    assert isinstance(steps[-1], Normalize) and isinstance(steps[-2], Clahe)
+    assert editor.current_row == len(steps) - 2  # the new step is selected
+    editor.add_step("normalize")  # a normalisation itself goes last
+    assert isinstance(editor.pipeline.steps[-1], Normalize) and len(editor.pipeline.steps) == \
+        len(steps) + 1
