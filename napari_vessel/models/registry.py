@@ -249,6 +249,54 @@ def user_models_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".napari-vessel" / "models"
 
 
+#: Largest network a user card may describe (parameters): 50 x the largest shipped one.
+MAX_PARAMETERS = 50_000_000
+
+
+def _check_user_card(card: dict, base: ModelSpec, weights_name: str) -> None:
+    """Raise ValueError (the card is then skipped with a warning) unless a user card is sound.
+
+    Checked when the card is read, before anything is built or loaded: the weights file lies in
+    the card's own folder; the configuration builds the registered architecture (on PyTorch's
+    ``meta`` device: no memory) with at most :data:`MAX_PARAMETERS` parameters; the patch size
+    is three whole numbers from 1 to 1024; the threshold and post-processing are valid.
+    """
+    import numpy as np
+    import torch
+
+    if Path(weights_name).name != weights_name or weights_name in ("", ".", ".."):
+        raise ValueError(f"weights_file {weights_name!r} must be a file name in the card's own "
+                         "folder")
+    config = {**base.config, **(card.get("config") or {})}
+    try:
+        with torch.device("meta"):
+            net = base.builder(**config)
+    except (TypeError, ValueError, KeyError, InputError) as err:
+        raise ValueError(f"its config does not build a {base.architecture} ({err})") from err
+    count = sum(p.numel() for p in net.parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"its config describes {count:,} parameters, more than the "
+                         f"{MAX_PARAMETERS:,} a model here may have")
+    patch = card.get("patch_size_zyx")
+    if patch is not None and not (isinstance(patch, list | tuple) and len(patch) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in patch)):
+        raise ValueError(f"patch_size_zyx {patch!r} must be three whole numbers from 1 to 1024")
+    level = card.get("threshold")
+    if level is not None and not (isinstance(level, int | float) and not isinstance(level, bool)
+                                  and 0.0 <= level <= 1.0):
+        raise ValueError(f"threshold {level!r} must be a number from 0 to 1")
+    recipe = card.get("postprocessing")
+    if recipe is not None:
+        from ..postprocess import apply_postprocessing
+
+        if not isinstance(recipe, dict):
+            raise ValueError("postprocessing must be a JSON object")
+        try:
+            apply_postprocessing(np.zeros((1, 4, 4), np.float32), recipe)
+        except (InputError, TypeError, ValueError) as err:
+            raise ValueError(f"its postprocessing is invalid ({err})") from err
+
+
 def _user_specs() -> dict[str, ModelSpec]:
     """Specs for every readable card in the user models folder whose architecture is known."""
     folder = user_models_dir()
@@ -280,6 +328,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 )
                 continue
             weights_name = str(card.get("weights_file") or card_path.with_suffix(".safetensors").name)
+            _check_user_card(card, base, weights_name)
             patch = card.get("patch_size_zyx") or base.patch_size_zyx
             found[name] = replace(
                 base,
