@@ -193,8 +193,9 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     dev = pick_device(device)
     model = model.to(dev).eval()
     patch = patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
-    multiple = getattr(model, "input_multiple", None) or (spec.input_multiple_zyx if spec
-                                                          else (1, 1, 1))
+    # the network's own down-sampling wins over its spec's (a user card may change the layout)
+    multiple = (getattr(model, "input_multiple", None) or getattr(model, "total_stride", None)
+                or (spec.input_multiple_zyx if spec else (1, 1, 1)))
     dims = spec.dims if spec else 3
     if dims == 2:
         patch, multiple = (1, *tuple(patch)[-2:]), (1, *tuple(multiple)[-2:])

@@ -192,3 +192,25 @@ def test_an_architecture_measured_fastest_on_pytorch_stays_there():
                                          dims=3, logits=True, tta=False, multiple=(4, 8, 8),
                                          threads=1, architecture="deepvess")
     assert fast is None and info.name == "torch" and "measured fastest" in info.reason
+
+
+def test_a_user_model_with_another_layout_runs_exported(tmp_path, monkeypatch):
+    """A five-level TV-Net (down-sampling 2 x 16 x 16) saved as a user model: the sliding window
+    and the export follow the network's own multiple, not the built-in tvnet's (4 x 8 x 8)."""
+    from napari_vessel.models.registry import MODELS_ENV
+    from napari_vessel.models.tvnet import config_for_widths
+    from napari_vessel.models.weights import save_weights
+
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    config = config_for_widths([2, 4, 4, 4, 4]).to_dict()
+    config.pop("extra", None)
+    torch.manual_seed(0)
+    save_weights(build_tvnet(**config).eval(), tmp_path / "five",
+                 {"architecture": "tvnet", "config": config, "kind": "supervised"})
+    spec = registry.get("five")
+    assert spec.input_multiple_zyx == (2, 16, 16)
+    data = _volume((6, 40, 40))
+    info = []
+    got = predict("five", data, runtime="openvino", run_info=info)
+    assert info[0].name == "openvino", info[0].reason
+    assert np.abs(got - predict("five", data, runtime="torch")).max() < 1e-4

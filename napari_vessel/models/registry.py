@@ -253,13 +253,16 @@ def user_models_dir() -> Path:
 MAX_PARAMETERS = 50_000_000
 
 
-def _check_user_card(card: dict, base: ModelSpec, weights_name: str) -> None:
+def _check_user_card(card: dict, base: ModelSpec,
+                     weights_name: str) -> tuple[int, int, int] | None:
     """Raise ValueError (the card is then skipped with a warning) unless a user card is sound.
 
     Checked when the card is read, before anything is built or loaded: the weights file lies in
     the card's own folder; the configuration builds the registered architecture (on PyTorch's
     ``meta`` device: no memory) with at most :data:`MAX_PARAMETERS` parameters; the patch size
     is three whole numbers from 1 to 1024; the threshold and post-processing are valid.
+    Returns the network's input multiple when it has one (its down-sampling, which a card's
+    config may change), else None.
     """
     import numpy as np
     import torch
@@ -295,6 +298,8 @@ def _check_user_card(card: dict, base: ModelSpec, weights_name: str) -> None:
             apply_postprocessing(np.zeros((1, 4, 4), np.float32), recipe)
         except (InputError, TypeError, ValueError) as err:
             raise ValueError(f"its postprocessing is invalid ({err})") from err
+    stride = getattr(net, "input_multiple", None) or getattr(net, "total_stride", None)
+    return tuple(int(v) for v in stride) if stride is not None else None
 
 
 def _user_specs() -> dict[str, ModelSpec]:
@@ -328,7 +333,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 )
                 continue
             weights_name = str(card.get("weights_file") or card_path.with_suffix(".safetensors").name)
-            _check_user_card(card, base, weights_name)
+            multiple = _check_user_card(card, base, weights_name)
             patch = card.get("patch_size_zyx") or base.patch_size_zyx
             found[name] = replace(
                 base,
@@ -339,6 +344,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 weights=card_path.parent / weights_name,
                 card=card,
                 patch_size_zyx=tuple(patch),
+                input_multiple_zyx=multiple or base.input_multiple_zyx,
                 preprocessing=card.get("preprocessing", base.preprocessing),
                 postprocessing=card.get("postprocessing", base.postprocessing),
                 intensity_profile=card.get("intensity_profile", base.intensity_profile),
