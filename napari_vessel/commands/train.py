@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         + ([f"{args.synthetic} synthetic volumes (seed {args.seed})"] if args.synthetic else []),
         **({"calibrated_on": [p.name for p in train_pairs]} if args.calibrate_only else {}),
         "training": training,
-        "threshold": result.threshold, "scores": scores, "preprocessing": pipeline.to_dict(),
+        "threshold": round(result.threshold, 4), "scores": scores, "preprocessing": pipeline.to_dict(),
         "patch_size_zyx": [32, 512, 512] if spec.architecture == "tvnet"
         else list(spec.patch_size_zyx), "parent": None,
     }

@@ -253,6 +253,19 @@ def user_models_dir() -> Path:
 MAX_PARAMETERS = 50_000_000
 
 
+def user_config(card: dict, base: ModelSpec) -> dict:
+    """The builder configuration of a user model: its card's ``config`` as written (the one the
+    weights were made with), else the registered architecture's. Never a mix of both: a card
+    made with the earlier four-level ``tvnet`` must not inherit the shipped card's five-level
+    strides."""
+    config = card.get("config")
+    if config is None:
+        return dict(base.config)
+    if not isinstance(config, dict):
+        raise ValueError("config must be a JSON object")
+    return dict(config)
+
+
 def _check_user_card(card: dict, base: ModelSpec,
                      weights_name: str) -> tuple[int, int, int] | None:
     """Raise ValueError (the card is then skipped with a warning) unless a user card is sound.
@@ -270,7 +283,7 @@ def _check_user_card(card: dict, base: ModelSpec,
     if Path(weights_name).name != weights_name or weights_name in ("", ".", ".."):
         raise ValueError(f"weights_file {weights_name!r} must be a file name in the card's own "
                          "folder")
-    config = {**base.config, **(card.get("config") or {})}
+    config = user_config(card, base)
     try:
         with torch.device("meta"):
             net = base.builder(**config)
@@ -340,7 +353,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 name=name,
                 kind=str(card.get("kind") or base.kind),
                 description=str(card.get("description") or f"{name} (user model from {base.name})"),
-                config={**base.config, **(card.get("config") or {})},
+                config=user_config(card, base),
                 weights=card_path.parent / weights_name,
                 card=card,
                 patch_size_zyx=tuple(patch),
