@@ -219,6 +219,7 @@ def _register() -> None:
     config.pop("extra", None)
     patch = (32, 512, 512)
     preprocessing = None
+    description = "TV-Net (paper 001), V-Net-like; the shipped weights' card says how they were made"
     if weights is not None:
         import json
 
@@ -227,12 +228,13 @@ def _register() -> None:
             config = dict(card.get("config") or config)
             patch = tuple(card.get("patch_size_zyx") or patch)
             preprocessing = card.get("preprocessing")
+            description = str(card.get("description") or description)
         except (OSError, ValueError):
             pass
     register(ModelSpec(
         name="tvnet",
         kind="supervised",
-        description="TV-Net (paper 001), ~140 k parameters, trained on the six VesselNN volumes",
+        description=description,
         builder=build_tvnet,
         config=config,
         weights=weights,
