@@ -84,6 +84,12 @@ def layer_volume(layer: Any) -> tuple[Volume, RunInput]:
                             str(path) if path else None)
 
 
+def already_preprocessed(layer: Any) -> bool:
+    """Whether ``layer`` is the output of the Preprocess dock (its pipeline is in the metadata):
+    segmenting it must not apply the model's preprocessing a second time."""
+    return bool(getattr(layer, "metadata", {}).get("preprocess"))
+
+
 def _group(title: str, widget: Any) -> QGroupBox:
     box = QGroupBox(title)
     layout = QVBoxLayout(box)
@@ -251,6 +257,8 @@ class SegmentWidget(Container):
         options = {"threshold": float(self.threshold.value), "min_size": int(self.min_size.value),
                    "overlap": float(self.overlap.value), "tta": bool(self.tta.value),
                    "device": device}
+        if spec.preprocessing and already_preprocessed(self.layer_combo.value):
+            options["preprocess"] = False  # the Preprocess dock made it: not twice
 
         own = bool(getattr(spec, "postprocessing", None)) and bool(self.paper_post.value)
 
@@ -305,7 +313,10 @@ class SegmentWidget(Container):
             return
         seconds = time.perf_counter() - started
         self.progress_text.value = (f"{manifest['model']['name']} on {manifest['device']}: "
-                                    f"{float(labels.mean()):.1%} vessel in {seconds:.1f} s")
+                                    f"{float(labels.mean()):.1%} vessel in {seconds:.1f} s"
+                                    + ("\n(layer already preprocessed: the model's own "
+                                       "preprocessing was not applied again)"
+                                       if options.get("preprocess") is False else ""))
         verb = "updated" if reused else "added"
         self._info(f"{verb} '{output.prob_layer.name}' and '{output.labels_layer.name}'")
         self._update_target()

@@ -332,3 +332,24 @@ def test_a_model_with_its_own_post_processing_gets_it_unless_unticked(setup, qtb
         assert widget.paper_post.native.isHidden()
     finally:
         registry.unregister("test-hyst")
+
+
+def test_a_layer_the_preprocess_dock_made_is_not_preprocessed_twice(setup, qtbot):
+    """Preprocess -> Segment, the natural order, used to apply the model's preprocessing again
+    (F1 0.572 instead of 0.630 on a real stack)."""
+    from napari_vessel.preprocess import DEFAULT_2PM
+
+    viewer, widget = setup.viewer, setup.widget
+    done = DEFAULT_2PM.apply(setup.image.data.copy(), spacing_zyx=SCALE)
+    viewer.add_image(done, name="stack preprocessed", scale=SCALE, translate=TRANSLATE,
+                     metadata={"preprocess": DEFAULT_2PM.to_dict(), "source": "stack"})
+    widget.models.model_combo.value = "tvnet"
+    widget.models.device_combo.value = "cpu"
+    widget.layer_combo.value = viewer.layers["stack preprocessed"]
+    output = _run(setup, qtbot)
+    assert output.labels_layer.metadata["manifest"]["parameters"]["preprocess"] is False
+    assert "already preprocessed" in widget.progress_text.value
+    widget.layer_combo.value = viewer.layers["stack"]  # the raw stack gets the card's steps
+    output = _run(setup, qtbot)
+    assert output.labels_layer.metadata["manifest"]["parameters"]["preprocess"] is True
+    assert "already preprocessed" not in widget.progress_text.value
