@@ -61,6 +61,15 @@ def default_name(model: str | None, image: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:64] or "finetuned"
 
 
+def _stack_name(layer: Any) -> str | None:
+    """The name of the stack a layer shows: for a layer the Preprocess dock made, its source
+    (so a new model is named after the stack, not 'stack preprocessed')."""
+    if layer is None:
+        return None
+    source = layer.metadata.get("source") if layer.metadata.get("preprocess") else None
+    return str(source) if source else layer.name
+
+
 def _free_name(base: str) -> str:
     """``base``, or ``base-2``, ``base-3`` … when a model already has that name."""
     for k in range(1, 1000):
@@ -204,6 +213,10 @@ class FinetuneWidget(Container):
             self.layer_combo.value = self.layer_combo.choices[-1]
         self.corrections.layers_changed()
         self.model_combo.reset_choices()
+        if self.model_combo.value is None and self.model_combo.choices:  # never start empty
+            recommended = registry.default_model_name()
+            self.model_combo.value = (recommended if recommended in self.model_combo.choices
+                                      else self.model_combo.choices[0])
         self._choice_changed()
 
     def refresh_models(self) -> None:
@@ -224,7 +237,7 @@ class FinetuneWidget(Container):
             except InputError as err:
                 self.model_note.value = str(err)
         if self.name_edit.value in ("", self._auto_name):
-            name = _free_name(default_name(model, getattr(layer, "name", None)))
+            name = _free_name(default_name(model, _stack_name(layer)))
             self._auto_name = name
             self.name_edit.value = name
         self._check_name()

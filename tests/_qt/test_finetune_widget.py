@@ -266,3 +266,20 @@ def test_loss_axis_labels_tell_close_values_apart():
     assert axis_labels(1.0061, 1.0139) == ("1.014", "1.006")  # read "1.01 / 1.01" before
     assert axis_labels(0.2, 0.9) == ("0.9", "0.2")
     assert axis_labels(0.5, 0.5) == ("0.5", "0.5")  # a truly flat curve stays readable
+
+
+def test_the_model_box_starts_on_the_recommended_model_and_names_follow_the_raw_stack(
+        make_napari_viewer):
+    from napari_vessel.models import registry
+    from napari_vessel.preprocess import DEFAULT_2PM
+
+    viewer = make_napari_viewer()
+    raw = np.random.default_rng(0).random((6, 32, 32), dtype=np.float32)
+    viewer.add_image(raw, name="mouse1")
+    viewer.add_image(raw, name="mouse1 preprocessed",
+                     metadata={"preprocess": DEFAULT_2PM.to_dict(), "source": "mouse1"})
+    widget = FinetuneWidget(viewer)
+    assert widget.model_combo.value == registry.default_model_name()  # it started empty
+    widget.layer_combo.value = viewer.layers["mouse1 preprocessed"]
+    assert widget.name_edit.value.startswith(f"{widget.model_combo.value}-ft-mouse1")
+    assert "preprocessed" not in widget.name_edit.value
