@@ -122,3 +122,17 @@ def test_writer_rejects_layers_that_are_not_3d(tmp_path, image):
         write_image(str(tmp_path / "x.tif"), image[None], {"scale": (1, 1, 1, 1), "name": "t"})
     with pytest.raises(InputError, match="voxel size"):
         write_labels(str(tmp_path / "x.tif"), image, {"scale": (0, 1, 1)})
+
+
+def test_a_dim_8bit_stack_opens_with_percentile_contrast(tmp_path):
+    """99th percentile near 30: contrast 0-255 showed it nearly black."""
+    import tifffile
+
+    from napari_vessel._napari.reader import read_stack
+
+    data = np.random.default_rng(0).integers(0, 30, (6, 64, 64)).astype(np.uint8)
+    data[2, 10:12, :] = 120  # a few bright voxels
+    tifffile.imwrite(tmp_path / "dim.tif", data)
+    (layer_data, attributes, kind), = read_stack(str(tmp_path / "dim.tif"))
+    lo, hi = attributes["contrast_limits"]
+    assert kind == "image" and lo <= 1 and 25 <= hi <= 120

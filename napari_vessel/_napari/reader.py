@@ -104,7 +104,27 @@ def _layer(volumes: list[Volume], facts: dict, channel: int | None) -> LayerData
                 "format": facts["format"], "axes_in_file": facts["axes"],
                 "stored": first.metadata.get("stored", {})}
     kind = "labels" if _looks_like_labels(data, name, facts.get("kind")) else "image"
-    return data, {"name": name, "scale": tuple(scale), "metadata": metadata}, kind
+    attributes = {"name": name, "scale": tuple(scale), "metadata": metadata}
+    if kind == "image":
+        limits = contrast_from_percentiles(data)
+        if limits is not None:
+            attributes["contrast_limits"] = limits
+    return data, attributes, kind
+
+
+def contrast_from_percentiles(data: Any, low: float = 0.5,
+                              high: float = 99.8) -> tuple[float, float] | None:
+    """Contrast limits at the ``low`` and ``high`` percentiles of a sample of about a million
+    voxels (a dim 8-bit stack with its 99th percentile near 30 no longer opens nearly black);
+    None for a lazy stack (not read just for this) or a flat sample."""
+    if not isinstance(data, np.ndarray) or data.size == 0:
+        return None
+    step = max(1, int(round((data.size / 1e6) ** (1 / 3))))
+    sample = data[(slice(None),) * (data.ndim - 3) + (slice(None, None, step),) * 3]
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return None
+    return lo, hi
 
 
 def _stack(arrays: list[Any]) -> Any:
