@@ -88,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"napari-vessel {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, read-only folder, permissions: one clear line
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"napari-vessel {args.command}: error: the system refused a file operation: "
+              f"{err.strerror or err}{where}; free some space or choose a folder you can write "
+              "to, then run it again (earlier results were left as they were)", file=sys.stderr)
+        return 1
     except Cancelled:
         print(f"napari-vessel {args.command}: cancelled; nothing was written", file=sys.stderr)
         return 130

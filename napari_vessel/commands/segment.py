@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,59 @@ def _write_json(path: Path, data: dict, overwrite: bool) -> None:
         raise
 
 
+def _check_writable(out: Path) -> None:
+    """Fail before the work when ``out`` cannot be created or written (nothing is created)."""
+    target = out
+    while not target.exists():
+        if target.parent == target:
+            break
+        target = target.parent
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the results to {out}: {target} is not a writable folder; "
+                         "choose another -o/--out")
+
+
+def publish_set(paths: dict[str, Path], write) -> None:
+    """Write a run's outputs as one set: every file under a hidden temporary name first, then,
+    only when all are complete, the old manifest is removed, the files are moved into place
+    and the manifest comes last. A reader that finds the manifest finds the matching set; a run
+    that fails or is killed leaves the earlier set as it was (its leftovers are removed by the
+    next run).
+
+    Parameters
+    ----------
+    paths : dict
+        Final paths by role; ``"manifest"`` is published last.
+    write : callable(dict) -> Any
+        Writes every output to the temporary paths it is given (same keys and suffixes).
+    """
+    folder = paths["manifest"].parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".*.partial*"):  # a killed run's temporary files
+        if any(leftover.name.startswith(f".{p.name}.") for p in paths.values()):
+            _remove(leftover)
+    tag = uuid.uuid4().hex[:8]
+    tmp = {k: p.with_name(f".{p.name}.{tag}.partial{''.join(p.suffixes[-1:])}")
+           for k, p in paths.items()}
+    try:
+        write(tmp)
+        paths["manifest"].unlink(missing_ok=True)  # from here on the set is incomplete
+        for key in sorted(paths, key=lambda k: k == "manifest"):
+            os.replace(tmp[key], paths[key])
+    finally:
+        for path in tmp.values():
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.input`` and write labels, probability map and manifest."""
     from ..inference import segment
@@ -105,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise InputError(f"{', '.join(existing)} already exist(s); add --overwrite to replace")
     spec = registry.get(args.model or registry.default_model_name())  # fail early on a bad name
+    _check_writable(Path(args.out))
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     print(f"segmenting {args.input} {volume.shape} with {spec.name} ...", file=sys.stderr)
     with tqdm_progress(f"segment ({spec.name})", disable=args.quiet) as progress:
         prob, labels, manifest = segment(
@@ -118,11 +172,11 @@ def run(args: argparse.Namespace) -> int:
         "segment"] else None
     manifest["outputs"] = {k: str(v) for k, v in paths.items()}
     meta = {"model": spec.name, "threshold": manifest["parameters"]["threshold"]}
-    save_volume(paths["prob"], prob.astype(np.float32), volume.spacing_zyx,
-                overwrite=args.overwrite, kind="image", metadata=meta)
-    save_volume(paths["labels"], labels, volume.spacing_zyx, overwrite=args.overwrite,
-                kind="labels", metadata=meta)
-    _write_json(paths["manifest"], manifest, args.overwrite)
+    publish_set(paths, lambda tmp: [
+        save_volume(tmp["prob"], prob.astype(np.float32), volume.spacing_zyx, kind="image",
+                    metadata=meta),
+        save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels", metadata=meta),
+        _write_json(tmp["manifest"], manifest, False)])
     fraction = float(labels.mean()) if labels.size else 0.0
     print(f"wrote {paths['labels']} ({fraction:.1%} vessel), {paths['prob']}, "
           f"{paths['manifest'].name} in {sum(manifest['timing'].values()):.1f} s", file=sys.stderr)
