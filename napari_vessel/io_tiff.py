@@ -31,7 +31,8 @@ BIGTIFF_BYTES = 2**31
 _IMAGEJ_DTYPES = {np.dtype(t) for t in ("uint8", "uint16", "int16", "float32")}
 
 #: Warnings from tifffile that mean the file is damaged.
-_DAMAGE_WORDS = ("offset", "corrupt", "truncat", "invalid tag", "unexpected end")
+_DAMAGE_WORDS = ("offset", "corrupt", "truncat", "invalid tag", "unexpected end",
+                 "missing")  # "missing N frames. Missing data are zeroed": a lying header
 
 
 class _Collect(logging.Handler):

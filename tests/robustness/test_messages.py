@@ -28,3 +28,17 @@ def test_segment_takes_the_frame_it_asks_for(tmp_path, capsys):
                  "--quiet"]) == 0
     labels = tifffile.imread(tmp_path / "out" / "series_labels.tif")
     assert labels.shape == (6, 32, 32)
+
+
+def test_a_tiff_header_that_declares_more_planes_than_the_file_holds_is_refused(tmp_path):
+    """8 real planes, 100,000 declared: tifffile would zero-pad the rest (hours of segmenting
+    nothing)."""
+    from napari_vessel.io import load_volume
+
+    path = tmp_path / "lie.ome.tif"
+    tifffile.imwrite(path, np.ones((8, 16, 16), np.uint8), ome=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    tifffile.tiffcomment(path, comment=xml.replace('SizeZ="8"', 'SizeZ="100000"').encode())
+    with pytest.raises(InputError, match="missing"):
+        load_volume(path)
