@@ -65,10 +65,24 @@ def _open(path: str) -> Iterator[tifffile.TiffFile]:
                 raise _damaged(path, hurt[0])
             if not series:
                 raise _damaged(path, "no image found in the file")
+            _check_one_stack(series, path)
             _check_complete(tif, series[0], path)
             yield tif
     finally:
         logger.removeHandler(collect)
+
+
+def _check_one_stack(series: Any, path: str) -> None:
+    """Refuse a plain TIFF whose pages form several stacks (pages of different sizes): only the
+    first would be read and the rest lost without a word. Reduced-resolution previews and
+    pyramid levels are not stacks of their own."""
+    others = [s for s in series[1:] if s.kind == "generic" and not s.is_pyramidal
+              and not getattr(s.pages[0], "is_reduced", False)]
+    if others and series[0].kind == "generic":
+        shapes = ", ".join("x".join(map(str, s.shape)) for s in (series[0], *others))
+        raise InputError(f"{path} holds pages of different sizes ({shapes}), so it is not one "
+                         "stack; export the stack you want on its own (Fiji: Image > Duplicate) "
+                         "and open that")
 
 
 def _damaged(path: str, why: Any) -> InputError:

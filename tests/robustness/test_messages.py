@@ -42,3 +42,15 @@ def test_a_tiff_header_that_declares_more_planes_than_the_file_holds_is_refused(
     tifffile.tiffcomment(path, comment=xml.replace('SizeZ="8"', 'SizeZ="100000"').encode())
     with pytest.raises(InputError, match="missing"):
         load_volume(path)
+
+
+def test_a_tiff_with_pages_of_different_sizes_is_refused_not_cut(tmp_path):
+    from napari_vessel.io import load_volume
+
+    path = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(path) as writer:
+        for i in range(4):
+            writer.write(np.full((32, 32), i, np.uint8), metadata=None)
+        writer.write(np.ones((16, 16), np.uint8), metadata=None)  # a page that would be lost
+    with pytest.raises(InputError, match="different sizes"):
+        load_volume(path)
