@@ -134,12 +134,13 @@ def load_volume(path: str | os.PathLike, *, channel: int | None = None, frame: i
     else:
         spacing_zyx = tuple(header.spacing.get(a, 1.0) for a in "zyx")
         known = all(a in header.spacing for a in "zyx")
-        if header.extra.get("metadata", {}).get("spacing_known") is False:
-            known = False  # saved by this package from a stack whose voxel size was a guess
+    stored = header.extra.get("metadata")
+    stored = stored if isinstance(stored, dict) else {}  # another tool's metadata: ignored
+    if spacing is None and stored.get("spacing_known") is False:
+        known = False  # saved by this package from a stack whose voxel size was a guess
     metadata = {"format": header.format, "axes_in_file": header.axes,
                 "shape_in_file": header.shape, "kind": header.kind,
-                "spacing_in_file": dict(header.spacing), **chosen,
-                "stored": header.extra.get("metadata", {})}
+                "spacing_in_file": dict(header.spacing), **chosen, "stored": stored}
     return Volume(data, spacing_zyx, source=str(path), spacing_known=known, metadata=metadata)
 
 

@@ -194,9 +194,13 @@ def _stored_metadata(tif: tifffile.TiffFile) -> tuple[str | None, dict]:
         text = found.text if found is not None else None
     try:
         stored = json.loads(text).get("napari_vessel", {}) if text else {}
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None, {}
-    return stored.get("kind"), stored.get("metadata", {})
+    if not isinstance(stored, dict):  # someone else's "napari_vessel" entry: ignored
+        return None, {}
+    kind, metadata = stored.get("kind"), stored.get("metadata", {})
+    return (kind if kind in ("image", "labels") else None,
+            metadata if isinstance(metadata, dict) else {})
 
 
 def _ome_element(xml: str | None, name: str) -> Any:

@@ -66,7 +66,11 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
 
 def check_number(value: Any, name: str, *, low: float = -math.inf, high: float = math.inf,
                  low_open: bool = False, integer: bool = False) -> float:
-    """Return ``value`` as a float (or int) within ``[low, high]``, or raise :class:`InputError`."""
+    """Return ``value`` as a float (or int) within ``[low, high]``, or raise :class:`InputError`.
+
+    Booleans are refused (``true`` in a JSON pipeline is not the number 1)."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a number, not {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError) as err:

@@ -173,6 +173,9 @@ class Pipeline:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(f"the pipeline is not valid JSON ({err})") from err
+        except RecursionError as err:  # e.g. 100,000 nested lists: not a pipeline
+            raise InputError("the pipeline JSON is nested too deeply to be a pipeline; a "
+                             "pipeline is {\"steps\": [{\"name\": ...}, ...]}") from err
         return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -54,3 +54,27 @@ def test_a_tiff_with_pages_of_different_sizes_is_refused_not_cut(tmp_path):
         writer.write(np.ones((16, 16), np.uint8), metadata=None)  # a page that would be lost
     with pytest.raises(InputError, match="different sizes"):
         load_volume(path)
+
+
+@pytest.mark.parametrize("info", ['{"napari_vessel": [1, 2]}',
+                                  '{"napari_vessel": {"kind": 5, "metadata": "text"}}',
+                                  '{"napari_vessel": {"metadata": {"spacing_known": [1]}}}'])
+def test_stored_metadata_of_the_wrong_type_is_ignored_not_a_crash(tmp_path, info):
+    from napari_vessel.io import load_volume
+
+    path = tmp_path / "odd.tif"
+    tifffile.imwrite(path, np.ones((4, 16, 16), np.uint8), imagej=True,
+                     metadata={"axes": "ZYX", "Info": info})
+    volume = load_volume(path)
+    assert volume.shape == (4, 16, 16) and isinstance(volume.metadata["stored"], dict)
+
+
+def test_hostile_pipeline_json_gets_a_message():
+    from napari_vessel.preprocess import Pipeline
+
+    with pytest.raises(InputError, match="nested too deeply"):
+        Pipeline.from_json("[" * 100_000 + "]" * 100_000)
+    text = ('{"format": "napari-vessel-preprocess", "version": 1, '
+            '"steps": [{"name": "median3d", "size": true}]}')
+    with pytest.raises(InputError, match="must be a number"):
+        Pipeline.from_json(text)
