@@ -124,13 +124,23 @@ class RecoveryInfo:
 
 def _read_metadata(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as archive:
-        return json.loads(str(archive["metadata"]))
+        meta = json.loads(str(archive["metadata"]))
+    if not isinstance(meta, dict):
+        raise ValueError("its metadata is not a JSON object")
+    return meta
 
 
 def _info(path: Path, meta: dict) -> RecoveryInfo:
-    return RecoveryInfo(path, str(meta.get("layer_name", "")), tuple(meta.get("shape", ())),
-                        str(meta.get("dtype", "")), meta.get("image_path"),
-                        float(meta.get("saved_at", 0.0)), meta)
+    """The typed record of a recovery file; ValueError when its metadata has wrong types."""
+    try:
+        shape = tuple(int(n) for n in meta.get("shape", ()))
+        saved_at = float(meta.get("saved_at", 0.0))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"its metadata is malformed ({err})") from err
+    image = meta.get("image_path")
+    return RecoveryInfo(path, str(meta.get("layer_name", "")), shape,
+                        str(meta.get("dtype", "")), image if isinstance(image, str) else None,
+                        saved_at, meta)
 
 
 def find_recovery(image_path: str | os.PathLike | None,
@@ -152,11 +162,10 @@ def find_recovery(image_path: str | os.PathLike | None,
         for path in sorted(place.glob(f"{glob.escape(_stem(image_path))}*{RECOVERY_SUFFIX}")):
             try:
                 meta = _read_metadata(path)
+                if meta.get("image_path") == wanted:
+                    found[path.resolve()] = _info(path, meta)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
                 warnings.warn(f"skipping unreadable recovery file {path}: {err}", stacklevel=2)
-                continue
-            if meta.get("image_path") == wanted:
-                found[path.resolve()] = _info(path, meta)
     return sorted(found.values(), key=lambda info: info.saved_at, reverse=True)
 
 
@@ -166,12 +175,12 @@ def load_recovery(path: str | os.PathLike) -> tuple[np.ndarray, RecoveryInfo]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             labels = archive["labels"]
-            meta = json.loads(str(archive["metadata"]))
+        info = _info(path, _read_metadata(path))
     except FileNotFoundError as err:
         raise InputError(f"recovery file {path} does not exist (already restored or discarded?)") from err
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"recovery file {path} cannot be read ({err}); discard it") from err
-    return labels, _info(path, meta)
+    return labels, info
 
 
 def discard_recovery(path: str | os.PathLike) -> None:

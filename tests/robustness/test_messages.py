@@ -78,3 +78,21 @@ def test_hostile_pipeline_json_gets_a_message():
             '"steps": [{"name": "median3d", "size": true}]}')
     with pytest.raises(InputError, match="must be a number"):
         Pipeline.from_json(text)
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", '{"image_path": "%s", "shape": "big"}',
+                                  '{"image_path": "%s", "saved_at": "yesterday"}'])
+def test_a_malformed_recovery_file_is_skipped_with_a_warning(tmp_path, meta):
+    import json
+
+    from napari_vessel.autosave import RECOVERY_SUFFIX, find_recovery, load_recovery
+
+    image = tmp_path / "stack.tif"
+    image.write_bytes(b"")
+    text = meta % json.dumps(str(image.resolve()))[1:-1] if "%s" in meta else meta
+    bad = tmp_path / f"stack-1{RECOVERY_SUFFIX}"
+    np.savez(bad, labels=np.zeros((2, 4, 4), np.uint8), metadata=np.array(text))
+    with pytest.warns(UserWarning, match="skipping unreadable recovery file"):
+        assert find_recovery(image, folder=tmp_path) == []
+    with pytest.raises(InputError, match="discard it"):
+        load_recovery(bad)
