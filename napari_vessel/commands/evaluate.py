@@ -62,6 +62,18 @@ def _check_labels(array: np.ndarray, path: str) -> None:
         )
 
 
+def _check_probability(prob: np.ndarray, path: str) -> None:
+    """A probability map holds values in [0, 1]; anything else is another kind of image."""
+    finite = np.isfinite(prob)
+    if not finite.all():
+        raise InputError(f"{path} holds NaN or infinite values; it is not a probability map")
+    lo, hi = float(prob.min()), float(prob.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"{path} holds values from {lo:g} to {hi:g}, outside [0, 1], so it is "
+                         "not a probability map (an image or labels?); pass the probability map "
+                         "that segment writes (*_prob.tif), or labels with --pred")
+
+
 def _write_csv(path: str, rows: list[dict], overwrite: bool) -> None:
     keys = ["name"] + [k for k in COLUMNS if any(k in row for row in rows)]
     with atomic_path(Path(path).expanduser(), overwrite=overwrite) as tmp, \
@@ -93,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     for i, ref_path in enumerate(refs):
         reference, ref_spacing = _read(ref_path)
         prob = _read(probs[i])[0] if probs else None
+        if prob is not None:
+            _check_probability(prob, probs[i])
         if preds:
             labels, _ = _read(preds[i])
             _check_labels(labels, preds[i])

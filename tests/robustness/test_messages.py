@@ -96,3 +96,12 @@ def test_a_malformed_recovery_file_is_skipped_with_a_warning(tmp_path, meta):
         assert find_recovery(image, folder=tmp_path) == []
     with pytest.raises(InputError, match="discard it"):
         load_recovery(bad)
+
+
+def test_evaluate_refuses_a_probability_map_outside_zero_one(tmp_path, capsys):
+    ref = tmp_path / "ref.tif"
+    tifffile.imwrite(ref, np.zeros((6, 16, 16), np.uint8))
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, np.full((6, 16, 16), 200, np.uint8))
+    assert main(["evaluate", "--prob", str(image), "--ref", str(ref)]) == 2
+    assert "outside [0, 1]" in capsys.readouterr().err
