@@ -182,6 +182,11 @@ def _read(path: str, index: tuple, lazy: bool) -> Any:
     with _open(path) as tif:
         try:
             return tif.series[0].asarray()[index]
+        except MemoryError as err:  # not damage: the machine is too small for it at once
+            size = tif.series[0].nbytes / 2**30
+            raise InputError(f"not enough memory to read {path} at once ({size:.1f} GiB); open "
+                             "it lazily (napari-vessel reads large files block by block: "
+                             "load_volume(path, lazy=True)) or free some memory") from err
         except Exception as err:  # decoders raise their own error types
             raise _damaged(path, err) from err
 

@@ -105,3 +105,18 @@ def test_evaluate_refuses_a_probability_map_outside_zero_one(tmp_path, capsys):
     tifffile.imwrite(image, np.full((6, 16, 16), 200, np.uint8))
     assert main(["evaluate", "--prob", str(image), "--ref", str(ref)]) == 2
     assert "outside [0, 1]" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_not_called_corruption(tmp_path, monkeypatch):
+    from napari_vessel.io import load_volume
+
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.ones((6, 16, 16), np.uint8))
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", no_memory)
+    with pytest.raises(InputError, match="not enough memory") as err:
+        load_volume(path, lazy=False)
+    assert "corrupt" not in str(err.value)
