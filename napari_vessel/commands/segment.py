@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -81,17 +80,11 @@ def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> d
 
 
 def _write_json(path: Path, data: dict, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; add --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON atomically, with the permissions of any new file (the umask)."""
+    from ..io_common import atomic_path
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def _check_writable(out: Path) -> None:

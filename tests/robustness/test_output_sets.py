@@ -80,3 +80,15 @@ def test_a_system_error_is_one_clear_line(stack, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
     assert not list((tmp_path / "o").glob("*")) if (tmp_path / "o").exists() else True
+
+
+def test_the_manifest_is_readable_by_the_group_like_the_images(stack, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert main(["segment", str(stack), "-o", str(tmp_path / "o"), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()}
+    assert modes["s_manifest.json"] == 0o644, modes  # was 0600 (mkstemp)
