@@ -32,3 +32,14 @@ def _private_cache(tmp_path_factory):
     """ONNX exports go to a fresh cache folder, never the user's."""
     os.environ["NAPARI_VESSEL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one torch thread avoids thread hand-off costs on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,12 +18,7 @@ from napari_vessel.runtime.export import export_onnx
 TINY = {"widths": [2, 4, 4, 4]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _volume(shape=(8, 40, 40), seed=0) -> np.ndarray:

@@ -20,12 +20,7 @@ from napari_vessel.training.train import TrainConfig, train
 TINY = {"widths": [2, 4, 4, 4], "norm": "batch"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bars(seed: int = 0, shape=(6, 32, 32)) -> Pair:
