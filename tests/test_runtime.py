@@ -178,7 +178,8 @@ def test_auto_follows_the_measured_preference_of_the_architecture():
     args = dict(requested="auto", device=torch.device("cpu"), dims=3, logits=True, tta=False,
                 multiple=(4, 8, 8), threads=1)
     assert runtime.runtime_forward(model, architecture="umis", **args)[1].name == "onnx"
-    assert runtime.runtime_forward(model, architecture="tvnet", **args)[1].name == "openvino"
+    assert runtime.runtime_forward(model, architecture="tvnet", **args)[1].name == "onnx"
+    assert runtime.runtime_forward(model, architecture="dbac", **args)[1].name == "openvino"
 
 
 def test_an_architecture_measured_fastest_on_pytorch_stays_there():

@@ -106,11 +106,38 @@ def _export(model: Any, path: Path, shape: tuple[int, ...]) -> None:
     spatial = {0: "n", **{i: f"s{i}" for i in range(2, len(shape))}}
     chatter = io.StringIO()  # the exporter prints whole graphs on failure; the error says enough
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
-            contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), \
+            _silenced_fds():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; the export is verified
         torch.onnx.export(_SegOnly(model), (torch.zeros(shape),), str(path), input_names=["image"],
                           output_names=["seg"], dynamic_axes={"image": spatial, "seg": spatial},
                           opset_version=18, dynamo=False)
+
+
+@contextlib.contextmanager
+def _silenced_fds():
+    """Send the process's own stdout and stderr (file descriptors 1 and 2, where PyTorch's C++
+    side prints the graph of a failed export) to the null device for the duration."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no such descriptors (an embedded interpreter): nothing to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def export_onnx(model: Any, *, dims: int, multiple: tuple[int, int, int],
