@@ -129,14 +129,15 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
             trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
             os.replace(path, trash)
             os.replace(tmp, path)
-            _remove(trash)
+            remove_path(trash)
         else:
             os.replace(tmp, path)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree (a Zarr store) if it exists."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():

@@ -113,11 +113,13 @@ def publish_set(paths: dict[str, Path], write) -> None:
     write : callable(dict) -> Any
         Writes every output to the temporary paths it is given (same keys and suffixes).
     """
+    from ..io_common import remove_path
+
     folder = paths["manifest"].parent
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(".*.partial*"):  # a killed run's temporary files
         if any(leftover.name.startswith(f".{p.name}.") for p in paths.values()):
-            _remove(leftover)
+            remove_path(leftover)
     tag = uuid.uuid4().hex[:8]
     tmp = {k: p.with_name(f".{p.name}.{tag}.partial{''.join(p.suffixes[-1:])}")
            for k, p in paths.items()}
@@ -128,16 +130,7 @@ def publish_set(paths: dict[str, Path], write) -> None:
             os.replace(tmp[key], paths[key])
     finally:
         for path in tmp.values():
-            _remove(path)
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+            remove_path(path)
 
 
 def run(args: argparse.Namespace) -> int:

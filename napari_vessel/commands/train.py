@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import registry
-    from ..models.weights import save_weights
+    from ..models.weights import file_sha256, save_weights
     from ..progress import tqdm_progress
     from ..training.data import load_pairs, training_pipeline
     from ..training.train import TrainConfig, default_patch_size, train
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     if synthetic_note:
         training["synthetic"] = synthetic_note
     if init is not None:
-        training["init"] = {"weights": Path(args.init).name, "sha256": _sha256(args.init)}
+        training["init"] = {"weights": Path(args.init).name, "sha256": file_sha256(args.init)}
     post = notes.get("postprocessing") or {}
     # hysteresis levels fitted on the training volumes, like the threshold
     if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
@@ -396,12 +396,6 @@ def _load_init(model, tensors: dict, path: str) -> None:
         raise InputError(f"--init {path} holds weights of another network "
                          f"({str(err).splitlines()[0]}); give the same --model and --widths as "
                          "the run that made it") from err
-
-
-def _sha256(path: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _plain(cfg) -> dict:

@@ -266,6 +266,27 @@ def user_config(card: dict, base: ModelSpec) -> dict:
     return dict(config)
 
 
+#: Results of :func:`_check_user_card` by card file and its size and modification time, so a
+#: listing (every ``get``) does not build each user network again.
+_CHECKED: dict[tuple, Any] = {}
+
+
+def _checked_card(path: Path, card: dict, base: ModelSpec,
+                  weights_name: str) -> tuple[int, int, int] | None:
+    """:func:`_check_user_card`, remembered until the card file changes."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, base.architecture)
+    if key not in _CHECKED:
+        try:
+            _CHECKED[key] = _check_user_card(card, base, weights_name)
+        except ValueError as err:
+            _CHECKED[key] = err
+    result = _CHECKED[key]
+    if isinstance(result, ValueError):
+        raise result
+    return result
+
+
 def _check_user_card(card: dict, base: ModelSpec,
                      weights_name: str) -> tuple[int, int, int] | None:
     """Raise ValueError (the card is then skipped with a warning) unless a user card is sound.
@@ -346,7 +367,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 )
                 continue
             weights_name = str(card.get("weights_file") or card_path.with_suffix(".safetensors").name)
-            multiple = _check_user_card(card, base, weights_name)
+            multiple = _checked_card(card_path, card, base, weights_name)
             patch = card.get("patch_size_zyx") or base.patch_size_zyx
             found[name] = replace(
                 base,

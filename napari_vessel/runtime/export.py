@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..models.weights import file_sha256
 
 __all__ = ["cache_dir", "export_key", "export_onnx", "example_shape", "EXPORT_VERSION"]
 
@@ -42,14 +43,6 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "napari-vessel"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_key(model: Any, dims: int) -> str:
@@ -173,7 +166,7 @@ def export_onnx(model: Any, *, dims: int, multiple: tuple[int, int, int],
     try:
         recorded = json.loads(meta.read_text(encoding="utf-8"))
         if (isinstance(recorded, dict) and recorded.get("key") == key
-                and recorded.get("sha256") == _sha256_file(path)):
+                and recorded.get("sha256") == file_sha256(path)):
             return path, "cached"
         note = "exported (the cached file did not match its hash)"
     except (OSError, ValueError):
@@ -193,7 +186,7 @@ def export_onnx(model: Any, *, dims: int, multiple: tuple[int, int, int],
         _export(model, tmp, example_shape(multiple, dims))
         os.replace(tmp, path)
         meta_tmp = meta.with_name(meta.name + ".tmp")
-        meta_tmp.write_text(json.dumps({"key": key, "sha256": _sha256_file(path),
+        meta_tmp.write_text(json.dumps({"key": key, "sha256": file_sha256(path),
                                         "dims": dims, "export_version": EXPORT_VERSION}))
         os.replace(meta_tmp, meta)
     except OSError as err:

@@ -39,3 +39,16 @@ def test_a_hostile_card_is_skipped_and_the_listing_survives(user_dir, change, re
     text = " ".join(str(w.message) for w in record)
     assert "bad.json" in text and reason in text
     assert "bad" not in names and "fine" in names and "tvnet" in names
+
+
+def test_a_card_mended_on_disk_is_checked_again(user_dir):
+    import os
+
+    card = user_dir / "mended.json"
+    card.write_text(json.dumps({**GOOD, "name": "mended", "threshold": "high"}))
+    with pytest.warns(UserWarning, match="threshold"):
+        assert "mended" not in [s.name for s in registry.list_models()]
+    card.write_text(json.dumps({**GOOD, "name": "mended", "threshold": 0.5}))
+    stat = card.stat()
+    os.utime(card, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later edit
+    assert "mended" in [s.name for s in registry.list_models()]
