@@ -22,9 +22,9 @@ FAST = ["--steps", "2", "--patch-size", "8", "32", "32", "--threads", "1", "--qu
 
 
 @pytest.fixture(scope="module")
-def tiny_tvnet(tmp_path_factory):
+def tiny_tvnet(tmp_path_factory, fit_to_bars):
     torch.manual_seed(0)
-    weights = save_weights(build_tvnet(**TV_CFG), tmp_path_factory.mktemp("w") / "cli-tiny",
+    weights = save_weights(fit_to_bars(build_tvnet(**TV_CFG)), tmp_path_factory.mktemp("w") / "cli-tiny",
                            {"architecture": "tvnet", "config": TV_CFG, "kind": "supervised",
                             "threshold": 0.5})
     spec = registry.register(registry.ModelSpec(

@@ -74,7 +74,7 @@ def bars(seed: int = 0, shape=(8, 32, 32)) -> tuple[np.ndarray, np.ndarray]:
 
 def cfg(**changes) -> FinetuneConfig:
     base = dict(minutes=None, max_steps=4, patch_size_zyx=(8, 32, 32), batch_size=2, lr=1e-2,
-                threads=1, preview=False, probe_patches=2)
+                threads=1, preview=False, probe_patches=2, method="umis", max_drift=None)
     return FinetuneConfig(**{**base, **changes})
 
 
@@ -89,9 +89,13 @@ def test_config_round_trip_and_checks():
     again = FinetuneConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.learning_rate == 3e-4
     assert config.trained_parameters == "all" and FinetuneConfig().trained_parameters == "norm"
-    assert FinetuneConfig().learning_rate == 1e-4 and FinetuneConfig().minutes == 2.0
+    assert FinetuneConfig().learning_rate == 1e-3 and FinetuneConfig().minutes == 2.0
+    assert FinetuneConfig(method="umis").learning_rate == 1e-4  # the paper's
+    assert FinetuneConfig().min_uncertainty == 0 and FinetuneConfig().max_drift == 0.25
     for bad in ({"mode": "semi"}, {"minutes": None}, {"minutes": -1}, {"batch_size": 0},
-                {"lambdas": {"xyz": 1}}, {"max_steps": 0}, {"train_only": "head"}):
+                {"lambdas": {"xyz": 1}}, {"max_steps": 0}, {"train_only": "head"},
+                {"method": "magic"}, {"max_drift": 0}, {"ema": 1.0}, {"anchor": -1},
+                {"guard_every": 0}):
         with pytest.raises(InputError):
             FinetuneConfig(**bad)
     with pytest.raises(InputError, match="unknown"):
@@ -211,7 +215,9 @@ def test_cancel_before_first_step_keeps_parent(tiny_models):
 def test_safeguard_keeps_parent_when_probe_loss_does_not_improve(tiny_models, monkeypatch):
     image, _ = bars()
     values = iter([1.0, 2.0])  # parent, then fine-tuned: worse
-    monkeypatch.setattr(ft, "probe_loss", lambda loss, model, probes: next(values))
+    from napari_vessel.training import finetune_loop
+
+    monkeypatch.setattr(finetune_loop, "probe_loss", lambda loss, model, probes: next(values))
     result = finetune("ft-tiny-tvnet", image, config=cfg(max_steps=3))
     assert result.kept_parent and result.best_step == 0 and "parent" in result.message
     parent, _ = registry.load_model("ft-tiny-tvnet", "cpu")

@@ -2,6 +2,8 @@
 
 The raw loss of every step is drawn in grey, its moving average in orange, and the step whose
 state is kept (the best so far) as a dot. The y range follows the data (with a little margin).
+An unsupervised run also shows its guard: the change of the predicted vessel fraction from the
+parent's at each check (green, own scale, dashed lines at the allowed limit).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _SMOOTH = QColor(255, 160, 40)
 _BEST = QColor(80, 200, 255)
 _AXES = QColor(120, 120, 120)
 _TEXT = QColor(210, 210, 210)
+_DRIFT = QColor(90, 210, 90)
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -46,6 +49,8 @@ class LossPlot(QWidget):
         self.losses: list[float] = []
         self.smoothed: list[float] = []
         self.best_step = 0
+        self.drift: list[tuple[int, float, float]] = []
+        self.limit: float | None = None
         self.setMinimumHeight(150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("loss per step (grey) and its moving average (orange); the blue dot is "
@@ -58,9 +63,39 @@ class LossPlot(QWidget):
         self.best_step = int(best_step)
         self.update()
 
+    def set_drift(self, drift: Sequence[tuple[int, float, float]], limit: float | None) -> None:
+        """Show the guard's checks: (step, vessel-fraction change, skeleton change) and the limit."""
+        self.drift, self.limit = [tuple(d) for d in drift], limit
+        self.update()
+
     def clear(self) -> None:
         """Remove the curves."""
+        self.drift = []
         self.set_curves([], [], 0)
+
+    def _draw_drift(self, painter: QPainter, area: QRectF, steps: int) -> None:
+        if not self.drift or not self.limit:
+            return
+        span = 1.6 * max(self.limit, max(abs(d[1]) for d in self.drift))
+
+        def y(value: float) -> float:
+            return area.center().y() - 0.5 * area.height() * value / span
+
+        pen = QPen(_DRIFT, 1, Qt.PenStyle.DashLine)
+        painter.setPen(pen)
+        for bound in (-self.limit, self.limit):
+            painter.drawLine(QPointF(area.left(), y(bound)), QPointF(area.right(), y(bound)))
+        path = QPainterPath()
+        for i, (step, fraction, _skeleton) in enumerate(self.drift):
+            x = area.left() + area.width() * ((step - 1) / max(steps - 1, 1))
+            point = QPointF(min(x, area.right()), y(fraction))
+            path.lineTo(point) if i else path.moveTo(point)
+        painter.setPen(QPen(_DRIFT, 2))
+        painter.drawPath(path)
+        painter.drawText(QRectF(area.left() + 4, area.top() + 2, area.width() - 8, 14),
+                         Qt.AlignmentFlag.AlignRight,
+                         f"vessel fraction {100 * self.drift[-1][1]:+.0f} % "
+                         f"(limit ±{100 * self.limit:.0f} %)")
 
     def _range(self) -> tuple[float, float]:
         values = _finite(self.losses) + _finite(self.smoothed)
@@ -108,6 +143,7 @@ class LossPlot(QWidget):
                     started = True
             painter.setPen(QPen(colour, width))
             painter.drawPath(path)
+        self._draw_drift(painter, area, steps)
         if 0 < self.best_step <= len(self.smoothed):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(_BEST)

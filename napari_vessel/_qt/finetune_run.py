@@ -75,12 +75,15 @@ class FinetuneOutcome:
         The new model's segmentation, when asked for and not stopped.
     segment_stopped : bool
         True when the user stopped the segmentation (the model is saved all the same).
+    parent_labels : ndarray of uint8 or None
+        The parent's labels of the same volume, for the before / after comparison.
     """
 
     result: FinetuneResult
     weights: Path | None = None
     segmentation: tuple | None = None
     segment_stopped: bool = False
+    parent_labels: np.ndarray | None = None
 
 
 def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
@@ -106,12 +109,12 @@ def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
     InputError
         Bad input (from the core), or the model could not be saved.
     """
-    train_share = 0.9 if job.segment else 1.0
+    train_share = 0.8 if job.segment else 1.0
     result = finetune(job.model, job.volume, labels=job.labels, edited_mask=job.edited_mask,
                       checked_slices=job.checked_slices, config=job.config,
                       progress=scaled(progress, 0.0, train_share), cancel=cancel,
                       on_update=on_update, preview_z=job.preview_z)
-    if result.steps == 0:
+    if result.kept_parent:  # declined, guarded or stopped at once: the parent is the answer
         return FinetuneOutcome(result)
     progress(train_share, "saving the new model…")
     weights = save_finetuned(result, job.name, extra={"started_from": "napari Fine-tune dock"})
@@ -119,11 +122,16 @@ def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
     if job.segment:
         from ..inference import segment
 
+        middle = (train_share + 1.0) / 2
         progress(train_share, f"segmenting with {job.name}…")
         try:
             outcome.segmentation = segment(job.volume, job.name, device=job.config.device,
-                                           progress=scaled(progress, train_share, 1.0),
+                                           progress=scaled(progress, train_share, middle),
                                            cancel=job.segment_token)
+            progress(middle, f"segmenting with {job.model} for the comparison…")
+            outcome.parent_labels = segment(job.volume, job.model, device=job.config.device,
+                                            progress=scaled(progress, middle, 1.0),
+                                            cancel=job.segment_token)[1]
         except Cancelled:
-            outcome.segment_stopped = True
+            outcome.segment_stopped = outcome.segmentation is None
     return outcome

@@ -29,6 +29,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..errors import InputError
 from ..models import registry
+from ..training import METHODS
 from ..training.finetune import (
     FinetuneConfig,
     FinetuneUpdate,
@@ -37,7 +38,9 @@ from ..training.finetune import (
     trainable_models,
 )
 from ..training.finetune_loss import trainable_spec
+from ..training.finetune_save import remove_finetuned
 from ._common import notify_error, output_name, show_info, start_worker
+from .finetune_compare import ComparePanel
 from .finetune_corrections import CorrectionsPanel
 from .finetune_layers import PreviewLayer
 from .finetune_plot import LossPlot
@@ -122,6 +125,7 @@ class FinetuneWidget(Container):
         self.results = SegmentResults(napari_viewer)
         self._z = 0
         self._auto_name = ""
+        self._new_layers: list = []
         self._relay = _UpdateRelay()
         self._relay.update.connect(self._on_update)
 
@@ -137,12 +141,18 @@ class FinetuneWidget(Container):
         self.minutes.tooltip = "time budget (0: no time limit, only the steps)"
         self.steps = SpinBox(label="steps", value=0, min=0, max=10**6, step=10)
         self.steps.tooltip = "stop after this many steps (0: no step limit, only the minutes)"
+        self.method_combo = ComboBox(label="method", choices=list(METHODS), value=METHODS[0])
+        self.method_combo.tooltip = (
+            "how to adapt without labels: selftrain (self-training on the model's confident "
+            "voxels, the measured default), tent (entropy minimisation), umis (the UMIS loss), "
+            "adabn (re-estimate the batch-norm statistics; seconds)")
         self.only_unsure = CheckBox(text="only when the model is unsure of this volume",
-                                    value=True)
+                                    value=False)
         self.only_unsure.tooltip = (
             "unsupervised: adapt only when the model's probabilities on this volume are unsure "
-            "(mean entropy at least 0.45 bits, as on another microscope's images); on a volume "
-            "like its training data it is kept as it is. Untick to adapt anyway")
+            "(mean entropy at least 0.45 bits). Off by default: a model can be confidently "
+            "wrong; the guard (vessel fraction and skeleton length within ±25 % of the "
+            "parent's) decides instead")
         self.name_edit = LineEdit(label="new model")
         self.name_note = Label(value="")
         self.segment_check = CheckBox(text="segment with the new model when done", value=True)
@@ -158,7 +168,8 @@ class FinetuneWidget(Container):
         model_row.margins = (0, 0, 0, 0)
         self._inputs = Container(widgets=[self.layer_combo, model_row, self.model_note,
                                           self.mode_combo], labels=True)
-        self._options = Container(widgets=[self.minutes, self.steps, self.only_unsure,
+        self._options = Container(widgets=[self.method_combo, self.minutes, self.steps,
+                                           self.only_unsure,
                                            self.name_edit,
                                            self.name_note, self.segment_check], labels=True)
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
@@ -171,6 +182,8 @@ class FinetuneWidget(Container):
         for part in (buttons, self.progress, self.status):
             layout.addWidget(part.native)
         layout.addWidget(self.plot)
+        self.compare = ComparePanel(self.revert)
+        layout.addWidget(self.compare)
         layout.addStretch(1)
         self.native.setMinimumWidth(380)
         self._parts = (model_row, buttons)
@@ -255,7 +268,7 @@ class FinetuneWidget(Container):
     def _mode_changed(self, _value: Any = None) -> None:
         supervised = MODES[self.mode_combo.value] == "supervised"
         self._corrections_box.setVisible(supervised)
-        self.only_unsure.visible = not supervised
+        self.only_unsure.visible = self.method_combo.visible = not supervised
         self.corrections.show_state()
 
     # -------------------------------------------------------------------------------- slice
@@ -285,9 +298,10 @@ class FinetuneWidget(Container):
         name = check_new_name(self.name_edit.value)
         minutes, steps = float(self.minutes.value), int(self.steps.value)
         mode = MODES[self.mode_combo.value]
-        gate = {} if self.only_unsure.value else {"min_uncertainty": 0.0}
+        gate = {"min_uncertainty": 0.45} if self.only_unsure.value else {}
         config = FinetuneConfig(**{"mode": mode, "minutes": minutes or None,
-                                   "max_steps": steps or None, **gate, **self.settings})
+                                   "max_steps": steps or None, "method": self.method_combo.value,
+                                   **gate, **self.settings})
         job = FinetuneJob(model, volume, name, config, segment=bool(self.segment_check.value),
                           preview_z=self.current_slice)
         if mode == "supervised":
@@ -309,6 +323,7 @@ class FinetuneWidget(Container):
             source.name, f"fine-tune preview ({job.name})", self.viewer.layers),
             source.scale, source.translate)
         self.plot.clear()
+        self.compare.clear()
         self._running(True, job.name)
 
         def work(progress: Any, cancel: Any) -> FinetuneOutcome:
@@ -344,6 +359,8 @@ class FinetuneWidget(Container):
 
     def _on_update(self, update: FinetuneUpdate) -> None:
         self.plot.set_curves(update.losses, update.smoothed, update.best_step)
+        self.plot.set_drift(update.drift, self.run_job.config.max_drift
+                            if self.run_job is not None else None)
         if update.preview is not None and self.preview is not None:
             self.preview.show(update.preview, update.preview_origin_yx, update.preview_z)
 
@@ -353,13 +370,14 @@ class FinetuneWidget(Container):
         if outcome.weights is None:
             if self.preview is not None:
                 self.preview.remove()
-            if result.parent_uncertainty is not None and not result.stopped_early:
-                self.status.value = f"nothing was saved: {result.message}"
-                self._info(result.message)
+            if result.steps == 0 and result.stopped_early:
+                self.status.value = "stopped before the first step: nothing was saved"
+                self._info("fine-tune stopped before its first step: nothing was saved; let it "
+                           "run a little longer")
                 return
-            self.status.value = "stopped before the first step: nothing was saved"
-            self._info("fine-tune stopped before its first step: nothing was saved; let it "
-                       "run a little longer")
+            text = f"nothing was saved, {result.parent} stays as it is: {result.message}"
+            self.status.value = text
+            self._info(text)
             return
         name = outcome.weights.stem
         text = f"saved model '{name}': {result.steps} steps in {result.seconds:.0f} s; " \
@@ -370,11 +388,38 @@ class FinetuneWidget(Container):
             output, _ = self.results.show(prob, labels, manifest, source,
                                           card_threshold(spec), 0)
             text += f"; added '{output.labels_layer.name}'"
+            self._new_layers = [layer for layer in (output.prob_layer, output.labels_layer)
+                                if layer is not None]
+            if outcome.parent_labels is not None:
+                self.compare.show_pair(outcome.parent_labels, labels, result.parent, name)
         elif outcome.segment_stopped:
             text += "; segmentation stopped (segment with it from the Segment dock)"
         self.status.value = text
         self._info(text)
         self.refresh_models()
+
+    def revert(self) -> None:
+        """Go back to the parent: delete the new model and remove the layers it made."""
+        outcome = self.outcome
+        if outcome is None or outcome.weights is None or self.job is not None:
+            return
+        try:
+            remove_finetuned(outcome.weights)
+        except (InputError, OSError) as err:
+            self._notify(err)
+            return
+        for layer in self._new_layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._new_layers = []
+        if self.preview is not None:
+            self.preview.remove()
+        name = outcome.weights.stem
+        self.outcome = None
+        self.compare.clear()
+        self.refresh_models()
+        self.status.value = f"reverted: '{name}' was deleted; {outcome.result.parent} is unchanged"
+        self._info(self.status.value)
 
     def _failed(self, err: BaseException) -> None:
         if self.preview is not None:

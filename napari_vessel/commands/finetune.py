@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError
+from ..training import METHODS
 
 NAME = "finetune"
 HELP = "fine-tune a network on a volume (unsupervised, or from corrected labels); saves a new model"
@@ -53,8 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also segment IN with the new model; write TIFFs and a manifest here")
     parser.add_argument("--models-dir", metavar="DIR",
                         help="save the model here instead of the user models folder")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="unsupervised adaptation (default selftrain): self-training on "
+                        "confident pseudo-labels, entropy minimisation (tent), the UMIS loss, "
+                        "or batch-norm re-estimation (adabn)")
+    parser.add_argument("--max-drift", type=float, default=0.25, metavar="FRACTION",
+                        help="unsupervised: stop and keep the last safe state when the "
+                        "predicted vessel fraction or skeleton length moves more than this "
+                        "from the parent's (default 0.25 = 25 %%)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default 1e-4 unsupervised, 3e-4 with --labels)")
+                        help="learning rate (default 1e-3 selftrain and tent, 1e-4 umis, 3e-4 "
+                        "with --labels)")
     parser.add_argument("--batch-size", type=int, default=2, help="patches per step (default 2)")
     parser.add_argument("--patch-size", nargs=3, type=int, default=(16, 64, 64),
                         metavar=("Z", "Y", "X"), help="training patch (default 16 64 64)")
@@ -67,10 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--labels)")
     parser.add_argument("--no-safeguard", action="store_true",
                         help="keep the fine-tuned weights even if the loss did not improve")
-    parser.add_argument("--min-uncertainty", type=float, default=0.45, metavar="BITS",
+    parser.add_argument("--min-uncertainty", type=float, default=0.0, metavar="BITS",
                         help="unsupervised: adapt only when the model is at least this unsure of "
-                        "the volume (mean entropy of its probabilities, 0-1 bits; default 0.45); "
-                        "0 always adapts")
+                        "the volume (mean entropy of its probabilities, 0-1 bits; default 0: "
+                        "no such gate)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
@@ -120,7 +130,8 @@ def _command(args: argparse.Namespace) -> str:
     """The command line that repeats this run (from the parsed options)."""
     words = ["napari-vessel", "finetune", args.input, "--model", args.model, "-o", args.output]
     for flag in ("minutes", "steps", "labels", "edited_mask", "segment", "models_dir", "lr",
-                 "batch_size", "cldice", "consistency", "train_only", "seed", "threads", "device",
+                 "batch_size", "cldice", "consistency", "train_only", "method", "max_drift",
+                 "min_uncertainty", "seed", "threads", "device",
                  "channel", "frame"):
         value = getattr(args, flag)
         if value is not None:
@@ -155,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.steps, patch_size_zyx=tuple(args.patch_size), batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, cldice_weight=args.cldice, consistency=args.consistency,
         keep_parent=not args.no_safeguard, train_only=args.train_only, preview=False,
-        min_uncertainty=args.min_uncertainty,
-        device=args.device, threads=args.threads)
+        min_uncertainty=args.min_uncertainty, max_drift=args.max_drift,
+        **({"method": args.method} if args.method else {}), device=args.device, threads=args.threads)
     token = CancelToken()
     with _ctrl_c_stops(token), tqdm_progress(f"fine-tune {args.model}",
                                              disable=args.quiet) as progress:
@@ -164,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
                           checked_slices=args.checked_slices, config=config, progress=progress,
                           cancel=token)
     print(f"{result.steps} steps in {result.seconds:.0f} s: {result.message}")
-    if result.steps == 0 and not result.stopped_early:  # confident on this volume: nothing new
-        print("no new model was saved")
+    if result.kept_parent:  # declined, guarded or stopped at once: the parent is the answer
+        print(f"no new model was saved: the result is {args.model} itself")
         return 0
     weights = save_finetuned(result, name, volume_source=args.input, folder=args.models_dir,
                              extra={"command": _command(args)})

@@ -23,8 +23,6 @@ as a new user model (:mod:`napari_vessel.training.finetune_save`).
 
 from __future__ import annotations
 
-import copy
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,16 +37,15 @@ from ..stats import mean_binary_entropy
 from ..volume import Volume
 from .finetune_config import FinetuneConfig, FinetuneResult, FinetuneUpdate
 from .finetune_data import (
-    PatchSampler,
     add_checked_slices,
     as_volume,
     check_labels,
     edited_mask_from,
-    fit_patch_size,
     prepare_image,
     volume_fingerprint,
 )
-from .finetune_loss import ProbabilityNet, make_loss, probe_loss, run_preview, trainable_spec
+from .finetune_loop import FinetuneLoop, model_state
+from .finetune_loss import ProbabilityNet, trainable_spec
 
 __all__ = ["FinetuneConfig", "FinetuneUpdate", "FinetuneResult", "finetune", "save_finetuned",
            "check_new_name", "trainable_models", "is_running", "edited_mask_from", "segment_result"]
@@ -69,29 +66,19 @@ def trainable_models() -> list[str]:
             if s.is_network and s.trainable and s.has_weights and s.dims == 3]
 
 
-def _state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+#: Share of voxels at the volume's maximum above which adapting is declined.
+SATURATED = 0.5
 
 
-def _train_mode(model: torch.nn.Module, freeze_norm: bool) -> None:
-    """Training mode; with ``freeze_norm`` batch norms keep their running statistics (eval)."""
-    model.train()
-    if freeze_norm:
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-_NORMS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm,
-          torch.nn.modules.instancenorm._InstanceNorm, torch.nn.LayerNorm)
-
-
-def _trainable(model: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
-    """All parameters, or only the scales and shifts of the normalisation layers ("norm")."""
-    if which == "all":
-        return list(model.parameters())
-    params = [p for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters()]
-    return params or list(model.parameters())
+def saturation_problem(data: np.ndarray) -> str | None:
+    """A sentence when most of the volume is saturated (adapting would learn the clipping)."""
+    top = data.max()
+    share = float(np.count_nonzero(data == top)) / max(data.size, 1)
+    if share < SATURATED:
+        return None
+    return (f"declined: {100 * share:.0f} % of the voxels are at the maximum value {top:g} "
+            "(saturated), so the volume shows no vessel contrast to adapt to; lower the "
+            "detector gain or laser power, or pick another channel")
 
 
 def _supervised_targets(labels: Any, edited_mask: Any, checked_slices: Sequence[int],
@@ -178,7 +165,7 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
         target, mask = _supervised_targets(labels, edited_mask, checked_slices, shape)
     device = pick_device(cfg.device)
     model, spec = registry.load_model(spec, device)
-    initial = _state(model)
+    initial = model_state(model)
     info = {"volume": volume_fingerprint(vol), "preprocessing": None, "edited_voxels": None,
             "parent_uncertainty": None}
     threads = torch.get_num_threads()
@@ -187,10 +174,10 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
     try:
         image, info["preprocessing"] = prepare_image(spec, vol, progress=scaled(progress, 0, .03),
                                                      cancel=cancel)
+        threshold = cfg.threshold if cfg.threshold is not None else \
+            float(spec.card.get("threshold") or 0.5)
         if cfg.mode == "supervised":
             if mask is None:
-                threshold = cfg.threshold if cfg.threshold is not None else \
-                    float(spec.card.get("threshold") or 0.5)
                 prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
                                device=device, progress=scaled(progress, .03, .1), cancel=cancel)
                 mask = edited_mask_from(target, prob > threshold, checked_slices=checked_slices)
@@ -199,6 +186,11 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                 raise InputError("the labels have no edits: they do not differ from the model's "
                                  "own segmentation; paint or erase some vessels, or mark slices "
                                  "as checked, then fine-tune again")
+        elif (reason := saturation_problem(np.asarray(vol.data))) is not None:
+            progress(1.0, reason)
+            return FinetuneResult(model.eval(), initial, cfg, spec.name, 0,
+                                  time.monotonic() - started, [], [], False, True, reason,
+                                  declined=True, **info)
         elif cfg.min_uncertainty > 0:
             prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
                            device=device, progress=scaled(progress, .03, .1), cancel=cancel)
@@ -212,9 +204,9 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                 progress(1.0, message)
                 return FinetuneResult(model.eval(), initial, cfg, spec.name, 0,
                                       time.monotonic() - started, [], [], False, True, message,
-                                      **info)
-        loop = _Loop(model, spec, image, target, mask, cfg, device, started, progress, cancel,
-                     on_update, preview_z)
+                                      declined=True, **info)
+        loop = FinetuneLoop(model, spec, image, target, mask, cfg, device, started, progress,
+                            cancel, on_update, preview_z, threshold)
         return loop.run(initial, info)
     except Cancelled:
         model.load_state_dict(initial)
@@ -223,132 +215,6 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                               "the parent, unchanged", **info)
     finally:
         torch.set_num_threads(threads)
-
-
-class _Loop:
-    """The optimisation loop with its time budget, best state, live updates and safeguard."""
-
-    def __init__(self, model, spec, image, target, mask, cfg, device, started, progress, cancel,
-                 on_update, preview_z) -> None:
-        self.model, self.spec, self.image, self.cfg, self.device = model, spec, image, cfg, device
-        self.started, self.progress, self.cancel = started, progress, cancel
-        self.on_update, self.preview_z = on_update, preview_z
-        patch = fit_patch_size(cfg.patch_size_zyx, image.shape, spec.input_multiple_zyx)
-        self.sampler = PatchSampler(image, patch, target=target, mask=mask)
-        self.rng = np.random.default_rng(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        parent = copy.deepcopy(model).eval() if cfg.consistency > 0 else None
-        self.loss = make_loss(cfg, spec, parent)
-        self.losses: list[float] = []
-        self.smoothed: list[float] = []
-        self.terms: dict = {}
-        self.best_step = 0
-        self.next_update = 0.0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def fraction(self, step: int) -> float:
-        parts = [step / self.cfg.max_steps] if self.cfg.max_steps else []
-        if self.cfg.minutes is not None:
-            parts.append(self.elapsed() / (60 * self.cfg.minutes))
-        return float(min(1.0, max(parts)))
-
-    def _batch(self, rng: np.random.Generator, size: int) -> list[torch.Tensor | None]:
-        return [None if a is None else torch.from_numpy(a).to(self.device)
-                for a in self.sampler.batch(rng, size)]
-
-    def update(self, step: int, done: bool = False) -> None:
-        if self.on_update is None or (not done and time.monotonic() < self.next_update):
-            return
-        t0 = time.monotonic()
-        preview = z = origin = None
-        if self.cfg.preview:
-            wanted = self.preview_z() if callable(self.preview_z) else self.preview_z
-            z = self.image.shape[0] // 2 if wanted is None else int(wanted)
-            preview, z, origin = run_preview(self.model, self.spec, self.image, z,
-                                             self.cfg.preview_size, self.device)
-        cost = time.monotonic() - t0
-        self.next_update = time.monotonic() + max(self.cfg.preview_every_s, 5 * cost)
-        self.on_update(FinetuneUpdate(step, self.elapsed(), self.fraction(step),
-                                      tuple(self.losses), tuple(self.smoothed), dict(self.terms),
-                                      self.best_step, preview, z, origin, done))
-
-    def run(self, initial: dict, info: dict) -> FinetuneResult:
-        cfg, model = self.cfg, self.model
-        probes = None
-        if cfg.keep_parent and cfg.probe_patches > 0:
-            probes = self._batch(np.random.default_rng(cfg.seed + 1), cfg.probe_patches)
-        probe_parent = probe_loss(self.loss, model, probes)
-        optimiser = torch.optim.Adam(_trainable(model, cfg.trained_parameters),
-                                     lr=cfg.learning_rate)
-        best_state, best_loss = initial, math.inf
-        decay = 2.0 / (cfg.smooth_window + 1)
-        ema, step, stopped, step_s, message = 0.0, 0, False, 0.0, ""
-        self.update(0)
-        try:
-            while True:
-                if self.cancel is not None:
-                    self.cancel.check()
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    break
-                if step and cfg.minutes is not None and \
-                        self.elapsed() + step_s > 60 * cfg.minutes:
-                    break
-                t0 = time.monotonic()
-                _train_mode(model, cfg.freeze_norm)
-                x, valid, target, mask = self._batch(self.rng, cfg.batch_size)
-                total, self.terms = self.loss(model, x, valid, target, mask)
-                if not torch.isfinite(total):
-                    message = f"the loss became {float(total)} at step {step + 1}; stopped there. "
-                    break
-                optimiser.zero_grad(set_to_none=True)
-                total.backward()
-                optimiser.step()
-                step += 1
-                value = float(total.detach())
-                self.losses.append(value)
-                ema = decay * value + (1 - decay) * ema
-                self.smoothed.append(ema / (1 - (1 - decay) ** step))  # bias-corrected EMA
-                if self.smoothed[-1] < best_loss:
-                    best_loss, best_state, self.best_step = self.smoothed[-1], _state(model), step
-                step_s = (time.monotonic() - t0) if step == 1 else 0.8 * step_s + 0.2 * (
-                    time.monotonic() - t0)
-                self.progress(0.1 + 0.88 * self.fraction(step),
-                              f"step {step}, loss {self.smoothed[-1]:.4g}")
-                self.update(step)
-        except Cancelled:
-            stopped = True
-        return self._finish(initial, best_state, probes, probe_parent, step, stopped, message,
-                            info)
-
-    def _finish(self, initial, best_state, probes, probe_parent, step, stopped, message,
-                info) -> FinetuneResult:
-        model = self.model
-        model.load_state_dict(best_state)
-        probe_final = probe_loss(self.loss, model, probes) if step else probe_parent
-        kept = step == 0 or self.best_step == 0
-        if step and not kept and probe_parent is not None and not probe_final < probe_parent:
-            model.load_state_dict(initial)
-            kept, self.best_step = True, 0
-            message += (f"the loss on the probe patches did not improve ({probe_parent:.4g} -> "
-                        f"{probe_final:.4g}): the parent's weights are kept")
-        elif step == 0:
-            message += "stopped before the first step: the model is the parent, unchanged"
-        else:
-            message += (f"kept the state of step {self.best_step} of {step} (lowest smoothed "
-                        "loss)")
-            if probe_parent is not None:
-                message += f"; probe loss {probe_parent:.4g} -> {probe_final:.4g}"
-        if stopped:
-            message = "stopped by the user; " + message
-        model.eval()
-        self.update(step, done=True)
-        self.progress(1.0, message)
-        state = initial if kept else best_state
-        return FinetuneResult(model, state, self.cfg, self.spec.name, step, self.elapsed(),
-                              self.losses, self.smoothed, stopped, kept, message, self.best_step,
-                              probe_parent, probe_final if step else None, **info)
 
 
 def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: float | None = None,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .adapt import METHODS
 from .umis_loss import UMIS_LAMBDAS
 
 __all__ = ["FinetuneConfig", "FinetuneUpdate", "FinetuneResult", "MODES"]
@@ -31,7 +32,11 @@ class FinetuneConfig:
     Parameters
     ----------
     mode : {"unsupervised", "supervised"}
-        UMIS loss on the image alone (paper 000, section 4.4), or the user's corrections.
+        Adapt on the image alone, or learn from the user's corrections.
+    method : {"selftrain", "tent", "umis", "adabn"}
+        Unsupervised: how to adapt (:mod:`napari_vessel.training.adapt`): self-training on a
+        slowly moving teacher's confident pseudo-labels, entropy minimisation (TENT), the UMIS
+        loss (paper 000, section 4.4), or re-estimating the batch-norm statistics (AdaBN).
     minutes : float or None
         Wall-clock budget, preprocessing included (default 2). None: only ``max_steps``.
     max_steps : int or None
@@ -41,7 +46,8 @@ class FinetuneConfig:
     batch_size : int
         Patches per step.
     lr : float or None
-        Adam learning rate; None: 1e-4 unsupervised (the paper's, section 4.3-4.4), 3e-4
+        Adam learning rate; None: 1e-4 for the UMIS loss (the paper's, section 4.3-4.4), 1e-3
+        for self-training and TENT (which train only the normalisation layers), 3e-4
         supervised.
     seed : int
         Seed of the patch positions and of any randomness in the network.
@@ -56,6 +62,21 @@ class FinetuneConfig:
     beta_clip : float
         Supervised: the class weight beta of balanced BCE (paper 001, eq. 1), measured on the
         edited voxels, is clipped to ``[beta_clip, 1 - beta_clip]``.
+    anchor, keep_size : float
+        Unsupervised leashes (not for "adabn"): binary cross-entropy to the parent's decision
+        where the parent is sure, and the squared relative change of each patch's mean
+        probability from the parent's (the vessels keep their size). 0: off.
+    margin : float
+        Self-training and the anchor: a voxel is sure when its logit lies at least this far from
+        the threshold's logit (1.0: probability 0.84 or more at threshold 0.65 ... ).
+    ema : float
+        Self-training: the teacher's weights move by ``1 - ema`` towards the student's per step.
+    max_drift : float or None
+        Unsupervised guard rail: stop and keep the last checked state as soon as the predicted
+        vessel fraction or the skeleton length on the probe patches moves more than this
+        (relative, 0.25 = 25 %) from the parent's. None: no guard.
+    guard_every : int
+        Steps between two checks of the guard.
     consistency : float
         Weight of a squared difference to the parent's own prediction (not in the papers): a leash
         that keeps the model near its parent (supervised: on unedited voxels only). 0: off.
@@ -73,15 +94,14 @@ class FinetuneConfig:
     min_uncertainty : float
         Unsupervised: adapt only when the parent is unsure of this volume, i.e. when the mean
         binary entropy of its probability map (bits, 0-1) is at least this; otherwise the
-        parent is kept and the result says why. A network is confident on volumes like those it
-        learnt from (the shipped TV-Net: 0.26-0.39 bits on real volumes it never saw) and unsure
-        on another microscope's (0.48-0.57 on the shifted phantoms of the benchmark), where
-        adapting pays. 0: always adapt.
+        parent is kept and the result says why. 0 (default): no such gate; a network's own
+        confidence was wrong on volumes where it failed (docs/benchmarks-adaptation.md), the
+        drift guard decides instead.
     keep_parent : bool
-        Give back the parent's weights when the best state does not lower the loss on fixed probe
-        patches (a safeguard against a fine-tune that drifts).
+        UMIS loss: give back the parent's weights when the best state does not lower the loss
+        on fixed probe patches (a safeguard against a fine-tune that drifts).
     probe_patches : int
-        Number of fixed patches for that check.
+        Number of fixed patches for that check and for the drift guard.
     preview_every_s : float
         Seconds between live updates (``on_update``); the preview is also spaced so that it costs
         at most a fifth of the time.
@@ -100,6 +120,7 @@ class FinetuneConfig:
     """
 
     mode: str = "unsupervised"
+    method: str = "selftrain"
     minutes: float | None = 2.0
     max_steps: int | None = None
     patch_size_zyx: tuple[int, int, int] = (16, 64, 64)
@@ -113,11 +134,17 @@ class FinetuneConfig:
     dice_weight: float = 0.5
     cldice_weight: float = 0.0
     beta_clip: float = 0.01
+    anchor: float = 1.0
+    keep_size: float = 1.0
+    margin: float = 1.0
+    ema: float = 0.99
+    max_drift: float | None = 0.25
+    guard_every: int = 10
     consistency: float = 0.0
     train_only: str | None = None
     freeze_norm: bool = True
     smooth_window: int = 10
-    min_uncertainty: float = 0.45
+    min_uncertainty: float = 0.0
     keep_parent: bool = True
     probe_patches: int = 4
     preview_every_s: float = 3.0
@@ -130,6 +157,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"fine-tuning mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.method not in METHODS:
+            raise InputError(f"unknown adaptation method {self.method!r}; use one of "
+                             f"{', '.join(METHODS)}")
         if self.minutes is None and self.max_steps is None:
             raise InputError("give a time budget (minutes) or a number of steps (max_steps)")
         if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
@@ -140,7 +170,8 @@ class FinetuneConfig:
             raise InputError("batch_size and smooth_window must be at least 1")
         if self.lr is not None and not self.lr > 0:
             raise InputError(f"the learning rate must be positive, not {self.lr}")
-        for name in ("tv_weight", "dice_weight", "cldice_weight", "consistency", "alpha", "beta"):
+        for name in ("tv_weight", "dice_weight", "cldice_weight", "consistency", "alpha", "beta",
+                     "anchor", "keep_size", "margin"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"{name} must be zero or positive, not {getattr(self, name)}")
         unknown = set(self.lambdas) - set(UMIS_LAMBDAS)
@@ -155,6 +186,13 @@ class FinetuneConfig:
             raise InputError(f"train_only must be 'all' or 'norm', not {self.train_only!r}")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError(f"threads must be at least 1, not {self.threads}")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"ema must be in [0, 1), not {self.ema}")
+        if self.max_drift is not None and not self.max_drift > 0:
+            raise InputError(f"max_drift must be positive (0.25 = 25 %) or None, not "
+                             f"{self.max_drift}")
+        if int(self.guard_every) < 1:
+            raise InputError(f"guard_every must be at least 1, not {self.guard_every}")
         if not self.preview_every_s > 0:
             raise InputError("preview_every_s must be positive")
         object.__setattr__(self, "patch_size_zyx", tuple(int(p) for p in self.patch_size_zyx))
@@ -162,10 +200,12 @@ class FinetuneConfig:
 
     @property
     def learning_rate(self) -> float:
-        """``lr``, or the mode's default (1e-4 unsupervised as in paper 000; 3e-4 supervised)."""
+        """``lr``, or the default of the mode and method (see ``lr``)."""
         if self.lr is not None:
             return float(self.lr)
-        return 1e-4 if self.mode == "unsupervised" else 3e-4
+        if self.mode == "supervised":
+            return 3e-4
+        return 1e-4 if self.method == "umis" else 1e-3
 
     @property
     def trained_parameters(self) -> str:
@@ -207,6 +247,9 @@ class FinetuneUpdate:
         Unweighted loss terms of the last step.
     best_step : int
         Step whose state is currently kept (0: the parent).
+    drift : tuple of (int, float, float)
+        Unsupervised guard checks so far: (step, relative change of the vessel fraction, of the
+        skeleton length).
     preview : ndarray of float32, shape (H, W), or None
         Vessel probability on slice ``preview_z`` in the region starting at ``preview_origin_yx``.
     done : bool
@@ -224,6 +267,7 @@ class FinetuneUpdate:
     preview_z: int | None = None
     preview_origin_yx: tuple[int, int] | None = None
     done: bool = False
+    drift: tuple[tuple[int, float, float], ...] = ()
 
 
 @dataclass
@@ -262,6 +306,13 @@ class FinetuneResult:
     parent_uncertainty : float or None
         Unsupervised: mean binary entropy (bits) of the parent's probability map of the volume,
         compared with ``config.min_uncertainty``.
+    drift : tuple of (int, float, float)
+        Unsupervised guard checks: (step, relative change of the vessel fraction, of the skeleton
+        length); the last one measures the kept state.
+    declined : bool
+        True when the run did not adapt for a reason it states (nothing to adapt to, the guard).
+    sample : str or None
+        How the volume was sampled when it was too large to adapt on whole.
     """
 
     model: torch.nn.Module
@@ -282,6 +333,9 @@ class FinetuneResult:
     preprocessing: Any = None
     edited_voxels: int | None = None
     parent_uncertainty: float | None = None
+    drift: tuple = ()
+    declined: bool = False
+    sample: str | None = None
 
     def summary(self) -> dict:
         """JSON-ready record of the run (no weights): for cards and manifests."""
@@ -292,5 +346,7 @@ class FinetuneResult:
                 "probe_loss_final": self.probe_loss_final,
                 "final_smoothed_loss": self.smoothed[-1] if self.smoothed else None,
                 "edited_voxels": self.edited_voxels,
-                "parent_uncertainty": self.parent_uncertainty, "config": self.config.to_dict(),
+                "parent_uncertainty": self.parent_uncertainty, "declined": self.declined,
+                "drift": [list(d) for d in self.drift], "sample": self.sample,
+                "config": self.config.to_dict(),
                 "volume": self.volume, "preprocessing": self.preprocessing}

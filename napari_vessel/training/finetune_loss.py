@@ -99,7 +99,8 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torc
     return ((a - b) ** 2 * weights).sum() / weights.sum().clamp_min(1e-8)
 
 
-def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None) -> Loss:
+def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None, *,
+              leash: Callable[..., torch.Tensor] | None = None) -> Loss:
     """The loss of one mode as ``loss(model, x, valid, target, mask) -> (total, terms)``.
 
     Parameters
@@ -109,6 +110,8 @@ def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None) -> Loss:
         The network's spec (its output kind).
     parent : nn.Module, optional
         Frozen copy of the parent, for the ``consistency`` term.
+    leash : callable(prob, x, valid, terms) -> Tensor, optional
+        Unsupervised: an extra term keeping the model near its parent (:class:`.adapt.Leash`).
     """
     umis = UMISLoss(cfg.alpha, cfg.beta, dict(cfg.lambdas))
 
@@ -129,6 +132,8 @@ def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None) -> Loss:
         total, terms = umis(seg, x, raw=raw, recon=recon, mask=valid)  # eq. 17
         if not probe:
             total = total + consistency(seg, x, valid, terms)
+            if leash is not None:
+                total = total + leash(seg, x, valid, terms)
             terms["total"] = float(total.detach())
         return total, terms
 

@@ -27,6 +27,16 @@ MANIFEST_SUFFIX = ".manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+_UNSUPERVISED_LOSS = {
+    "selftrain": "self-training on a mean teacher's confident pseudo-labels with intensity "
+                 "jitter, anchored to the parent, vessel size kept",
+    "tent": "entropy minimisation of the normalisation layers (TENT), anchored to the parent, "
+            "vessel size kept",
+    "umis": "UMIS compound loss, paper 000 eq. 17-26",
+    "adabn": "batch-norm statistics re-estimated on the volume (AdaBN); no gradient step",
+}
+
+
 def _folder(folder: Any) -> Path:
     from ..models.registry import user_models_dir
     from ..models.weights import SHIPPED_DIR
@@ -158,9 +168,9 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
                      "seconds": summary["seconds"], "minutes": round(result.seconds / 60, 3),
                      "stopped_early": result.stopped_early, "kept_parent": result.kept_parent,
                      "config": cfg.to_dict(), "parent_sha256": base.card.get("sha256"),
-                     "loss": ("UMIS compound loss, paper 000 eq. 17-26" if cfg.mode ==
-                              "unsupervised" else "balanced BCE + TV (paper 001 eq. 1-2) "
-                              "+ soft-clDice (paper 004) on the edited voxels")},
+                     "loss": (_UNSUPERVISED_LOSS[cfg.method] if cfg.mode == "unsupervised"
+                              else "balanced BCE + TV (paper 001 eq. 1-2) + soft-clDice "
+                              "(paper 004) on the edited voxels")},
         "scores": {}, "preprocessing": base.preprocessing or base.card.get("preprocessing"),
         "intensity_profile": base.intensity_profile, "patch_size_zyx":
             list(base.patch_size_zyx),
@@ -184,3 +194,43 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
         raise InputError(f"could not save the model to {path}: {err.strerror or err}; free some "
                          "disk space or choose a folder you can write to") from err
     return weights
+
+
+def remove_finetuned(weights: Any) -> list[Path]:
+    """Delete a fine-tuned model: its weights, card and run manifest (the dock's Revert).
+
+    Parameters
+    ----------
+    weights : path-like
+        The model's ``.safetensors`` file, as :func:`save_finetuned` returned it.
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+
+    Raises
+    ------
+    InputError
+        The file is not a fine-tuned model (its card names no parent), or it lies among the
+        shipped weights.
+    """
+    from ..models.weights import SHIPPED_DIR
+
+    path = Path(weights)
+    card_path = path.with_suffix(".json")
+    if path.parent.resolve() == SHIPPED_DIR.resolve():
+        raise InputError(f"{path} is a shipped model; shipped weights are never deleted")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{card_path} cannot be read ({err}); nothing was deleted") from err
+    if not isinstance(card, dict) or not card.get("parent"):
+        raise InputError(f"{path.name} is not a fine-tuned model (its card names no parent); "
+                         "nothing was deleted")
+    removed = []
+    for target in (path.with_name(path.stem + MANIFEST_SUFFIX), card_path, path):
+        if target.exists():
+            target.unlink()
+            removed.append(target)
+    return removed

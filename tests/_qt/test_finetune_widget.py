@@ -23,16 +23,18 @@ FAST = {"threads": 1, "patch_size_zyx": (8, 32, 32), "batch_size": 1, "lr": 1e-2
 
 
 @pytest.fixture(scope="module")
-def tiny_net(tmp_path_factory):
-    """A tiny TV-Net with weights, registered as 'ft-gui-tvnet'."""
+def tiny_net(tmp_path_factory, fit_to_bars):
+    """A tiny TV-Net that finds bright bars, registered as 'ft-gui-tvnet'."""
     torch.manual_seed(0)
-    weights = save_weights(build_tvnet(**TV_CFG), tmp_path_factory.mktemp("w") / "ft-gui-tvnet",
-                           {"architecture": "tvnet", "config": TV_CFG, "kind": "supervised"})
+    weights = save_weights(fit_to_bars(build_tvnet(**TV_CFG)),
+                           tmp_path_factory.mktemp("w") / "ft-gui-tvnet",
+                           {"architecture": "tvnet", "config": TV_CFG, "kind": "supervised",
+                            "threshold": 0.5})
     spec = registry.register(registry.ModelSpec(
         name="ft-gui-tvnet", kind="supervised", description="tiny test network",
         builder=build_tvnet, config=TV_CFG, weights=weights, patch_size_zyx=(8, 32, 32),
-        input_multiple_zyx=(1, 2, 2), architecture="tvnet", output="logits"),
-        replace_existing=True)
+        input_multiple_zyx=(1, 2, 2), architecture="tvnet", output="logits",
+        card={"threshold": 0.5}), replace_existing=True)
     yield spec
     registry.unregister(spec.name)
 
@@ -129,6 +131,41 @@ def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setu
     assert "saved model 'ft-gui-tvnet-ft-stack'" in setup.infos[-1]
     assert widget.name_edit.value == "ft-gui-tvnet-ft-stack-2"  # the next free name
     assert widget.start_button.enabled and not widget.stop_button.enabled
+    # before / after side by side, then one click back to the parent
+    compare = widget.compare
+    assert compare.isVisibleTo(widget.native) and compare.images[0].pixmap() is not None
+    assert "ft-gui-tvnet\n" in compare.titles[0].text()
+    assert "ft-gui-tvnet-ft-stack" in compare.titles[1].text()
+    widget.revert()
+    assert "ft-gui-tvnet-ft-stack" not in _user_models()
+    assert [layer.name for layer in setup.viewer.layers] == [name for name, _ in before]
+    assert not compare.isVisibleTo(widget.native) and "reverted" in widget.status.value
+    assert not list(setup.widget.viewer.layers["stack"].data.shape) == []  # the image stays
+
+
+def test_compare_images_colour_what_changed():
+    from napari_vessel._qt.finetune_compare import compare_images
+
+    before = np.zeros((2, 3, 3), np.uint8)
+    after = np.zeros_like(before)
+    before[0, 0, 0] = after[1, 0, 0] = 1  # both (different slices, same MIP pixel)
+    before[1, 1, 1] = 1  # only before
+    after[0, 2, 2] = 1  # only after
+    left, right = compare_images(before, after)
+    assert tuple(left[0, 0]) == (255, 255, 255) and tuple(right[0, 0]) == (255, 255, 255)
+    assert tuple(left[1, 1]) == (255, 0, 255) and tuple(right[1, 1]) == (0, 0, 0)
+    assert tuple(right[2, 2]) == (0, 220, 0) and tuple(left[2, 2]) == (0, 0, 0)
+
+
+def test_revert_refuses_a_model_that_is_not_fine_tuned(tmp_path):
+    from napari_vessel.training.finetune_save import remove_finetuned
+
+    weights = tmp_path / "plain.safetensors"
+    weights.write_bytes(b"x")
+    (tmp_path / "plain.json").write_text('{"architecture": "tvnet"}')
+    with pytest.raises(InputError, match="not a fine-tuned model"):
+        remove_finetuned(weights)
+    assert weights.exists()
 
 
 def test_supervised_run_learns_from_painted_voxels(setup, qtbot):
@@ -136,6 +173,7 @@ def test_supervised_run_learns_from_painted_voxels(setup, qtbot):
     widget.mode_combo.value = "from my corrections (labels)"
     widget.corrections.labels_combo.value = setup.labels
     widget.segment_check.value = False
+    widget.settings = {**FAST, "keep_parent": False}  # three painted voxels: keep what it learnt
     assert widget._corrections_box.isVisibleTo(widget.native)
     setup.labels.data_setitem((np.array([2, 2, 2]), np.array([5, 6, 7]), np.array([9, 9, 9])), 1)
     setup.viewer.dims.set_current_step(0, 3)
@@ -145,6 +183,7 @@ def test_supervised_run_learns_from_painted_voxels(setup, qtbot):
     widget.start()
     _finish(setup, qtbot)
     assert not setup.errors, setup.errors
+    assert widget.outcome.weights is not None, setup.infos
     job = widget.run_job
     assert job.config.mode == "supervised" and int(job.edited_mask.sum()) == 3
     assert list(job.checked_slices) == [3]
@@ -248,9 +287,10 @@ def test_edit_tracker_marks_exactly_the_brushed_voxels():
 
 def test_a_confident_model_is_kept_and_nothing_is_saved(setup, qtbot):
     widget = setup.widget
-    assert widget.only_unsure.value and widget._make_job()[0].config.min_uncertainty == 0.45
-    widget.only_unsure.value = False
-    assert widget._make_job()[0].config.min_uncertainty == 0.0
+    assert not widget.only_unsure.value
+    assert widget._make_job()[0].config.min_uncertainty == 0.0  # the guard decides
+    widget.only_unsure.value = True
+    assert widget._make_job()[0].config.min_uncertainty == 0.45
     before = _snapshot(setup.viewer)
     widget.settings = {**FAST, "min_uncertainty": 1.0}  # no model is that unsure
     widget.start()

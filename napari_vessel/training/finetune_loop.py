@@ -1,0 +1,294 @@
+"""The optimisation loop of fine-tuning (see :mod:`napari_vessel.training.finetune`).
+
+One loop for every mode and method: time budget, live updates, Stop that keeps the best state,
+the drift guard of unsupervised runs (:class:`~.adapt.DriftGuard`) and the probe-loss safeguard
+of the UMIS loss.
+
+Which state is kept: the lowest smoothed loss for the UMIS loss and the supervised mode (their
+loss is fixed, so comparable over steps); the last state for self-training and TENT (their
+targets move with the teacher or the model). Either way an unsupervised result must pass the
+drift guard, else the last state that passed it is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+from .adapt import DriftGuard, EntropyLoss, Leash, SelfTrainingLoss, reestimate_batchnorm
+from .finetune_config import FinetuneResult, FinetuneUpdate
+from .finetune_data import PatchSampler, fit_patch_size
+from .finetune_loss import make_loss, probe_loss, run_preview
+
+__all__ = ["FinetuneLoop", "model_state"]
+
+_NORMS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm,
+          torch.nn.modules.instancenorm._InstanceNorm, torch.nn.LayerNorm)
+
+
+def model_state(model: torch.nn.Module) -> dict:
+    """CPU copies of a model's weights and buffers."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _train_mode(model: torch.nn.Module, freeze_norm: bool) -> None:
+    """Training mode; with ``freeze_norm`` batch norms keep their running statistics (eval)."""
+    model.train()
+    if freeze_norm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _trainable(model: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
+    """All parameters, or only the scales and shifts of the normalisation layers ("norm")."""
+    if which == "all":
+        return list(model.parameters())
+    params = [p for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters()]
+    return params or list(model.parameters())
+
+
+_METHOD_NAMES = {"selftrain": "self-training", "tent": "entropy minimisation",
+                 "umis": "the UMIS loss", "adabn": "batch-norm re-estimation"}
+
+
+class FinetuneLoop:
+    """The optimisation loop with its time budget, kept state, live updates and guards."""
+
+    def __init__(self, model, spec, image, target, mask, cfg, device, started, progress, cancel,
+                 on_update, preview_z, threshold: float) -> None:
+        self.model, self.spec, self.image, self.cfg, self.device = model, spec, image, cfg, device
+        self.started, self.progress, self.cancel = started, progress, cancel
+        self.on_update, self.preview_z, self.threshold = on_update, preview_z, threshold
+        patch = fit_patch_size(cfg.patch_size_zyx, image.shape, spec.input_multiple_zyx)
+        self.sampler = PatchSampler(image, patch, target=target, mask=mask)
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.unsupervised = cfg.mode == "unsupervised"
+        self.method = cfg.method if self.unsupervised else "supervised"
+        self.loss = self._make_loss()
+        self.keep_lowest = self.method in ("umis", "supervised")
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.terms: dict = {}
+        self.drift: list[tuple[int, float, float]] = []
+        self.best_step = 0
+        self.next_update = 0.0
+
+    def _make_loss(self):
+        cfg, model, spec = self.cfg, self.model, self.spec
+        parent = copy.deepcopy(model).eval() if (
+            cfg.consistency > 0 or (self.unsupervised and (cfg.anchor > 0 or cfg.keep_size > 0))
+        ) else None
+        leash = Leash(parent, spec, self.threshold, cfg.anchor, cfg.keep_size, cfg.margin) \
+            if self.unsupervised and parent is not None else None
+        if self.method == "selftrain":
+            return SelfTrainingLoss(model, spec, self.threshold, cfg.margin, cfg.ema, leash,
+                                    cfg.seed)
+        if self.method == "tent":
+            return EntropyLoss(spec, leash)
+        return make_loss(cfg, spec, parent, leash=leash)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def fraction(self, step: int) -> float:
+        parts = [step / self.cfg.max_steps] if self.cfg.max_steps else []
+        if self.cfg.minutes is not None:
+            parts.append(self.elapsed() / (60 * self.cfg.minutes))
+        return float(min(1.0, max(parts)))
+
+    def _batch(self, rng: np.random.Generator, size: int) -> list[torch.Tensor | None]:
+        return [None if a is None else torch.from_numpy(a).to(self.device)
+                for a in self.sampler.batch(rng, size)]
+
+    def update(self, step: int, done: bool = False) -> None:
+        if self.on_update is None or (not done and time.monotonic() < self.next_update):
+            return
+        t0 = time.monotonic()
+        preview = z = origin = None
+        if self.cfg.preview:
+            wanted = self.preview_z() if callable(self.preview_z) else self.preview_z
+            z = self.image.shape[0] // 2 if wanted is None else int(wanted)
+            preview, z, origin = run_preview(self.model, self.spec, self.image, z,
+                                             self.cfg.preview_size, self.device)
+        cost = time.monotonic() - t0
+        self.next_update = time.monotonic() + max(self.cfg.preview_every_s, 5 * cost)
+        self.on_update(FinetuneUpdate(step, self.elapsed(), self.fraction(step),
+                                      tuple(self.losses), tuple(self.smoothed), dict(self.terms),
+                                      self.best_step, preview, z, origin, done,
+                                      tuple(self.drift)))
+
+    def _guard(self, probes) -> DriftGuard | None:
+        cfg = self.cfg
+        if not self.unsupervised or cfg.max_drift is None or probes is None:
+            return None
+        return DriftGuard(self.model, self.spec, probes[0], probes[1], self.threshold,
+                          cfg.max_drift)
+
+    def _result(self, state: dict, steps: int, stopped: bool, kept: bool, message: str,
+                info: dict, probe_parent=None, probe_final=None, declined=False
+                ) -> FinetuneResult:
+        self.model.load_state_dict(state)
+        self.model.eval()
+        self.update(steps, done=True)
+        self.progress(1.0, message)
+        return FinetuneResult(self.model, state, self.cfg, self.spec.name, steps, self.elapsed(),
+                              self.losses, self.smoothed, stopped, kept, message, self.best_step,
+                              probe_parent, probe_final, drift=tuple(self.drift),
+                              declined=declined, **info)
+
+    def run(self, initial: dict, info: dict) -> FinetuneResult:
+        cfg, model = self.cfg, self.model
+        probes = None
+        if cfg.probe_patches > 0 and (cfg.keep_parent or self.unsupervised):
+            probes = self._batch(np.random.default_rng(cfg.seed + 1), cfg.probe_patches)
+        guard = self._guard(probes)
+        if guard is not None and guard.empty:
+            return self._result(initial, 0, False, True, (
+                f"declined: {self.spec.name} finds no vessel in {cfg.probe_patches} sample "
+                f"patches of this volume at its threshold {self.threshold:g}, so there is "
+                "nothing to adapt to; check the channel, or segment to see the whole volume"),
+                info, declined=True)
+        if self.method == "adabn":
+            return self._adabn(initial, info, guard)
+        use_probe_loss = cfg.keep_parent and self.keep_lowest and probes is not None
+        probe_parent = probe_loss(self.loss, model, probes) if use_probe_loss else None
+        optimiser = torch.optim.Adam(_trainable(model, cfg.trained_parameters),
+                                     lr=cfg.learning_rate)
+        best_state, best_loss = initial, math.inf
+        checked_state, checked_step, crossed = initial, 0, None
+        decay = 2.0 / (cfg.smooth_window + 1)
+        ema, step, stopped, step_s, message = 0.0, 0, False, 0.0, ""
+        after_step = getattr(self.loss, "after_step", None)
+        self.update(0)
+        try:
+            while True:
+                if self.cancel is not None:
+                    self.cancel.check()
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+                if step and cfg.minutes is not None and \
+                        self.elapsed() + step_s > 60 * cfg.minutes:
+                    break
+                t0 = time.monotonic()
+                _train_mode(model, cfg.freeze_norm)
+                x, valid, target, mask = self._batch(self.rng, cfg.batch_size)
+                total, self.terms = self.loss(model, x, valid, target, mask)
+                if not torch.isfinite(total):
+                    message = f"the loss became {float(total)} at step {step + 1}; stopped there. "
+                    break
+                optimiser.zero_grad(set_to_none=True)
+                total.backward()
+                optimiser.step()
+                if after_step is not None:
+                    after_step(model)
+                step += 1
+                value = float(total.detach())
+                self.losses.append(value)
+                ema = decay * value + (1 - decay) * ema
+                self.smoothed.append(ema / (1 - (1 - decay) ** step))  # bias-corrected EMA
+                if not self.keep_lowest:
+                    self.best_step = step
+                elif self.smoothed[-1] < best_loss:
+                    best_loss, best_state, self.best_step = self.smoothed[-1], model_state(model), \
+                        step
+                if guard is not None and step % cfg.guard_every == 0:
+                    drift = guard.measure(model)
+                    self.drift.append((step, drift.fraction, drift.skeleton))
+                    if not guard.within(drift):
+                        crossed = drift
+                        break
+                    checked_state, checked_step = model_state(model), step
+                step_s = (time.monotonic() - t0) if step == 1 else 0.8 * step_s + 0.2 * (
+                    time.monotonic() - t0)
+                self.progress(0.1 + 0.88 * self.fraction(step),
+                              f"step {step}, loss {self.smoothed[-1]:.4g}")
+                self.update(step)
+        except Cancelled:
+            stopped = True
+        if not self.keep_lowest and step:
+            best_state = checked_state if crossed is not None else model_state(model)
+        return self._finish(initial, best_state, (checked_state, checked_step, crossed), guard,
+                            probes, probe_parent, step, stopped, message, info)
+
+    def _finish(self, initial, best_state, checked, guard, probes, probe_parent, step, stopped,
+                message, info) -> FinetuneResult:
+        model, cfg = self.model, self.cfg
+        checked_state, checked_step, crossed = checked
+        limit = f"±{100 * cfg.max_drift:.0f} %" if cfg.max_drift is not None else ""
+        if crossed is not None:
+            best_state, self.best_step = checked_state, checked_step
+            message += (f"stopped at step {step}: {crossed.describe()} from the parent's, beyond "
+                        f"the {limit} guard; ")
+        model.load_state_dict(best_state)
+        if guard is not None and step and self.best_step and crossed is None:
+            drift = guard.measure(model)
+            self.drift.append((self.best_step, drift.fraction, drift.skeleton))
+            if not guard.within(drift):
+                best_state, self.best_step = checked_state, checked_step
+                model.load_state_dict(best_state)
+                message += (f"the state of step {step} had {drift.describe()}, beyond the "
+                            f"{limit} guard; ")
+        probe_final = probe_loss(self.loss, model, probes) if (
+            step and probe_parent is not None) else None
+        kept = step == 0 or self.best_step == 0
+        if not kept and probe_parent is not None and not probe_final < probe_parent:
+            best_state, self.best_step, kept = initial, 0, True
+            message += (f"the loss on the probe patches did not improve ({probe_parent:.4g} -> "
+                        f"{probe_final:.4g}): the parent's weights are kept")
+        elif step == 0:
+            message += "stopped before the first step: the model is the parent, unchanged"
+        elif kept:
+            message += "the parent's weights are kept"
+        else:
+            message += self._kept_message(step, probe_parent, probe_final)
+        if stopped:
+            message = "stopped by the user; " + message
+        declined = self.unsupervised and kept and step > 0 and probe_parent is None
+        return self._result(initial if kept else best_state, step, stopped, kept, message, info,
+                            probe_parent, probe_final if step else None, declined)
+
+    def _kept_message(self, step: int, probe_parent, probe_final) -> str:
+        if not self.unsupervised or self.method == "umis":
+            text = f"kept the state of step {self.best_step} of {step} (lowest smoothed loss)"
+            if probe_parent is not None:
+                text += f"; probe loss {probe_parent:.4g} -> {probe_final:.4g}"
+        else:
+            text = f"adapted by {_METHOD_NAMES[self.method]}: kept step {self.best_step} of {step}"
+        if self.drift:
+            last = self.drift[-1]
+            text += (f"; vessel fraction {100 * last[1]:+.0f} %, skeleton length "
+                     f"{100 * last[2]:+.0f} % from the parent's")
+        return text
+
+    def _adabn(self, initial: dict, info: dict, guard: DriftGuard | None) -> FinetuneResult:
+        cfg = self.cfg
+        count = min(cfg.max_steps or 16, 16)
+        rng = np.random.default_rng(cfg.seed)
+        batches = []
+        for _ in range(count):
+            if self.cancel is not None and self.cancel.cancelled:
+                return self._result(initial, 0, True, True, "stopped by the user; the model is "
+                                    "the parent, unchanged", info)
+            batches.append(self._batch(rng, cfg.batch_size)[0])
+        reestimate_batchnorm(self.model, batches)
+        self.best_step = 1
+        text = (f"adapted by {_METHOD_NAMES['adabn']} on {count * cfg.batch_size} patches")
+        if guard is not None:
+            drift = guard.measure(self.model)
+            self.drift.append((1, drift.fraction, drift.skeleton))
+            if not guard.within(drift):
+                self.best_step = 0
+                return self._result(initial, 1, False, True, (
+                    f"declined: re-estimating the batch-norm statistics moved the "
+                    f"{drift.describe()} from the parent's, beyond the ±"
+                    f"{100 * cfg.max_drift:.0f} % guard; the parent's weights are kept"), info,
+                    declined=True)
+            text += f"; {drift.describe()} from the parent's"
+        return self._result(model_state(self.model), 1, False, False, text, info)
