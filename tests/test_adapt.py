@@ -196,3 +196,22 @@ def test_stop_keeps_a_checked_state_or_the_parent(bar_model):
     token.cancel()
     result = finetune("ad-tiny", bars(), config=cfg(), cancel=token)
     assert result.kept_parent and same_state(result.state_dict, parent_state())
+
+
+def test_a_volume_larger_than_the_sample_adapts_on_blocks(bar_model):
+    import dask.array as da
+
+    from napari_vessel.training.finetune_data import sample_blocks
+    from napari_vessel.volume import Volume
+
+    image = np.concatenate([bars(seed=s) for s in range(48)], axis=2)  # 8 x 32 x 1536
+    lazy = Volume(da.from_array(image, chunks=(8, 32, 32)), (1.0, 1.0, 1.0))
+    mosaic, note = sample_blocks(lazy, 2 * 8 * 32 * 512, seed=0)
+    assert mosaic.shape == (8, 64, 512) and not mosaic.is_lazy
+    assert "2 random blocks of 8 x 32 x 512" in note
+    assert sample_blocks(lazy, image.size)[1] is None  # fits: used whole
+    small, _ = sample_blocks(lazy, 8 * 32 * 40)  # even one block is too big: smaller blocks
+    assert small.shape == (8, 32, 32)
+    result = finetune("ad-tiny", lazy, config=cfg(max_voxels=2 * 8 * 32 * 512))
+    assert "larger than the adaptation sample" in result.message and result.steps == 6
+    assert result.volume["shape"] == [8, 64, 512] and result.summary()["sample"] == note

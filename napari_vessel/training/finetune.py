@@ -42,6 +42,7 @@ from .finetune_data import (
     check_labels,
     edited_mask_from,
     prepare_image,
+    sample_blocks,
     volume_fingerprint,
 )
 from .finetune_loop import FinetuneLoop, model_state
@@ -158,7 +159,12 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
 
     started = time.monotonic()
     spec = trainable_spec(model_name, trainable_models)
-    vol = as_volume(volume)
+    if cfg.mode == "unsupervised":
+        vol, sample = sample_blocks(as_volume(volume, load=False), cfg.max_voxels, cfg.seed)
+        if sample:
+            progress(0.0, sample)
+    else:
+        vol, sample = as_volume(volume), None
     shape = vol.shape
     target = mask = None
     if cfg.mode == "supervised":
@@ -167,7 +173,7 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
     model, spec = registry.load_model(spec, device)
     initial = model_state(model)
     info = {"volume": volume_fingerprint(vol), "preprocessing": None, "edited_voxels": None,
-            "parent_uncertainty": None}
+            "parent_uncertainty": None, "sample": sample}
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(int(cfg.threads or cpu_count()))
@@ -207,7 +213,10 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                                       declined=True, **info)
         loop = FinetuneLoop(model, spec, image, target, mask, cfg, device, started, progress,
                             cancel, on_update, preview_z, threshold)
-        return loop.run(initial, info)
+        result = loop.run(initial, info)
+        if sample:
+            result.message = f"{sample}; {result.message}"
+        return result
     except Cancelled:
         model.load_state_dict(initial)
         return FinetuneResult(model.eval(), initial, cfg, spec.name, 0, time.monotonic() - started,

@@ -77,6 +77,9 @@ class FinetuneConfig:
         (relative, 0.25 = 25 %) from the parent's. None: no guard.
     guard_every : int
         Steps between two checks of the guard.
+    max_voxels : int
+        Unsupervised: a larger volume is not loaded whole; the run adapts on random blocks of it
+        that fit this many voxels (the result's ``sample`` says so).
     consistency : float
         Weight of a squared difference to the parent's own prediction (not in the papers): a leash
         that keeps the model near its parent (supervised: on unedited voxels only). 0: off.
@@ -135,11 +138,12 @@ class FinetuneConfig:
     cldice_weight: float = 0.0
     beta_clip: float = 0.01
     anchor: float = 1.0
-    keep_size: float = 1.0
+    keep_size: float = 10.0
     margin: float = 1.0
     ema: float = 0.99
     max_drift: float | None = 0.25
     guard_every: int = 10
+    max_voxels: int = 64_000_000
     consistency: float = 0.0
     train_only: str | None = None
     freeze_norm: bool = True
@@ -191,6 +195,8 @@ class FinetuneConfig:
         if self.max_drift is not None and not self.max_drift > 0:
             raise InputError(f"max_drift must be positive (0.25 = 25 %) or None, not "
                              f"{self.max_drift}")
+        if int(self.max_voxels) < 1_000:
+            raise InputError(f"max_voxels must be at least 1000, not {self.max_voxels}")
         if int(self.guard_every) < 1:
             raise InputError(f"guard_every must be at least 1, not {self.guard_every}")
         if not self.preview_every_s > 0:

@@ -36,13 +36,52 @@ __all__ = [
 ]
 
 
-def as_volume(volume: Any) -> Volume:
-    """``volume`` as an in-memory :class:`~napari_vessel.volume.Volume` (arrays are wrapped)."""
+def as_volume(volume: Any, *, load: bool = True) -> Volume:
+    """``volume`` as a :class:`~napari_vessel.volume.Volume` (arrays are wrapped), in memory
+    unless ``load`` is False."""
     if not isinstance(volume, Volume):
         from ..inference import check_volume_array
 
         volume = Volume(check_volume_array(volume, "volume"))
-    return volume.with_data(np.asarray(volume.data)) if volume.is_lazy else volume
+    return volume.with_data(np.asarray(volume.data)) if load and volume.is_lazy else volume
+
+
+def sample_blocks(volume: Volume, max_voxels: int, seed: int = 0) -> tuple[Volume, str | None]:
+    """A volume larger than ``max_voxels`` as a mosaic of random blocks that fits (else as is).
+
+    Blocks of up to 32 x 512 x 512 voxels (smaller in-plane when even one would not fit) are
+    read at random positions (seeded; only those blocks are read from a lazy file) and laid side
+    by side along Y, as many as ``max_voxels`` allows. Fine-tuning then adapts on the blocks
+    instead of loading the whole volume.
+
+    Returns
+    -------
+    volume : Volume
+        The volume itself (loaded) or the mosaic.
+    note : str or None
+        One sentence saying what was sampled (None: the whole volume is used).
+    """
+    shape = volume.shape
+    total = int(np.prod(shape, dtype=np.int64))
+    if total <= max_voxels:
+        return as_volume(volume), None
+    block = [min(shape[0], 32), min(shape[1], 512), min(shape[2], 512)]
+    while int(np.prod(block)) > max_voxels and max(block[1:]) > 32:
+        axis = 1 if block[1] >= block[2] else 2
+        block[axis] = max(32, block[axis] // 2)
+    count = max(1, int(max_voxels // int(np.prod(block))))
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(count):
+        start = [int(rng.integers(0, n - b + 1)) for n, b in zip(shape, block, strict=True)]
+        region = tuple(slice(a, a + b) for a, b in zip(start, block, strict=True))
+        pieces.append(np.asarray(volume.data[region]))
+    mosaic = np.concatenate(pieces, axis=1)
+    size_gb = total * np.dtype(volume.data.dtype).itemsize / 1e9
+    note = (f"the volume ({' x '.join(map(str, shape))}, {size_gb:.1f} GB) is larger than the "
+            f"adaptation sample ({max_voxels / 1e6:.0f} M voxels): adapted on {count} random "
+            f"blocks of {' x '.join(map(str, block))} (seed {seed}), laid side by side")
+    return volume.with_data(mosaic), note
 
 
 def check_voxels(data: np.ndarray) -> None:
