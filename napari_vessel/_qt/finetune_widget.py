@@ -40,6 +40,7 @@ from ..training.finetune import (
 from ..training.finetune_loss import trainable_spec
 from ..training.finetune_save import remove_finetuned
 from ._common import notify_error, output_name, show_info, start_worker
+from .dock import ScrollDock
 from .finetune_compare import ComparePanel
 from .finetune_corrections import CorrectionsPanel
 from .finetune_layers import PreviewLayer
@@ -90,7 +91,7 @@ class _UpdateRelay(QObject):
     update = Signal(object)
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(ScrollDock):
     """Fine-tune a registered network on an image layer and save it as a new model.
 
     Parameters
@@ -174,7 +175,7 @@ class FinetuneWidget(Container):
                                            self.name_note, self.segment_check], labels=True)
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
                             labels=False)
-        layout = self.native.layout()
+        layout = self.content.layout()
         self._corrections_box = _group("Corrections", self.corrections)
         for box in (_group("Input", self._inputs), self._corrections_box,
                     _group("Run", self._options)):

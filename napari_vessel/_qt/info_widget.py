@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton
 
 from ..errors import InputError
 from ..stats import intensity_stats
 from ..volume import check_spacing
 from ._common import notify_error, show_info
+from .dock import ScrollDock
 
 #: Decimals of the voxel-size boxes: 4 keep 0.065 µm and 0.9943 µm to within 0.01 %.
 SPACING_DECIMALS = 4
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["InfoWidget"]
 
 
-class InfoWidget(Container):
+class InfoWidget(ScrollDock):
     """Shows what an image layer holds and lets the user set its voxel size (the layer scale).
 
     Parameters

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..preprocess import Pipeline, compute
 from ..progress import CancelToken, Progress, scaled
 from ._common import notify_error, output_name, show_info, start_worker
+from .dock import ScrollDock
 from .preprocess_editor import PipelineEditor
 from .preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
 from .preprocess_reference import ReferencePanel
@@ -50,7 +51,7 @@ def _group(title: str, widget: Any) -> QGroupBox:
     return box
 
 
-class PreprocessWidget(Container):
+class PreprocessWidget(ScrollDock):
     """Build a preprocessing pipeline, preview it live and apply it to an image layer.
 
     Parameters
@@ -89,7 +90,7 @@ class PreprocessWidget(Container):
         self.progress_text = Label(value="")
         run = Container(widgets=[self.apply_button, self.cancel_button], layout="horizontal",
                         labels=False)
-        layout = self.native.layout()
+        layout = self.content.layout()
         layout.addWidget(inputs.native)
         for title, part in (("Pipeline", self.editor), ("Histogram-scaling reference",
                                                         self.reference)):

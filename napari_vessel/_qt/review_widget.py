@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container
+from magicgui.widgets import ComboBox
 from qtpy.QtWidgets import QTabWidget
 
 from ..errors import InputError
 from ..refine import check_same_grid
 from ..review_core import check_stack
 from ._common import notify_error
+from .dock import ScrollDock
 from .review_autosave import AutosavePanel
 from .review_mip import MipPanel
 from .review_sync import OUTPUT_KEY
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ReviewWidget"]
 
 
-class ReviewWidget(Container):
+class ReviewWidget(ScrollDock):
     """MIPs, label refinement and autosave for a 3D image and its vessel labels.
 
     Parameters
@@ -64,7 +65,7 @@ class ReviewWidget(Container):
         for panel, title in ((self.mip, "MIP"), (self.tools, "Refine"),
                              (self.autosave, "Autosave")):
             self.tabs.addTab(panel.native, title)
-        self.native.layout().addWidget(self.tabs)
+        self.content.layout().addWidget(self.tabs)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._reset_choices)
         for combo in (self.image_combo, self.labels_combo, self.prob_combo):

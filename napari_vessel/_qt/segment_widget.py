@@ -33,6 +33,7 @@ from ..inference import check_volume_array, segment
 from ..models.registry import ModelSpec
 from ..volume import Volume, check_spacing
 from ._common import notify_error, show_info, start_worker
+from .dock import ScrollDock
 from .segment_models import ModelPanel, card_threshold
 from .segment_results import ROLE_KEY, RunInput, SegmentResults
 
@@ -99,7 +100,7 @@ def _group(title: str, widget: Any) -> QGroupBox:
 
 
 
-class SegmentWidget(Container):
+class SegmentWidget(ScrollDock):
     """Segment vessels in an image layer with a model from the registry.
 
     Parameters
@@ -158,7 +159,7 @@ class SegmentWidget(Container):
                                      self.target], labels=True)
         buttons = Container(widgets=[self.segment_button, self.cancel_button],
                             layout="horizontal", labels=False)
-        layout = self.native.layout()
+        layout = self.content.layout()
         for title, part in (("Image", inputs), ("Model", self.models), ("Options", options)):
             layout.addWidget(_group(title, part))
         for part in (buttons, self.progress, self.progress_text):

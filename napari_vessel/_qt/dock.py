@@ -1,0 +1,49 @@
+"""The base of every dock: its content scrolls, so each dock fits a 1080-pixel screen.
+
+napari docks a magicgui widget's ``native`` QWidget. A plain magicgui ``Container(scrollable=True)``
+returns the inner widget there, so the scroll area it made is dropped when docked and the dock's
+minimum height is its whole content (Preprocess 683 px, Segment 625 px ...). :class:`ScrollDock`
+hands napari the scroll area instead; the content keeps its layout (:attr:`ScrollDock.content`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import Container
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QWidget
+
+__all__ = ["ScrollDock", "MIN_DOCK_HEIGHT"]
+
+#: Minimum height of a docked plugin widget (pixels): five docks fit 1080 - 200 of napari's own.
+MIN_DOCK_HEIGHT = 160
+
+
+class ScrollDock(Container):
+    """A vertical magicgui container whose content scrolls when the dock is short.
+
+    Parameters
+    ----------
+    **kwargs
+        As for :class:`magicgui.widgets.Container` (``scrollable`` is always True).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(scrollable=True, **kwargs)
+        scroll = self.root_native_widget
+        if isinstance(scroll, QScrollArea):
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setMinimumHeight(MIN_DOCK_HEIGHT)
+            # a narrow dock scrolls sideways rather than cutting off a row of buttons
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+
+    @property
+    def native(self) -> QWidget:
+        """The scroll area: what napari docks."""
+        return self.root_native_widget
+
+    @property
+    def content(self) -> QWidget:
+        """The widget inside the scroll area, holding the dock's layout."""
+        return self._widget._mgui_get_native_widget()
