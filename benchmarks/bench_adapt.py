@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.jsonl)
     done = {(r["volume"], r["method"], r["seed"]) for r in _read(out)}
     spec = registry.get(args.model)
-    threshold = float(spec.card.get("threshold") or 0.5)
+    threshold = spec.threshold
     cases = (real_cases(Path(args.data)) if not args.no_real else []) + \
         [(label, Volume(image, (1.0, 1.0, 1.0)), ref) for label, image, ref in other_microscopes()]
     cases += new_shifts()

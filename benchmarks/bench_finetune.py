@@ -164,7 +164,7 @@ def starting_model(model: str, volume: str, loo_dir: str | None,
             network = base.builder(**base.config)
             network.load_state_dict(load_file(str(path)))
             name = f"{model}-loo-{volume}"
-            threshold = thresholds.get(volume, float(base.card.get("threshold") or 0.5))
+            threshold = thresholds.get(volume, base.threshold)
             card = {"architecture": base.architecture, "config": dict(base.config),
                     "kind": base.kind, "preprocessing": base.preprocessing,
                     "threshold": threshold, "trained_on": f"the VesselNN volumes but {volume}"}
@@ -180,7 +180,7 @@ def run_case(name: str, volume: Volume, ref: np.ndarray, model_name: str, weight
              args: argparse.Namespace, minutes: float) -> dict:
     """Before / unsupervised / supervised scores of one volume."""
     model, spec = registry.load_model(model_name, "cpu")
-    threshold = float(spec.card.get("threshold") or 0.5)
+    threshold = spec.threshold
     image, _ = prepare_image(spec, volume)
     row = {"volume": name, "weights": weights, "threshold": threshold}
     prob = probability(model, spec, image)

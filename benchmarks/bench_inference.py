@@ -206,7 +206,7 @@ def _compare(results: list[dict], spec) -> None:
     if base is None or not os.path.exists(base["save"]):
         return
     ref = np.load(base["save"])
-    level = float((spec.card or {}).get("threshold") or 0.5)
+    level = spec.threshold
     for r in results:
         if r is base or not r.get("save") or not os.path.exists(r["save"]):
             continue

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     compiled = {hint: core.compile_model(str(path), "CPU", {
         "INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": hint})
         for hint in ("f32", "bf16")}
-    level = float(spec.card.get("threshold") or 0.5)
+    level = spec.threshold
     worst = 1.0
     print("| volume | fp32 s | bf16 s | label Dice | max prob. diff |\n|---|---|---|---|---|")
     for pair in load_pairs(args.data, pipeline=None):

@@ -335,8 +335,7 @@ def postprocessing_recipe(spec: Any, threshold: float | None = None,
             recipe["min_size"] = int(min_size)
         return recipe
     if threshold is None:
-        card_value = (spec.card or {}).get("threshold")
-        threshold = 0.5 if card_value is None else card_value
+        threshold = spec.threshold
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError(f"threshold must be between 0 and 1, not {threshold}")
     return {"method": "threshold", "level": float(threshold), "min_size": int(min_size)}

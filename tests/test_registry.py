@@ -147,3 +147,15 @@ def test_renamed_user_card_loads_the_weights_it_names(user_dir):
     assert spec.card["name"] == "best-run"
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
+
+
+def test_card_threshold_has_one_rule():
+    from dataclasses import replace
+
+    base = registry.get("tvnet")
+    assert replace(base, card={}).threshold == 0.5
+    assert replace(base, card={"threshold": 0.0}).threshold == 0.0  # not "or 0.5"
+    assert replace(base, card={"threshold": 0.65}).threshold == 0.65
+    for bad in (1.5, -0.1, "0.6", True):
+        with pytest.raises(InputError, match="threshold"):
+            replace(base, card={"threshold": bad}).threshold  # noqa: B018

@@ -26,13 +26,12 @@ _parameter_counts: dict[tuple, int | None] = {}
 
 
 def card_threshold(spec: ModelSpec | None) -> float:
-    """The threshold the model card recommends, else 0.5."""
-    value = (spec.card or {}).get("threshold") if spec is not None else None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return 0.5
-    return value if 0.0 <= value <= 1.0 else 0.5
+    """The threshold the model card recommends (:attr:`ModelSpec.threshold`); 0.5 for no model.
+
+    A shipped card with a broken threshold raises; user cards are checked when read, so a bad
+    one never reaches the dock.
+    """
+    return 0.5 if spec is None else spec.threshold
 
 
 def _parameters(spec: ModelSpec) -> str:

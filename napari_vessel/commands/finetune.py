@@ -198,7 +198,7 @@ def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_vo
     base = registry.get(card["parent"])
     spec = replace(base, name=name, weights=weights, card=card, source="user",
                    kind=card.get("kind", base.kind))
-    prob, labels, manifest = segment(volume, spec, threshold=float(card.get("threshold", 0.5)))
+    prob, labels, manifest = segment(volume, spec, threshold=spec.threshold)
     outputs["probability.tif"].parent.mkdir(parents=True, exist_ok=True)
     save_volume(outputs["probability.tif"], prob, volume.spacing_zyx)
     save_volume(outputs["labels.tif"], labels, volume.spacing_zyx, kind="labels")

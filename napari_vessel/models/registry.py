@@ -174,6 +174,24 @@ class ModelSpec:
         """True when the model can segment now (classical, or a network with weights)."""
         return self.kind == "classical" or self.has_weights
 
+    @property
+    def threshold(self) -> float:
+        """The vessel-probability threshold the card recommends, else 0.5 (the one rule).
+
+        A card value of 0 stays 0. A value that is not a number from 0 to 1 raises
+        :class:`~napari_vessel.errors.InputError` (user cards are checked when read).
+        """
+        value = (self.card or {}).get("threshold")
+        if value is None:
+            return 0.5
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not 0.0 <= float(value) <= 1.0:
+            from ..errors import InputError
+
+            raise InputError(f"the card of {self.name!r} has threshold {value!r}, not a number "
+                             "from 0 to 1; fix the card or pass a threshold")
+        return float(value)
+
 
 _BUILTIN: dict[str, ModelSpec] = {}
 _builtins_loaded = False

@@ -180,8 +180,7 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
     try:
         image, info["preprocessing"] = prepare_image(spec, vol, progress=scaled(progress, 0, .03),
                                                      cancel=cancel)
-        threshold = cfg.threshold if cfg.threshold is not None else \
-            float(spec.card.get("threshold") or 0.5)
+        threshold = cfg.threshold if cfg.threshold is not None else spec.threshold
         if cfg.mode == "supervised":
             if mask is None:
                 prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
@@ -254,7 +253,7 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     prob = predict(ProbabilityNet(result.model, spec), image, patch_size=spec.patch_size_zyx,
                    device=next(result.model.parameters()).device, progress=progress,
                    cancel=cancel)
-    level = float(threshold if threshold is not None else spec.card.get("threshold") or 0.5)
+    level = float(threshold if threshold is not None else spec.threshold)
     return prob, (prob > level).astype(np.uint8)
 
 
