@@ -215,3 +215,16 @@ def test_a_volume_larger_than_the_sample_adapts_on_blocks(bar_model):
     result = finetune("ad-tiny", lazy, config=cfg(max_voxels=2 * 8 * 32 * 512))
     assert "larger than the adaptation sample" in result.message and result.steps == 6
     assert result.volume["shape"] == [8, 64, 512] and result.summary()["sample"] == note
+
+
+def test_the_shipped_network_adapts_on_three_slices_and_declines_a_saturated_stack(one_thread):
+    from napari_vessel.phantom import make_phantom
+
+    image = make_phantom((3, 96, 96), seed=2).image
+    config = FinetuneConfig(minutes=None, max_steps=2, guard_every=1, preview=False, threads=1)
+    result = finetune("tvnet", image, config=config)  # the network needs an even depth: padded
+    assert result.steps == 2 and result.drift and not result.kept_parent
+    saturated = image.copy()
+    saturated[:, :60] = saturated.max()
+    result = finetune("tvnet", saturated, config=config)
+    assert result.declined and result.steps == 0 and "saturated" in result.message

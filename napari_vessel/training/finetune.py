@@ -73,6 +73,7 @@ SATURATED = 0.5
 
 def saturation_problem(data: np.ndarray) -> str | None:
     """A sentence when most of the volume is saturated (adapting would learn the clipping)."""
+    data = np.asarray(data)
     top = data.max()
     share = float(np.count_nonzero(data == top)) / max(data.size, 1)
     if share < SATURATED:
@@ -178,6 +179,11 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
     if device.type == "cpu":
         torch.set_num_threads(int(cfg.threads or cpu_count()))
     try:
+        if cfg.mode == "unsupervised" and (reason := saturation_problem(vol.data)) is not None:
+            progress(1.0, reason)  # before preprocessing, which may find nothing but the clipping
+            return FinetuneResult(model.eval(), initial, cfg, spec.name, 0,
+                                  time.monotonic() - started, [], [], False, True, reason,
+                                  declined=True, **info)
         image, info["preprocessing"] = prepare_image(spec, vol, progress=scaled(progress, 0, .03),
                                                      cancel=cancel)
         threshold = cfg.threshold if cfg.threshold is not None else spec.threshold
@@ -191,11 +197,6 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                 raise InputError("the labels have no edits: they do not differ from the model's "
                                  "own segmentation; paint or erase some vessels, or mark slices "
                                  "as checked, then fine-tune again")
-        elif (reason := saturation_problem(np.asarray(vol.data))) is not None:
-            progress(1.0, reason)
-            return FinetuneResult(model.eval(), initial, cfg, spec.name, 0,
-                                  time.monotonic() - started, [], [], False, True, reason,
-                                  declined=True, **info)
         elif cfg.min_uncertainty > 0:
             prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
                            device=device, progress=scaled(progress, .03, .1), cancel=cancel)
