@@ -1,0 +1,72 @@
+"""Ctrl-C during ``napari-vessel finetune``: once stops and keeps, twice aborts and saves nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from napari_vessel.io import save_volume
+from napari_vessel.phantom import make_phantom
+
+
+def _start(tmp_path, name: str) -> subprocess.Popen:
+    image = tmp_path / "stack.tif"
+    if not image.exists():
+        save_volume(image, make_phantom((8, 96, 96), seed=3).image, (2.0, 1.0, 1.0))
+    env = {**os.environ, "NAPARI_VESSEL_MODELS": str(tmp_path / "models"),
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "napari_vessel.cli", "finetune", str(image), "--model", "tvnet",
+         "-o", name, "--minutes", "5", "--threads", "1", "--max-drift", "10"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _watch(proc: subprocess.Popen) -> list[str]:
+    """Collect stderr (the progress bar) in the background; returns the growing list."""
+    seen: list[str] = []
+
+    def read() -> None:
+        for chunk in iter(lambda: proc.stderr.read(1), ""):
+            seen.append(chunk)
+
+    threading.Thread(target=read, daemon=True).start()
+    return seen
+
+
+def _wait_for_steps(seen: list[str], seconds: float = 120) -> None:
+    """Wait until the progress bar reports training steps (the Ctrl-C handler is in place)."""
+    end = time.monotonic() + seconds
+    while not re.search(r"step \d+,", "".join(seen)):
+        assert time.monotonic() < end, "the fine-tune did not start training: " + "".join(seen)
+        time.sleep(0.2)
+
+
+def test_one_ctrl_c_keeps_the_best_state_and_saves(tmp_path):
+    proc = _start(tmp_path, "kept")
+    seen = _watch(proc)
+    _wait_for_steps(seen)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, "".join(seen)
+    assert "stopped by the user" in out and (tmp_path / "models" / "kept.safetensors").is_file()
+
+
+def test_two_ctrl_c_abort_and_save_nothing(tmp_path):
+    proc = _start(tmp_path, "aborted")
+    seen = _watch(proc)
+    _wait_for_steps(seen)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    time.sleep(0.2)  # the reader drains the last lines
+    assert proc.returncode == 130 and "interrupted" in "".join(seen)
+    folder = tmp_path / "models"
+    leftovers = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    assert leftovers == [], leftovers  # no half-saved model
