@@ -25,6 +25,7 @@ COMMANDS = (
     "data",
     "preprocess",
     "segment",
+    "batch",
     "evaluate",
     "benchmark",
     "models",
@@ -38,6 +39,7 @@ examples:
   napari-vessel info stack.tif               what a file holds: shape, dtype, channels, voxel size
   napari-vessel data --dest ~/vesselnn       download the public VesselNN volumes (hash-checked)
   napari-vessel segment stack.tif -o out     segment your stack with the recommended model
+  napari-vessel batch data/ -o out           segment every stack of a folder on a dask cluster
   napari-vessel models                       the models you can use, with their scores
   napari-vessel benchmark --data DIR         compare every model on your annotated stacks
   napari-vessel finetune stack.tif --model tvnet -o tvnet-mine

@@ -71,16 +71,49 @@ def _is_lazy(data: Any) -> bool:
     return not isinstance(data, np.ndarray)
 
 
+#: Networks loaded for inference, kept for the next call in this process (most recent last).
+_LOADED: dict[tuple, tuple] = {}
+#: How many networks :func:`_resolve_model` kept at most (a second model does not evict the first).
+KEEP_LOADED = 2
+
+
+def _load_key(spec: Any, device: Any) -> tuple:
+    """A loaded network is reused only for the same weights file (path, size, mtime) and device."""
+    stat = spec.weights.stat() if spec.weights is not None and spec.weights.exists() else None
+    stamp = (str(spec.weights), stat.st_mtime_ns, stat.st_size) if stat else None
+    return spec.name, repr(sorted(spec.config.items())), str(pick_device(device)), stamp
+
+
+def load_count() -> int:
+    """Networks loaded from disk by inference in this process so far (for batch workers)."""
+    return _LOAD_COUNT[0]
+
+
+_LOAD_COUNT = [0]
+
+
 def _resolve_model(model_or_name: Any, device: Any):
-    """(model or None, spec or None) for a name, a spec or an nn.Module."""
+    """(model or None, spec or None) for a name, a spec or an nn.Module.
+
+    Inference never changes a network, so a loaded one is kept (:data:`KEEP_LOADED`) and reused
+    while its weights file is unchanged: a batch worker loads each model once. Fine-tuning loads
+    its own copy through :func:`~napari_vessel.models.registry.load_model`.
+    """
     from .models import registry
 
     if isinstance(model_or_name, str | registry.ModelSpec):
         spec = registry.get(model_or_name)
         if not spec.is_network:
             return None, spec
-        model, spec = registry.load_model(spec, device)
-        return model, spec
+        key = _load_key(spec, device)
+        if key not in _LOADED:
+            _LOADED[key] = registry.load_model(spec, device)
+            _LOAD_COUNT[0] += 1
+            while len(_LOADED) > KEEP_LOADED:
+                _LOADED.pop(next(iter(_LOADED)))
+        else:
+            _LOADED[key] = _LOADED.pop(key)  # most recently used last
+        return _LOADED[key]
     return model_or_name, None
 
 
@@ -346,7 +379,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
             overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
             batch_size: int | None = None, device: Any = None, tta: bool = False,
             progress: Progress | None = None, cancel: CancelToken | None = None,
-            runtime: str = "auto"):
+            runtime: str = "auto", threads: int | None = None):
     """Segment vessels in a volume with a registered model.
 
     Applies the model's expected preprocessing (its card's pipeline; else a min-max stretch to
@@ -370,6 +403,9 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         own value, none for a plain threshold).
     spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel, runtime
         As in :func:`predict`.
+    threads : int, optional
+        CPU threads for the network, as in :func:`predict` (default: every core this process may
+        use).
 
     Returns
     -------
@@ -413,7 +449,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,
                    blending=blending, batch_size=batch_size, device=dev, tta=tta,
                    progress=scaled(progress, 0.1, 0.95), cancel=cancel, runtime=runtime,
-                   run_info=run_info)
+                   run_info=run_info, threads=threads)
     timing["predict_s"] = time.perf_counter() - started
     started = time.perf_counter()
     labels = np.asarray(apply_postprocessing(prob, recipe), dtype=np.uint8)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..outputs import check_writable as _check_writable
+from ..outputs import output_paths, publish_set
+from ..outputs import write_json as _write_json
 
 NAME = "segment"
 HELP = "segment vessels in a stack: labels, probability map and a run manifest"
@@ -65,72 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the model's preprocessing (input already preprocessed)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Where ``segment`` writes for one input."""
-    name = Path(input_path).name
-    for ending in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".ome.zarr", ".zarr"):
-        if name.lower().endswith(ending):
-            name = name[: -len(ending)]
-            break
-    out = Path(out_dir)
-    return {"labels": out / f"{name}_labels.tif", "prob": out / f"{name}_prob.tif",
-            "manifest": out / f"{name}_manifest.json"}
-
-
-def _write_json(path: Path, data: dict, overwrite: bool) -> None:
-    """Write ``data`` as JSON atomically, with the permissions of any new file (the umask)."""
-    from ..io_common import atomic_path
-
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before the work when ``out`` cannot be created or written (nothing is created)."""
-    target = out
-    while not target.exists():
-        if target.parent == target:
-            break
-        target = target.parent
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the results to {out}: {target} is not a writable folder; "
-                         "choose another -o/--out")
-
-
-def publish_set(paths: dict[str, Path], write) -> None:
-    """Write a run's outputs as one set: every file under a hidden temporary name first, then,
-    only when all are complete, the old manifest is removed, the files are moved into place
-    and the manifest comes last. A reader that finds the manifest finds the matching set; a run
-    that fails or is killed leaves the earlier set as it was (its leftovers are removed by the
-    next run).
-
-    Parameters
-    ----------
-    paths : dict
-        Final paths by role; ``"manifest"`` is published last.
-    write : callable(dict) -> Any
-        Writes every output to the temporary paths it is given (same keys and suffixes).
-    """
-    from ..io_common import remove_path
-
-    folder = paths["manifest"].parent
-    folder.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.glob(".*.partial*"):  # a killed run's temporary files
-        if any(leftover.name.startswith(f".{p.name}.") for p in paths.values()):
-            remove_path(leftover)
-    tag = uuid.uuid4().hex[:8]
-    tmp = {k: p.with_name(f".{p.name}.{tag}.partial{''.join(p.suffixes[-1:])}")
-           for k, p in paths.items()}
-    try:
-        write(tmp)
-        paths["manifest"].unlink(missing_ok=True)  # from here on the set is incomplete
-        for key in sorted(paths, key=lambda k: k == "manifest"):
-            os.replace(tmp[key], paths[key])
-    finally:
-        for path in tmp.values():
-            remove_path(path)
 
 
 def run(args: argparse.Namespace) -> int:
