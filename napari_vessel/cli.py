@@ -27,6 +27,7 @@ COMMANDS = (
     "segment",
     "batch",
     "evaluate",
+    "graph",
     "benchmark",
     "models",
     "train",
