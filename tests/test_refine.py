@@ -227,3 +227,23 @@ def test_check_same_grid_and_other_bad_input(blobs):
         remove_small_components(blobs, 0)
     with pytest.raises(InputError, match="connectivity"):
         remove_small_components(blobs, 3, connectivity=4)
+
+
+def test_erase_branch_keeps_the_rest_of_the_network():
+    from napari_vessel.refine_branch import erase_branch_at
+
+    labels = np.zeros((9, 60, 80), np.uint8)  # a T: a tube along x, a branch along y
+    zz, yy, xx = np.indices(labels.shape)
+    labels[((zz - 4) ** 2 + (yy - 15) ** 2) <= 9] = 1
+    labels[((zz - 4) ** 2 + (xx - 40) ** 2 <= 9) & (yy >= 15)] = 1
+    edit = erase_branch_at(labels, (4, 50, 40), (1.0, 1.0, 1.0))
+    after = apply_edit(labels, edit)
+    assert after[4, 50, 40] == 0 and after[4, 58, 40] == 0  # the clicked branch is gone
+    assert after[4, 15, 5] == 1 and after[4, 15, 75] == 1  # both arms of the tube stay
+    assert after[4, 15, 40] == 1 and after[4, 18, 40] == 1  # the junction stays
+    assert 0.2 < edit.size / labels.sum() < 0.45  # a branch, not the network
+    single = np.zeros((5, 20, 40), np.uint8)
+    single[2, 8:12, 5:35] = 1  # one branch only: erased whole
+    assert erase_branch_at(single, (2, 10, 20), (2.0, 1.0, 1.0)).size == single.sum()
+    with pytest.raises(InputError, match="background"):
+        erase_branch_at(labels, (0, 0, 0))

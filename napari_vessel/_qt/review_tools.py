@@ -15,14 +15,18 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButto
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
-from ..refine import erase_component_at, fill_holes, keep_components_at, remove_small_components
+from ..refine import fill_holes, keep_components_at, remove_small_components
+from ..refine_branch import erase_branch_at
 from ..refine_paths import bridge_gap
 from ..review_core import still_valid
 from ._common import output_name, show_info
 from .review_sync import OUTPUT_KEY, apply_edit_to_layer
 from .review_watch import run_in_background
 
-__all__ = ["ToolsPanel"]
+__all__ = ["ToolsPanel", "LARGE_EDIT"]
+
+#: An edit that would erase more than this share of the labelled voxels asks first.
+LARGE_EDIT = 0.2
 
 
 class ToolsPanel(Container):
@@ -48,8 +52,12 @@ class ToolsPanel(Container):
         self.fill_button = PushButton(text="Fill holes")
         self.pick_button = PushButton(text="Pick points")
         self.keep_button = PushButton(text="Keep components at points")
-        self.erase_button = PushButton(text="Erase component at last point")
-        self.click_erase = CheckBox(text="click a vessel to erase it", value=False)
+        self.erase_button = PushButton(text="Erase branch at last point")
+        self.click_erase = CheckBox(text="click a vessel branch to erase it", value=False)
+        tip = ("erases the branch under the point (the vessel segment between two junctions or "
+               "ends), not the whole network; the junction itself stays, so the other branches "
+               "stay joined. Ctrl+Z undoes")
+        self.erase_button.tooltip = self.click_erase.tooltip = tip
         self.radius = FloatSpinBox(label="bridge radius (µm)", value=0.0, min=0.0, max=1000.0,
                                    step=0.5, tooltip="0: estimated from the image")
         self.bridge_button = PushButton(text="Bridge last two points")
@@ -106,9 +114,23 @@ class ToolsPanel(Container):
                                       on_finished=self._finished)
         return True
 
+    def confirm_large(self, title: str, erased: int, total: int) -> bool:
+        """Ask before an edit erases more than :data:`LARGE_EDIT` of the labels (True: go on)."""
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self.native, "napari-vessel", f"'{title}' would erase {erased:,} of the {total:,} "
+            f"labelled voxels ({100 * erased / total:.0f} %). Go on? (Ctrl+Z undoes it)")
+        return answer == QMessageBox.StandardButton.Yes
+
     def _apply(self, title: str, labels: Any, edit: Any) -> None:
         if labels not in self.viewer.layers:
             self.notify(f"'{labels.name}' was removed; '{title}' was not applied")
+            return
+        erased = int(np.count_nonzero(edit.new == 0)) if edit.size else 0
+        total = int(np.count_nonzero(labels.data))
+        if total and erased > LARGE_EDIT * total and not self.confirm_large(title, erased, total):
+            self.status.value = f"{title}: not applied (you declined)"
             return
         changed = apply_edit_to_layer(labels, still_valid(edit, labels.data))
         self.status.value = f"{title}: {changed} voxels changed" + (" (Ctrl+Z undoes)" if changed else "")
@@ -157,7 +179,7 @@ class ToolsPanel(Container):
                          lambda data: keep_components_at(data, points))
 
     def erase_at_last_point(self, _value: Any = None) -> bool:
-        """Erase the component under the last picked point."""
+        """Erase the branch under the last picked point."""
         try:
             point = self.picked_points(minimum=1)[-1]
         except InputError as err:
@@ -166,9 +188,15 @@ class ToolsPanel(Container):
         return self.erase_at(point)
 
     def erase_at(self, position: Any) -> bool:
-        """Erase the component under ``position`` (data coordinates of the labels)."""
+        """Erase the branch under ``position`` (data coordinates of the labels)."""
         position = np.asarray(position, dtype=float)
-        return self._run("erase component", lambda data: erase_component_at(data, position))
+        try:
+            _image, labels, _prob = self.get_layers(image=False, labels=True)
+        except InputError as err:
+            self.notify(err)
+            return False
+        spacing = tuple(abs(float(s)) for s in labels.scale)
+        return self._run("erase branch", lambda data: erase_branch_at(data, position, spacing))
 
     def bridge(self, _value: Any = None) -> bool:
         """Join the last two picked points along the brightest path of the image."""

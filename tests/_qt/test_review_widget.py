@@ -194,6 +194,13 @@ def test_each_tool_is_one_undo_step(setup, qtbot):
 
     points = tools.pick_points()
     points.add([(4.0, 31.0, 10.0)])  # data coordinates of the labels (the layer shares their grid)
+    asked = []
+    tools.confirm_large = lambda *args: asked.append(args) or False  # the user says no
+    assert tools.keep_at_points()
+    _wait_tool(qtbot, widget)
+    assert asked and asked[0][1:] == (84, 164) and "not applied" in tools.status.value
+    np.testing.assert_array_equal(labels.data, original)  # it would erase half: it asked first
+    tools.confirm_large = lambda *args: True
     assert tools.keep_at_points()
     _wait_tool(qtbot, widget)
     assert labels.data[4, 31, 10] == 1 and labels.data[4, 31, 50] == 0 and labels.data[2, 5, 5] == 0
