@@ -40,6 +40,7 @@ from .finetune_data import (
     add_checked_slices,
     as_volume,
     check_labels,
+    check_voxels,
     edited_mask_from,
     prepare_image,
     sample_blocks,
@@ -72,8 +73,12 @@ SATURATED = 0.5
 
 
 def saturation_problem(data: np.ndarray) -> str | None:
-    """A sentence when most of the volume is saturated (adapting would learn the clipping)."""
+    """A sentence when most of the volume is saturated (adapting would learn the clipping).
+
+    Raises :class:`InputError` first for an empty, constant or non-finite volume.
+    """
     data = np.asarray(data)
+    check_voxels(data)
     top = data.max()
     share = float(np.count_nonzero(data == top)) / max(data.size, 1)
     if share < SATURATED:

@@ -61,11 +61,17 @@ class FinetuneConfig:
         keeps the probability scale, so the parent's threshold still fits.
     beta_clip : float
         Supervised: the class weight beta of balanced BCE (paper 001, eq. 1), measured on the
-        edited voxels, is clipped to ``[beta_clip, 1 - beta_clip]``.
+        edited voxels, is clipped to ``[beta_clip, 1 - beta_clip]``. 0.5 (default) is plain BCE:
+        the edits count as the user made them. Balanced BCE weights the rarer class of the edits
+        up, so strokes that paint missed vessel (mostly vessel voxels) taught the network to
+        call *less* vessel (``benchmarks/bench_interactive.py``: sensitivity on untouched voxels
+        0.70 -> 0.58 with the paper's weighting, 0.70 -> 0.83 with plain BCE).
     anchor, keep_size : float
-        Unsupervised leashes (not for "adabn"): binary cross-entropy to the parent's decision
-        where the parent is sure, and the squared relative change of each patch's mean
-        probability from the parent's (the vessels keep their size). 0: off.
+        Leashes to the parent (not for "adabn"): binary cross-entropy to the parent's decision
+        where the parent is sure (supervised: only on voxels nobody edited, so a few one-class
+        strokes cannot flip the whole volume), and, unsupervised only, the squared relative
+        change of each patch's mean probability from the parent's (the vessels keep their size).
+        0: off.
     margin : float
         Self-training and the anchor: a voxel is sure when its logit lies at least this far from
         the threshold's logit (1.0: probability 0.84 or more at threshold 0.65 ... ).
@@ -136,7 +142,7 @@ class FinetuneConfig:
     tv_weight: float = 0.05
     dice_weight: float = 0.5
     cldice_weight: float = 0.0
-    beta_clip: float = 0.01
+    beta_clip: float = 0.5
     anchor: float = 1.0
     keep_size: float = 10.0
     margin: float = 1.0

@@ -82,11 +82,13 @@ class FinetuneLoop:
 
     def _make_loss(self):
         cfg, model, spec = self.cfg, self.model, self.spec
+        # supervised: the anchor holds the parent's sure decisions on the voxels nobody edited;
+        # the size term stays off (corrections may rightly change how much is vessel)
+        keep_size = cfg.keep_size if self.unsupervised else 0.0
         parent = copy.deepcopy(model).eval() if (
-            cfg.consistency > 0 or (self.unsupervised and (cfg.anchor > 0 or cfg.keep_size > 0))
-        ) else None
-        leash = Leash(parent, spec, self.threshold, cfg.anchor, cfg.keep_size, cfg.margin) \
-            if self.unsupervised and parent is not None else None
+            cfg.consistency > 0 or cfg.anchor > 0 or keep_size > 0) else None
+        leash = Leash(parent, spec, self.threshold, cfg.anchor, keep_size, cfg.margin) \
+            if parent is not None and (cfg.anchor > 0 or keep_size > 0) else None
         if self.method == "selftrain":
             return SelfTrainingLoss(model, spec, self.threshold, cfg.margin, cfg.ema, leash,
                                     cfg.seed)

@@ -111,7 +111,8 @@ def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None, *,
     parent : nn.Module, optional
         Frozen copy of the parent, for the ``consistency`` term.
     leash : callable(prob, x, valid, terms) -> Tensor, optional
-        Unsupervised: an extra term keeping the model near its parent (:class:`.adapt.Leash`).
+        An extra term keeping the model near its parent (:class:`.adapt.Leash`); supervised, on
+        the unedited voxels only (the edits must be free to change the model).
     """
     umis = UMISLoss(cfg.alpha, cfg.beta, dict(cfg.lambdas))
 
@@ -154,6 +155,8 @@ def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None, *,
         report = {k: float(v.detach()) for k, v in terms.items()}
         if not probe:
             total = total + consistency(prob, x, valid * (1 - mask), report)
+            if leash is not None:  # the parent's sure decisions where nobody edited
+                total = total + leash(prob, x, valid * (1 - mask), report)
         report["total"] = float(total.detach())
         return total, report
 
