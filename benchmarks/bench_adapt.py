@@ -55,9 +55,9 @@ def new_shifts() -> list[tuple[str, Volume, np.ndarray]]:
     cases = []
     base = make_phantom((16, 256, 256), seed=61)
     for label, change in (("F: axial PSF 6 µm", {"psf_um": (6.0, 0.8, 0.8)}),
-                          ("G: strong haze", {"haze": 1.5, "background": 0.3}),
+                          ("G: strong haze", {"haze": 1.0, "background": 0.15}),
                           ("H: gamma 0.45", {"gamma": 0.45})):
-        phantom = shifted(base, seed=3, **change)
+        phantom = shifted(base, seed=3, strength=0.0, **change)
         cases.append((label, Volume(phantom.image, phantom.spacing_zyx), phantom.labels > 0))
     plain = make_phantom((16, 256, 256), seed=67)
     inverted = (plain.image.max() - plain.image).astype(plain.image.dtype)

@@ -228,3 +228,21 @@ def test_the_shipped_network_adapts_on_three_slices_and_declines_a_saturated_sta
     saturated[:, :60] = saturated.max()
     result = finetune("tvnet", saturated, config=config)
     assert result.declined and result.steps == 0 and "saturated" in result.message
+
+
+def test_adabn_blends_with_the_parent_and_declines_past_the_guard(bar_model):
+    from napari_vessel.training.adapt import batchnorm_statistics, blend_batchnorm
+
+    model, _ = registry.load_model("ad-tiny", "cpu")
+    parent = batchnorm_statistics(model)
+    volume = {k: v + 2.0 for k, v in parent.items()}
+    blend_batchnorm(model, parent, volume, 0.25)
+    for key, value in batchnorm_statistics(model).items():
+        assert torch.allclose(value, parent[key] + 0.5)
+    # a guard nothing passes: every blend is tried, then the parent is kept
+    image = bars()
+    image[:, ::2] //= 2  # a shift the statistics see
+    result = finetune("ad-tiny", image, config=cfg(method="adabn", max_drift=1e-9))
+    assert result.declined and result.kept_parent and len(result.drift) == 3
+    assert "100 %" in result.message and "25 %" in result.message
+    assert same_state(result.state_dict, parent_state())

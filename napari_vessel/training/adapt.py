@@ -11,7 +11,8 @@ Four ways to adapt a trained network to one unlabelled volume (``FinetuneConfig.
 - ``"tent"``: entropy minimisation on the normalisation layers' scales and shifts (TENT);
 - ``"umis"``: the UMIS compound loss of paper 000, section 4.4 (see :mod:`.finetune_loss`);
 - ``"adabn"``: no gradient step: the batch-norm running statistics are re-estimated on the
-  volume (AdaBN), the cheapest test-time adaptation.
+  volume (AdaBN), the cheapest test-time adaptation; the loop blends them with the parent's
+  (:data:`ADABN_BLENDS`, the strongest the drift guard accepts).
 
 The gradient methods add two leashes (weights ``anchor`` and ``keep_size``): binary cross-entropy
 to the parent's decision where the parent is sure, and the squared relative change of the mean
@@ -39,10 +40,28 @@ from ..errors import InputError
 from . import METHODS
 from .finetune_loss import forward_parts
 
-__all__ = ["METHODS", "reestimate_batchnorm", "SelfTrainingLoss", "EntropyLoss", "Leash",
-           "Drift", "DriftGuard", "jitter"]
+__all__ = ["METHODS", "ADABN_BLENDS", "batchnorm_statistics", "blend_batchnorm",
+           "reestimate_batchnorm", "SelfTrainingLoss", "EntropyLoss", "Leash", "Drift",
+           "DriftGuard", "jitter"]
 
 _BN = nn.modules.batchnorm._BatchNorm
+
+#: Shares of the volume's own batch-norm statistics tried by "adabn", strongest first.
+ADABN_BLENDS = (1.0, 0.5, 0.25)
+
+
+def batchnorm_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every batch norm's running mean and variance, by state-dict key."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.endswith(("running_mean", "running_var"))}
+
+
+def blend_batchnorm(model: nn.Module, parent: dict, volume: dict, weight: float) -> None:
+    """Set the running statistics to ``weight * volume + (1 - weight) * parent``."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, value in volume.items():
+            state[key].copy_(weight * value + (1.0 - weight) * parent[key])
 
 
 def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:

@@ -20,7 +20,16 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
-from .adapt import DriftGuard, EntropyLoss, Leash, SelfTrainingLoss, reestimate_batchnorm
+from .adapt import (
+    ADABN_BLENDS,
+    DriftGuard,
+    EntropyLoss,
+    Leash,
+    SelfTrainingLoss,
+    batchnorm_statistics,
+    blend_batchnorm,
+    reestimate_batchnorm,
+)
 from .finetune_config import FinetuneResult, FinetuneUpdate
 from .finetune_data import PatchSampler, fit_patch_size
 from .finetune_loss import make_loss, probe_loss, run_preview
@@ -270,7 +279,7 @@ class FinetuneLoop:
         return text
 
     def _adabn(self, initial: dict, info: dict, guard: DriftGuard | None) -> FinetuneResult:
-        cfg = self.cfg
+        cfg, model = self.cfg, self.model
         count = min(cfg.max_steps or 16, 16)
         rng = np.random.default_rng(cfg.seed)
         batches = []
@@ -279,18 +288,27 @@ class FinetuneLoop:
                 return self._result(initial, 0, True, True, "stopped by the user; the model is "
                                     "the parent, unchanged", info)
             batches.append(self._batch(rng, cfg.batch_size)[0])
-        reestimate_batchnorm(self.model, batches)
+        parent = batchnorm_statistics(model)
+        reestimate_batchnorm(model, batches)
+        volume = batchnorm_statistics(model)
         self.best_step = 1
-        text = (f"adapted by {_METHOD_NAMES['adabn']} on {count * cfg.batch_size} patches")
-        if guard is not None:
-            drift = guard.measure(self.model)
+        patches = f"{count * cfg.batch_size} patches"
+        if guard is None:
+            return self._result(model_state(model), 1, False, False,
+                                f"adapted by {_METHOD_NAMES['adabn']} on {patches}", info)
+        tried = []
+        for weight in ADABN_BLENDS:
+            blend_batchnorm(model, parent, volume, weight)
+            drift = guard.measure(model)
             self.drift.append((1, drift.fraction, drift.skeleton))
-            if not guard.within(drift):
-                self.best_step = 0
-                return self._result(initial, 1, False, True, (
-                    f"declined: re-estimating the batch-norm statistics moved the "
-                    f"{drift.describe()} from the parent's, beyond the ±"
-                    f"{100 * cfg.max_drift:.0f} % guard; the parent's weights are kept"), info,
-                    declined=True)
-            text += f"; {drift.describe()} from the parent's"
-        return self._result(model_state(self.model), 1, False, False, text, info)
+            if guard.within(drift):
+                share = "" if weight == 1 else f", blended {100 * weight:.0f} % with the parent's"
+                return self._result(model_state(model), 1, False, False, (
+                    f"adapted by {_METHOD_NAMES['adabn']} on {patches}{share}; "
+                    f"{drift.describe()} from the parent's"), info)
+            tried.append(f"{100 * weight:.0f} %: {drift.describe()}")
+        self.best_step = 0
+        return self._result(initial, 1, False, True, (
+            "declined: the volume's batch-norm statistics move the segmentation beyond the "
+            f"±{100 * cfg.max_drift:.0f} % guard even blended with the parent's ("
+            + "; ".join(tried) + "); the parent's weights are kept"), info, declined=True)
