@@ -72,7 +72,7 @@ def call(argv: list[str]) -> int:
 def test_unsupervised_run_saves_model_manifest_and_segmentation(tiny_tvnet, files, capsys):
     out = files["tmp"] / "seg"
     code = call([files["image"], "--model", "cli-tiny", "-o", "cli-new", "--segment", str(out),
-                 *FAST])
+                 "--method", "selftrain", *FAST])
     assert code == 0, capsys.readouterr().err
     models = files["models"]
     card = json.loads((models / "cli-new.json").read_text())

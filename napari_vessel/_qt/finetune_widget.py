@@ -144,9 +144,10 @@ class FinetuneWidget(ScrollDock):
         self.steps.tooltip = "stop after this many steps (0: no step limit, only the minutes)"
         self.method_combo = ComboBox(label="method", choices=list(METHODS), value=METHODS[0])
         self.method_combo.tooltip = (
-            "how to adapt without labels: selftrain (self-training on the model's confident "
-            "voxels, the measured default), tent (entropy minimisation), umis (the UMIS loss), "
-            "adabn (re-estimate the batch-norm statistics; seconds)")
+            "how to adapt without labels: adabn (re-estimate the batch-norm statistics on this "
+            "volume; seconds; the measured default, it never lowered F1 on a real volume), "
+            "selftrain (self-training on the model's confident voxels), tent (entropy "
+            "minimisation), umis (the UMIS loss)")
         self.only_unsure = CheckBox(text="only when the model is unsure of this volume",
                                     value=False)
         self.only_unsure.tooltip = (

@@ -55,9 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", metavar="DIR",
                         help="save the model here instead of the user models folder")
     parser.add_argument("--method", choices=METHODS, default=None,
-                        help="unsupervised adaptation (default selftrain): self-training on "
-                        "confident pseudo-labels, entropy minimisation (tent), the UMIS loss, "
-                        "or batch-norm re-estimation (adabn)")
+                        help="unsupervised adaptation (default adabn): re-estimate the batch-norm "
+                        "statistics on the volume (adabn, seconds), self-training on confident "
+                        "pseudo-labels (selftrain), entropy minimisation (tent) or the UMIS loss")
     parser.add_argument("--max-drift", type=float, default=0.25, metavar="FRACTION",
                         help="unsupervised: stop and keep the last safe state when the "
                         "predicted vessel fraction or skeleton length moves more than this "

@@ -2,4 +2,4 @@
 
 #: The unsupervised adaptation methods of fine-tuning, the default first
 #: (:mod:`napari_vessel.training.adapt`); here so that the command line needs no torch to list them.
-METHODS = ("selftrain", "tent", "umis", "adabn")
+METHODS = ("adabn", "selftrain", "tent", "umis")

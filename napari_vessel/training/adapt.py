@@ -47,7 +47,7 @@ __all__ = ["METHODS", "ADABN_BLENDS", "batchnorm_statistics", "blend_batchnorm",
 _BN = nn.modules.batchnorm._BatchNorm
 
 #: Shares of the volume's own batch-norm statistics tried by "adabn", strongest first.
-ADABN_BLENDS = (1.0, 0.5, 0.25)
+ADABN_BLENDS = (1.0,)
 
 
 def batchnorm_statistics(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -33,10 +33,12 @@ class FinetuneConfig:
     ----------
     mode : {"unsupervised", "supervised"}
         Adapt on the image alone, or learn from the user's corrections.
-    method : {"selftrain", "tent", "umis", "adabn"}
-        Unsupervised: how to adapt (:mod:`napari_vessel.training.adapt`): self-training on a
-        slowly moving teacher's confident pseudo-labels, entropy minimisation (TENT), the UMIS
-        loss (paper 000, section 4.4), or re-estimating the batch-norm statistics (AdaBN).
+    method : {"adabn", "selftrain", "tent", "umis"}
+        Unsupervised: how to adapt (:mod:`napari_vessel.training.adapt`): re-estimating the
+        batch-norm statistics on the volume (AdaBN, the default: the only method that never
+        lowered F1 on a real volume in ``benchmarks/bench_adapt.py``; seconds), self-training on
+        a slowly moving teacher's confident pseudo-labels, entropy minimisation (TENT), or the
+        UMIS loss (paper 000, section 4.4).
     minutes : float or None
         Wall-clock budget, preprocessing included (default 2). None: only ``max_steps``.
     max_steps : int or None
@@ -129,7 +131,7 @@ class FinetuneConfig:
     """
 
     mode: str = "unsupervised"
-    method: str = "selftrain"
+    method: str = "adabn"
     minutes: float | None = 2.0
     max_steps: int | None = None
     patch_size_zyx: tuple[int, int, int] = (16, 64, 64)

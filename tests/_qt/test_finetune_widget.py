@@ -76,6 +76,8 @@ def setup(make_napari_viewer, monkeypatch, tiny_net):
     widget.layer_combo.value = viewer.layers["stack"]
     widget.settings = dict(FAST)
     widget.minutes.value, widget.steps.value = 0.0, 3
+    assert widget.method_combo.value == "adabn"  # the measured default
+    widget.method_combo.value = "selftrain"  # these tests follow a training curve
     return SimpleNamespace(viewer=viewer, widget=widget, errors=errors, infos=infos,
                            labels=viewer.layers["stack vessels"])
 
@@ -141,6 +143,20 @@ def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setu
     assert [layer.name for layer in setup.viewer.layers] == [name for name, _ in before]
     assert not compare.isVisibleTo(widget.native) and "reverted" in widget.status.value
     assert not list(setup.widget.viewer.layers["stack"].data.shape) == []  # the image stays
+
+
+def test_default_adabn_run_saves_in_seconds_without_a_curve(setup, qtbot):
+    widget = setup.widget
+    widget.method_combo.value = "adabn"
+    widget.segment_check.value = False
+    widget.start()
+    _finish(setup, qtbot)
+    result = widget.outcome.result
+    assert result.config.method == "adabn" and result.steps == 1 and not setup.errors
+    if result.kept_parent:  # the guard declined: nothing saved, the reason said
+        assert result.declined and "nothing was saved" in widget.status.value
+    else:
+        assert widget.outcome.weights is not None and "batch-norm" in setup.infos[-1]
 
 
 def test_compare_images_colour_what_changed():
