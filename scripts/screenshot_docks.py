@@ -1,6 +1,9 @@
-"""Screenshot for docs/getting-started.md: all five docks open in a 1920 x 1080 window.
+"""Screenshot for docs/getting-started.md: all six docks open in a 1920 x 1080 window.
 
-Run under a virtual display:  xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_docks.py
+Run under a virtual display::
+
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_docks.py
+
 Writes docs/images/docks-1080p.png.
 """
 
@@ -19,6 +22,7 @@ def main() -> None:
 
     from napari_vessel._napari.sample_data import sample_2pm
     from napari_vessel._qt.finetune_widget import FinetuneWidget
+    from napari_vessel._qt.graph_widget import GraphWidget
     from napari_vessel._qt.info_widget import InfoWidget
     from napari_vessel._qt.preprocess_widget import PreprocessWidget
     from napari_vessel._qt.review_widget import ReviewWidget
@@ -30,7 +34,7 @@ def main() -> None:
     viewer.add_image(data, **kwargs)
     for cls, name in ((InfoWidget, "Stack info"), (PreprocessWidget, "Preprocess"),
                       (SegmentWidget, "Segment"), (ReviewWidget, "Review & refine"),
-                      (FinetuneWidget, "Fine-tune")):
+                      (FinetuneWidget, "Fine-tune"), (GraphWidget, "Vessel analysis")):
         viewer.window.add_dock_widget(cls(viewer), name=name, area="right")
     viewer.reset_view()
     end = time.monotonic() + 2

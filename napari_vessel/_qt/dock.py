@@ -16,8 +16,8 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QWidget
 
 __all__ = ["ScrollDock", "MIN_DOCK_HEIGHT"]
 
-#: Minimum height of a docked plugin widget (pixels): five docks fit 1080 - 200 of napari's own.
-MIN_DOCK_HEIGHT = 160
+#: Minimum height of a docked plugin widget (pixels): six docks fit 1080 - 120 of napari's own.
+MIN_DOCK_HEIGHT = 130
 
 
 class ScrollDock(Container):

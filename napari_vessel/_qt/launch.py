@@ -7,6 +7,7 @@ from typing import Any
 import napari
 
 from .finetune_widget import FinetuneWidget
+from .graph_widget import GraphWidget
 from .info_widget import InfoWidget
 from .preprocess_widget import PreprocessWidget
 from .review_widget import ReviewWidget
@@ -31,6 +32,7 @@ def dock_widgets(viewer: napari.Viewer, *, front: str = "Segment") -> dict[str, 
         "Segment": SegmentWidget(viewer),
         "Review & refine": ReviewWidget(viewer),
         "Fine-tune": FinetuneWidget(viewer),
+        "Vessel analysis": GraphWidget(viewer),
     }
     docks = {}
     for index, (name, widget) in enumerate(widgets.items()):
