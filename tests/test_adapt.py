@@ -247,5 +247,5 @@ def test_adabn_blends_with_the_parent_and_declines_past_the_guard(bar_model):
     from napari_vessel.training.adapt import ADABN_BLENDS
 
     assert result.declined and result.kept_parent and len(result.drift) == len(ADABN_BLENDS)
-    assert "100 %" in result.message and "guard" in result.message
+    assert "vessel fraction" in result.message and "guard" in result.message
     assert same_state(result.state_dict, parent_state())

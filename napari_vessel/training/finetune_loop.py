@@ -308,7 +308,9 @@ class FinetuneLoop:
                     f"{drift.describe()} from the parent's"), info)
             tried.append(f"{100 * weight:.0f} %: {drift.describe()}")
         self.best_step = 0
+        how = tried[0].split(": ", 1)[1] if len(tried) == 1 else \
+            "even blended with the parent's (" + "; ".join(tried) + ")"
         return self._result(initial, 1, False, True, (
             "declined: the volume's batch-norm statistics move the segmentation beyond the "
-            f"±{100 * cfg.max_drift:.0f} % guard even blended with the parent's ("
-            + "; ".join(tried) + "); the parent's weights are kept"), info, declined=True)
+            f"±{100 * cfg.max_drift:.0f} % guard ({how}); the parent's weights are kept"), info,
+            declined=True)
