@@ -14,15 +14,16 @@ from napari_vessel.io import save_volume
 from napari_vessel.phantom import make_phantom
 
 
-def _start(tmp_path, name: str) -> subprocess.Popen:
+def _start(tmp_path, name: str, *extra: str) -> subprocess.Popen:
     image = tmp_path / "stack.tif"
     if not image.exists():
-        save_volume(image, make_phantom((8, 96, 96), seed=3).image, (2.0, 1.0, 1.0))
+        save_volume(image, make_phantom((16, 160, 160), seed=3).image, (2.0, 1.0, 1.0))
     env = {**os.environ, "NAPARI_VESSEL_MODELS": str(tmp_path / "models"),
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "napari_vessel.cli", "finetune", str(image), "--model", "tvnet",
-         "-o", name, "--minutes", "5", "--threads", "1", "--max-drift", "10"],
+         "-o", name, "--minutes", "5", "--threads", "1", "--max-drift", "10",
+         "--method", "selftrain", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -58,11 +59,14 @@ def test_one_ctrl_c_keeps_the_best_state_and_saves(tmp_path):
 
 
 def test_two_ctrl_c_abort_and_save_nothing(tmp_path):
-    proc = _start(tmp_path, "aborted")
+    proc = _start(tmp_path, "aborted", "--patch-size", "16", "160", "160")  # steps of ~1 s
     seen = _watch(proc)
     _wait_for_steps(seen)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    end = time.monotonic() + 60  # two signals during one C call arrive as one: wait for the first
+    while "Ctrl-C again" not in "".join(seen):
+        assert time.monotonic() < end, "".join(seen)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     time.sleep(0.2)  # the reader drains the last lines
