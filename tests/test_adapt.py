@@ -249,3 +249,15 @@ def test_adabn_blends_with_the_parent_and_declines_past_the_guard(bar_model):
     assert result.declined and result.kept_parent and len(result.drift) == len(ADABN_BLENDS)
     assert "vessel fraction" in result.message and "guard" in result.message
     assert same_state(result.state_dict, parent_state())
+
+
+def test_guard_stops_corrections_that_change_the_whole_volume(bar_model):
+    image = bars()
+    erased = np.zeros(image.shape, np.uint8)  # one slice "corrected" to no vessel at all
+    mask = np.zeros(image.shape, bool)
+    mask[4] = True
+    result = finetune("ad-tiny", image, labels=erased, edited_mask=mask, config=cfg(
+        mode="supervised", lr=0.5, max_steps=30, anchor=0.0, keep_parent=False))
+    assert "guard" in result.message, result.message
+    assert result.drift and abs(result.drift[-1][1]) > 0.25  # the crossing was recorded
+    assert result.steps < 30

@@ -80,9 +80,12 @@ class FinetuneConfig:
     ema : float
         Self-training: the teacher's weights move by ``1 - ema`` towards the student's per step.
     max_drift : float or None
-        Unsupervised guard rail: stop and keep the last checked state as soon as the predicted
-        vessel fraction or the skeleton length on the probe patches moves more than this
-        (relative, 0.25 = 25 %) from the parent's. None: no guard.
+        Guard rail: stop and keep the last checked state as soon as the predicted vessel
+        fraction or the skeleton length on fixed probe patches moves more than this (relative,
+        0.25 = 25 %) from the parent's. Supervised, the probes are uniform over the volume (a
+        few strokes must not change how much of the whole volume is vessel by a quarter: a
+        simulated user's 20 one-class strokes did, F1 on untouched voxels 0.66 -> 0.25). None:
+        no guard.
     guard_every : int
         Steps between two checks of the guard.
     max_voxels : int

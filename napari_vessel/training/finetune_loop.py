@@ -136,11 +136,19 @@ class FinetuneLoop:
                                       tuple(self.drift)))
 
     def _guard(self, probes) -> DriftGuard | None:
+        """The drift guard on fixed patches; supervised, on uniform patches (the training and
+        probe patches are centred on the edits, where change is wanted)."""
         cfg = self.cfg
-        if not self.unsupervised or cfg.max_drift is None or probes is None:
+        if cfg.max_drift is None or cfg.probe_patches < 1:
             return None
-        return DriftGuard(self.model, self.spec, probes[0], probes[1], self.threshold,
-                          cfg.max_drift)
+        if self.unsupervised:
+            return DriftGuard(self.model, self.spec, probes[0], probes[1], self.threshold,
+                              cfg.max_drift)
+        uniform = PatchSampler(self.image, self.sampler.patch_size)
+        x, valid, _, _ = uniform.batch(np.random.default_rng(cfg.seed + 2), cfg.probe_patches)
+        guard = DriftGuard(self.model, self.spec, torch.from_numpy(x).to(self.device),
+                           torch.from_numpy(valid).to(self.device), self.threshold, cfg.max_drift)
+        return None if guard.empty else guard  # nothing to compare with: painting adds vessel
 
     def _result(self, state: dict, steps: int, stopped: bool, kept: bool, message: str,
                 info: dict, probe_parent=None, probe_final=None, declined=False
