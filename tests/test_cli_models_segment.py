@@ -98,3 +98,27 @@ def test_segment_bad_model_name_writes_nothing(tmp_path, stack):
     with pytest.raises(InputError, match="did you mean 'frangi'"):
         segment_cmd.run(_args(segment_cmd, [str(stack), "-o", str(out), "--model", "frangj"]))
     assert not out.exists()
+
+
+def test_segment_with_graph_writes_the_graph_beside_the_labels(tmp_path, stack):
+    import networkx as nx
+
+    out = tmp_path / "out"
+    args = _args(segment_cmd, [str(stack), "-o", str(out), "--model", "frangi", "--quiet",
+                               "--graph"])
+    assert segment_cmd.run(args) == 0
+    paths = segment_cmd.output_paths(stack, out)
+    folder = out / paths["labels"].name.replace("_labels.tif", "_graph")
+    assert sorted(p.name for p in folder.iterdir()) == ["graph.graphml", "nodes.csv",
+                                                        "segments.csv", "summary.json"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["manifest"]["segmentation_manifest"] == str(paths["manifest"])
+    assert summary["manifest"]["voxel_size_um"] == [2.0, 1.0, 1.0]
+    nx.read_graphml(folder / "graph.graphml")
+    other = tmp_path / "other"
+    (other / "stack_graph").mkdir(parents=True)
+    (other / "stack_graph" / "mine.txt").write_text("keep")
+    with pytest.raises(InputError, match="not empty"):  # refused before segmenting
+        segment_cmd.run(_args(segment_cmd, [str(stack), "-o", str(other), "--model", "frangi",
+                                            "--quiet", "--graph"]))
+    assert sorted(p.name for p in other.rglob("*")) == ["mine.txt", "stack_graph"]

@@ -66,10 +66,8 @@ def _check_outdir(out: Path, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the graph of ``args.labels`` and write its files; returns the exit code."""
-    from .. import __version__
-    from ..graph import GraphParams, vessel_graph, write_graph
+    from ..graph import GraphParams
     from ..io import load_volume
-    from ..progress import tqdm_progress
 
     out = Path(args.out).expanduser()
     _check_outdir(out, args.overwrite)
@@ -82,23 +80,35 @@ def run(args: argparse.Namespace) -> int:
               "for lengths in µm)", file=sys.stderr)
     print(f"graph of {args.labels} {volume.shape} at "
           f"{' × '.join(f'{s:g}' for s in volume.spacing_zyx)} µm ...", file=sys.stderr)
-    start = time.perf_counter()
-    with tqdm_progress("graph", disable=args.quiet) as progress:
-        graph = vessel_graph(volume.data, volume.spacing_zyx, params, progress=progress)
-    seconds = time.perf_counter() - start
+    write_and_report(volume.data, volume.spacing_zyx, out, params, {
+        "command": ["napari-vessel", *sys.argv[1:]] if sys.argv[1:2] == ["graph"] else None,
+        "input": str(args.labels), "spacing_known": bool(volume.spacing_known)},
+        overwrite=args.overwrite, quiet=args.quiet)
+    return 0
+
+
+def write_and_report(labels, spacing_zyx, out: Path, params, manifest: dict, *,
+                     overwrite: bool = False, quiet: bool = False):
+    """Build the graph of ``labels``, write its files to ``out`` and print the summary.
+
+    Shared by ``graph`` and ``segment --graph``; ``manifest`` gets the voxel size, the time
+    taken and the library versions. Returns the :class:`~napari_vessel.graph.VesselGraph`.
+    """
     import networkx
     import skan
 
-    manifest = {
-        "command": ["napari-vessel", *sys.argv[1:]] if sys.argv[1:2] == ["graph"] else None,
-        "input": str(args.labels),
-        "voxel_size_um": list(volume.spacing_zyx),
-        "spacing_known": bool(volume.spacing_known),
-        "seconds": round(seconds, 3),
-        "versions": {"napari-vessel": __version__, "skan": skan.__version__,
-                     "networkx": networkx.__version__},
-    }
-    write_graph(graph, out, manifest, overwrite=args.overwrite)
+    from .. import __version__
+    from ..graph import vessel_graph, write_graph
+    from ..progress import tqdm_progress
+
+    start = time.perf_counter()
+    with tqdm_progress("graph", disable=quiet) as progress:
+        graph = vessel_graph(labels, spacing_zyx, params, progress=progress)
+    seconds = time.perf_counter() - start
+    manifest = {**manifest, "voxel_size_um": list(spacing_zyx), "seconds": round(seconds, 3),
+                "versions": {"napari-vessel": __version__, "skan": skan.__version__,
+                             "networkx": networkx.__version__}}
+    write_graph(graph, out, manifest, overwrite=overwrite)
     s = graph.summary
     if s.note:
         print(f"note: {s.note}", file=sys.stderr)
@@ -108,4 +118,4 @@ def run(args: argparse.Namespace) -> int:
           f"short (< 6 µm) {s.n_short}, incorrect bifurcations {s.n_incorrect_bifurcations}")
     print(f"wrote segments.csv, nodes.csv, graph.graphml, summary.json to {out} in "
           f"{seconds:.1f} s", file=sys.stderr)
-    return 0
+    return graph

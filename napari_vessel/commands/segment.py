@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in µm (default: from the file)")
     parser.add_argument("--no-preprocess", action="store_true",
                         help="skip the model's preprocessing (input already preprocessed)")
+    parser.add_argument("--graph", action="store_true",
+                        help="also build the vessel graph of the labels (as 'napari-vessel "
+                        "graph') into OUTDIR/STEM_graph/")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -80,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{', '.join(existing)} already exist(s); add --overwrite to replace")
     spec = registry.get(args.model or registry.default_model_name())  # fail early on a bad name
     _check_writable(Path(args.out))
+    graph_dir = paths["manifest"].with_name(paths["manifest"].name.replace("_manifest.json",
+                                                                          "_graph"))
+    if getattr(args, "graph", False):
+        from .graph import _check_outdir
+
+        _check_outdir(graph_dir, args.overwrite)  # before minutes of segmenting
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing)
     print(f"segmenting {args.input} {volume.shape} with {spec.name} ...", file=sys.stderr)
     with tqdm_progress(f"segment ({spec.name})", disable=args.quiet) as progress:
@@ -100,4 +109,12 @@ def run(args: argparse.Namespace) -> int:
     fraction = float(labels.mean()) if labels.size else 0.0
     print(f"wrote {paths['labels']} ({fraction:.1%} vessel), {paths['prob']}, "
           f"{paths['manifest'].name} in {sum(manifest['timing'].values()):.1f} s", file=sys.stderr)
+    if getattr(args, "graph", False):
+        from ..graph import GraphParams
+        from .graph import write_and_report
+
+        write_and_report(labels, volume.spacing_zyx, graph_dir, GraphParams(), {
+            "input": str(paths["labels"]), "segmentation_manifest": str(paths["manifest"]),
+            "spacing_known": bool(volume.spacing_known)}, overwrite=args.overwrite,
+            quiet=args.quiet)
     return 0
