@@ -261,3 +261,17 @@ def test_guard_stops_corrections_that_change_the_whole_volume(bar_model):
     assert "guard" in result.message, result.message
     assert result.drift and abs(result.drift[-1][1]) > 0.25  # the crossing was recorded
     assert result.steps < 30
+
+
+def test_guard_probes_of_corrections_are_uniform_not_centred_on_the_edits():
+    from napari_vessel.training.finetune_data import PatchSampler
+
+    image = np.arange(40 * 64 * 64, dtype=np.float32).reshape(40, 64, 64)
+    mask = np.zeros(image.shape, bool)
+    mask[2, 2, 2] = True  # one edit in a corner
+    sampler = PatchSampler(image, (8, 16, 16), mask=mask)
+    rng = np.random.default_rng(0)
+    centred = [sampler._start(rng) for _ in range(20)]
+    uniform = [sampler._start(rng, uniform=True) for _ in range(20)]
+    assert all(s == [0, 0, 0] for s in centred)
+    assert len({tuple(s) for s in uniform}) > 10

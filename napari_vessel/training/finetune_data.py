@@ -248,27 +248,29 @@ class PatchSampler:
                                                    "constant")
         self._centres = None if mask is None else np.flatnonzero(mask.ravel())
 
-    def _start(self, rng: np.random.Generator) -> list[int]:
+    def _start(self, rng: np.random.Generator, uniform: bool = False) -> list[int]:
         full = self.image.shape
-        if self._centres is not None and len(self._centres):
+        if not uniform and self._centres is not None and len(self._centres):
             centre = np.unravel_index(int(self._centres[rng.integers(len(self._centres))]),
                                       self.shape)
             return [min(max(int(c) - s // 2, 0), n - s)
                     for c, s, n in zip(centre, self.patch_size, full, strict=True)]
         return [int(rng.integers(0, n - s + 1)) for s, n in zip(self.patch_size, full, strict=True)]
 
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
-                                                        np.ndarray | None, np.ndarray | None]:
-        """One patch: ``(image, valid, target, mask)``, each of shape ``patch_size``."""
-        start = self._start(rng)
+    def sample(self, rng: np.random.Generator, uniform: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One patch: ``(image, valid, target, mask)``, each of shape ``patch_size``; centred on
+        an edited voxel when there is an edit mask, unless ``uniform``."""
+        start = self._start(rng, uniform)
         sl = tuple(slice(a, a + s) for a, s in zip(start, self.patch_size, strict=True))
         target = None if self.target is None else self.target[sl]
         mask = None if self.mask is None else self.mask[sl] * self.valid[sl]
         return self.image[sl], self.valid[sl], target, mask
 
-    def batch(self, rng: np.random.Generator, size: int) -> list[np.ndarray | None]:
+    def batch(self, rng: np.random.Generator, size: int, uniform: bool = False
+              ) -> list[np.ndarray | None]:
         """``size`` patches stacked as ``(N, 1, D, H, W)`` arrays (None where absent)."""
-        parts = [self.sample(rng) for _ in range(size)]
+        parts = [self.sample(rng, uniform) for _ in range(size)]
         out: list[np.ndarray | None] = []
         for k in range(4):
             if parts[0][k] is None:

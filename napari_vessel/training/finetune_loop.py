@@ -144,8 +144,8 @@ class FinetuneLoop:
         if self.unsupervised:
             return DriftGuard(self.model, self.spec, probes[0], probes[1], self.threshold,
                               cfg.max_drift)
-        uniform = PatchSampler(self.image, self.sampler.patch_size)
-        x, valid, _, _ = uniform.batch(np.random.default_rng(cfg.seed + 2), cfg.probe_patches)
+        x, valid, _, _ = self.sampler.batch(np.random.default_rng(cfg.seed + 2),
+                                            cfg.probe_patches, uniform=True)
         guard = DriftGuard(self.model, self.spec, torch.from_numpy(x).to(self.device),
                            torch.from_numpy(valid).to(self.device), self.threshold, cfg.max_drift)
         return None if guard.empty else guard  # nothing to compare with: painting adds vessel
