@@ -38,7 +38,7 @@ _FULL_SCALE = {"uint8": 255.0, "uint16": 4095.0, "float32": 1.0}
 #: Parameters that change only how the vessels are imaged, never where they are.
 _IMAGING = ("kind", "depth_attenuation", "haze", "background", "noise", "photons", "read_noise",
             "pial_shadow", "contrast", "gamma", "dtype", "psf_um", "focus_um", "defocus",
-            "noise_seed")
+            "noise_seed", "dimmest", "texture", "texture_um")
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,7 +214,8 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
                  pial_shadow: bool | float = True, contrast: float = 1.0, gamma: float = 1.0,
                  dtype: Any = np.uint8, psf_um: Sequence[float] = (1.0, 0.3, 0.3),
                  focus_um: float = 3.0, defocus: float = 0.5,
-                 noise_seed: int | None = None) -> Phantom:
+                 noise_seed: int | None = None, dimmest: float = 0.7, texture: float = 0.25,
+                 texture_um: float = 20.0) -> Phantom:
     """Make a synthetic vessel stack with exact ground truth.
 
     Parameters
@@ -266,6 +267,12 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
         Gaussian sigma per µm out of focus).
     noise_seed : int, optional
         Seed of the noise alone (defaults to one derived from ``seed``).
+    dimmest : float
+        Brightness of the dimmest branch relative to the brightest (0 < dimmest <= 1; each
+        branch draws its own between it and 1). Labels do not depend on it.
+    texture, texture_um : float
+        Depth (0 to 1) and scale (µm) of the mottling inside the vessels (red blood cells and flow
+        streaks darken the dyed plasma unevenly; large vessels look grainy inside).
 
     Returns
     -------
@@ -314,7 +321,10 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
                    contrast=_number(contrast, "contrast", open_low=True),
                    gamma=_number(gamma, "gamma", open_low=True),
                    focus_um=_number(focus_um, "focus_um", open_low=True),
-                   defocus=_number(defocus, "defocus"))
+                   defocus=_number(defocus, "defocus"),
+                   dimmest=_number(dimmest, "dimmest", 0.0, 1.0, open_low=True),
+                   texture=_number(texture, "texture", 0.0, 1.0),
+                   texture_um=_number(texture_um, "texture_um", open_low=True))
     psf = [_number(s, "psf_um") for s in psf_um]
     if len(psf) != 3:
         raise InputError(f"psf_um {psf_um!r} must be three sigmas in µm (z, y, x)")
@@ -333,7 +343,8 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
     # Geometry and exact ground truth.
     if tube_list is None:
         budget = numbers["density"] * float(np.prod(extent)) / 1000.0
-        segments, shade = grow_trees(geometry_rng, extent, n_trees, r_min, r_max, budget)
+        segments, shade = grow_trees(geometry_rng, extent, n_trees, r_min, r_max, budget,
+                                     numbers["dimmest"])
     else:
         segments = np.array([[*a, *b, r, -1, CAPILLARY] for a, b, r in tube_list]).reshape(-1, 9)
         shade = np.ones(len(segments), dtype=np.float32)
@@ -342,7 +353,8 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
     centerlines, radius = centerline_mask(dims, segments, spacing, labels)
 
     # Optics: texture, point-spread blur, haze, depth attenuation, pial shadows.
-    vessels *= 1.0 - 0.25 * smooth_field(dims, spacing, look_rng, 20.0)
+    vessels *= 1.0 - numbers["texture"] * smooth_field(dims, spacing, look_rng,
+                                                       numbers["texture_um"])
     if any(psf):
         sigma_px = [s / d for s, d in zip(psf, spacing, strict=True)]
         vessels = ndi.gaussian_filter(vessels, sigma_px, truncate=3.0)

@@ -56,7 +56,7 @@ class SyntheticConfig:
         Voxel size ranges in µm (z from 0.5 to 5 by default: confocal to coarse two-photon).
     radius_um : (float, float)
         Smallest capillary and largest vessel radius in µm (default 1 to 30); each volume draws
-        its own range inside it, the largest radius also limited to a sixth of the lateral extent.
+        its own range inside it, the largest radius also limited to a quarter of the lateral extent.
     density : (float, float)
         Capillary length per 1000 µm³ of tissue.
     confocal_probability : float
@@ -65,6 +65,14 @@ class SyntheticConfig:
         Scale of the non-vessel structures (cells, dura, dye leakage); 0 leaves them out.
     invert_probability : float
         Share of volumes whose contrast is inverted (dark vessels); see the module notes.
+    dimmest : (float, float)
+        Range of each volume's dimmest branch brightness relative to its brightest (dye filling
+        and depth differ between vessels: real stacks hold vessels five times dimmer than others).
+    leak_probability : float
+        Share of volumes with dye leaking out of the vessels.
+    leak_strength : (float, float)
+        Peak of the leaked glow relative to the vessel signal (it can outshine dim vessels, as in
+        a disrupted blood-brain barrier); the glow is patchy, not a uniform halo.
     """
 
     shape_zyx: tuple[int, int, int] = (24, 160, 160)
@@ -72,9 +80,12 @@ class SyntheticConfig:
     spacing_xy_um: tuple[float, float] = (0.4, 1.6)
     radius_um: tuple[float, float] = (1.0, 30.0)
     density: tuple[float, float] = (0.3, 2.5)
-    confocal_probability: float = 0.2
+    confocal_probability: float = 0.3
     background_structures: float = 1.0
     invert_probability: float = 0.0
+    dimmest: tuple[float, float] = (0.15, 0.8)
+    leak_probability: float = 0.5
+    leak_strength: tuple[float, float] = (0.1, 1.2)
 
     def __post_init__(self) -> None:
         try:
@@ -86,9 +97,10 @@ class SyntheticConfig:
             raise InputError(f"shape_zyx={self.shape_zyx!r} must be three whole numbers from 4 to 512")
         object.__setattr__(self, "shape_zyx", shape)
         for name, low, high in (("spacing_z_um", 0.05, 50.0), ("spacing_xy_um", 0.05, 20.0),
-                                ("radius_um", 0.2, 200.0), ("density", 0.0, 50.0)):
+                                ("radius_um", 0.2, 200.0), ("density", 0.0, 50.0),
+                                ("dimmest", 0.01, 1.0), ("leak_strength", 0.0, 10.0)):
             object.__setattr__(self, name, _range(getattr(self, name), name, low, high))
-        for name in ("confocal_probability", "invert_probability"):
+        for name in ("confocal_probability", "invert_probability", "leak_probability"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
                 raise InputError(f"{name}={value!r} must be a probability in [0, 1]")
@@ -172,7 +184,7 @@ def synthetic_volume(index: int, *, seed: int = 0,
     extent_xy = dxy * min(cfg.shape_zyx[1:])
     r_lo, r_hi = cfg.radius_um
     r_min = _loguniform(rng, r_lo, max(r_lo, min(3.0, r_hi)))
-    top = max(r_min, min(r_hi, extent_xy / 6))
+    top = max(r_min, min(r_hi, extent_xy / 4))
     r_max = _loguniform(rng, min(max(r_min, min(4.0, r_hi)), top), top)
     kind = "confocal" if rng.random() < cfg.confocal_probability else "2pm"
     params = dict(
@@ -183,6 +195,8 @@ def synthetic_volume(index: int, *, seed: int = 0,
         depth_attenuation=float(rng.uniform(0.0, 0.7)), haze=float(rng.uniform(0.0, 0.3)),
         background=float(rng.uniform(0.0, 0.2)), pial_shadow=float(rng.uniform(0.0, 0.6)),
         focus_um=_loguniform(rng, 1.0, 6.0), defocus=float(rng.uniform(0.2, 0.8)),
+        dimmest=_loguniform(rng, *cfg.dimmest), texture=float(rng.uniform(0.1, 0.7)),
+        texture_um=_loguniform(rng, 2.0, 20.0),
     )
     phantom = make_phantom(cfg.shape_zyx, seed=int(rng.integers(2**31)), noise=False,
                            dtype="float32", **params)
@@ -197,10 +211,13 @@ def synthetic_volume(index: int, *, seed: int = 0,
         cell_r = float(rng.uniform(2.0, 6.0))
         cell_gain = float(rng.uniform(-0.2, 0.5)) * b  # bright somata or dark shadows
         signal = signal + cell_gain * _blobs(shape, spacing, rng, cells, cell_r) * (labels == 0)
-        leak = float(rng.uniform(0.0, 0.5)) * b if rng.random() < 0.4 else 0.0
-        if leak:
+        leak = 0.0
+        if rng.random() < cfg.leak_probability:
+            leak = float(rng.uniform(*cfg.leak_strength)) * b
             glow = ndi.gaussian_filter(labels.astype(np.float32),
                                        [_loguniform(rng, 3.0, 15.0) / s for s in spacing])
+            patches = smooth_field(shape, spacing, rng, _loguniform(rng, 20.0, 80.0)) ** 2
+            glow *= patches / max(float(patches.max()), 1e-6)
             signal = signal + leak * glow / max(float(glow.max()), 1e-6)
         dura = float(rng.uniform(0.1, 0.5)) * b if rng.random() < 0.15 else 0.0
         if dura:

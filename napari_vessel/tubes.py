@@ -32,7 +32,7 @@ def _turn(u: np.ndarray, rng: np.random.Generator, wiggle: float, kind: int) -> 
 
 
 def grow_trees(rng: np.random.Generator, extent: np.ndarray, n_trees: int, r_min: float,
-               r_max: float, budget: float) -> tuple[np.ndarray, np.ndarray]:
+               r_max: float, budget: float, dimmest: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
     """Grow vessel trees by a random walk with Murray-law side branches.
 
     Each tree starts as a pial vessel entering a lateral face just under the surface (z = 0)
@@ -52,6 +52,9 @@ def grow_trees(rng: np.random.Generator, extent: np.ndarray, n_trees: int, r_min
         Radius of the thinnest capillary and of the first (thickest) root, in µm.
     budget : float
         Total capillary length in µm.
+    dimmest : float
+        Relative brightness of the dimmest branch (0 < dimmest <= 1); each branch draws its own
+        brightness between it and 1 (dye filling and depth differ between vessels).
 
     Returns
     -------
@@ -59,7 +62,7 @@ def grow_trees(rng: np.random.Generator, extent: np.ndarray, n_trees: int, r_min
         Start z, y, x, end z, y, x (µm), radius (µm), parent row (-1 for a root) and kind
         (:data:`PIAL`, :data:`PENETRATING` or :data:`CAPILLARY`).
     brightness : ndarray of float32, shape (N,)
-        Relative brightness of each segment, constant along a branch (0.7 to 1).
+        Relative brightness of each segment, constant along a branch (``dimmest`` to 1).
     """
     segments: list[tuple] = []
     brightness: list[float] = []
@@ -79,7 +82,7 @@ def grow_trees(rng: np.random.Generator, extent: np.ndarray, n_trees: int, r_min
         _, _, p, u, r, parent, kind = heapq.heappop(heap)
         if kind == CAPILLARY and total >= budget:
             continue
-        shade = rng.uniform(0.7, 1.0)
+        shade = dimmest + (rng.uniform(0.7, 1.0) - 0.7) / 0.3 * (1.0 - dimmest)  # same draws
         max_len = rng.uniform(30, 90) if kind == CAPILLARY else 3 * float(np.linalg.norm(extent))
         grown = 0.0
         while grown < max_len:

@@ -221,12 +221,32 @@ def test_default_phantom_completes():
         (dict(tubes=[((0, 0), (1, 1, 1), 2)]), "tube 0"),
         (dict(tubes=[((0, 0, 0), (1, 1, 1), -2)]), "radius of tube 0"),
         (dict(psf_um=(1, 1)), "psf_um"),
+        (dict(dimmest=0), "dimmest"),
+        (dict(dimmest=1.5), "dimmest"),
+        (dict(texture=-0.1), "texture"),
+        (dict(texture_um=0), "texture_um"),
     ],
 )
 def test_bad_input_names_the_problem(kwargs, match):
     kwargs.setdefault("shape", (4, 16, 16))
     with pytest.raises(InputError, match=match):
         make_phantom(**kwargs)
+
+
+def test_dim_branches_and_texture_change_the_image_not_the_vessels():
+    base = make_phantom((8, 64, 64), seed=3, noise=False, dtype="float32", pial_shadow=False,
+                        psf_um=(0, 0, 0), haze=0, background=0, depth_attenuation=0)
+    dim = make_phantom((8, 64, 64), seed=3, noise=False, dtype="float32", pial_shadow=False,
+                       psf_um=(0, 0, 0), haze=0, background=0, depth_attenuation=0, dimmest=0.1)
+    assert np.array_equal(base.labels, dim.labels)
+    inside = base.labels > 0
+    # every vessel voxel is at most as bright as before, and the dimmest reach far lower
+    assert np.all(dim.image[inside] <= base.image[inside] + 1e-6)
+    assert np.percentile(dim.image[inside], 5) < 0.6 * np.percentile(base.image[inside], 5)
+    flat = make_phantom((8, 64, 64), seed=3, noise=False, dtype="float32", pial_shadow=False,
+                        psf_um=(0, 0, 0), haze=0, background=0, depth_attenuation=0, texture=0)
+    assert np.array_equal(flat.labels, base.labels)
+    assert np.all(flat.image[inside] >= base.image[inside] - 1e-6)
 
 
 def test_sample_data_layers():

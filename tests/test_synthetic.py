@@ -34,8 +34,11 @@ def test_volumes_cover_the_ranges_and_stay_in_unit_range():
         assert 0.0 <= float(v.image.min()) and float(v.image.max()) <= 1.0
         r_min, r_max = v.params["radius_range"]
         assert 1.0 <= r_min <= r_max <= 8.0
+        assert 0.15 <= v.params["dimmest"] <= 0.8  # some branches far dimmer than others
+        assert 0.0 <= v.params["leak"] <= 1.2
         json.dumps(v.params)  # recorded for the card
     assert any(v.labels.any() for v in vols)
+    assert sum(v.params["leak"] > 0 for v in vols) >= 3  # dye leakage in about half of them
 
 
 def test_vessels_are_brighter_than_background_on_average():
@@ -65,6 +68,9 @@ def test_inversion_flips_the_contrast():
     ({"spacing_xy_um": ("a", 2.0)}, "spacing_xy_um"),
     ({"confocal_probability": 1.5}, "probability"),
     ({"background_structures": -1}, "background_structures"),
+    ({"dimmest": (0.0, 0.5)}, "dimmest"),
+    ({"leak_probability": 2}, "probability"),
+    ({"leak_strength": (1.0, 0.5)}, "leak_strength"),
     ({"shape_zyx": (8, 8, 8), "radius_um": (5.0, 6.0)}, "does not fit"),
 ])
 def test_impossible_settings_are_refused_with_the_reason(kwargs, match):
