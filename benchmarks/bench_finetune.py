@@ -172,7 +172,7 @@ def starting_model(model: str, volume: str, loo_dir: str | None,
             registry.register(replace(base, name=name, weights=weights, card={}, source="user"),
                               replace_existing=True)
             return name, "leave-one-out"
-    seen = volume in json.dumps(base.card.get("trained_on") or [])
+    seen = volume in json.dumps(list(base.card.trained_on) if base.card else [])
     return model, "shipped (saw it)" if seen else "shipped (did not see it)"
 
 

@@ -257,7 +257,7 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
     result.hd95_unit = "µm" if known else "voxels"
     total = len(runnable) * len(pairs)
     for m, spec in enumerate(runnable):
-        trained_on = set((spec.card or {}).get("trained_on") or ())
+        trained_on = {v for v in (spec.card.trained_on if spec.card else ()) if isinstance(v, str)}
         rows: list[dict] = []
         for v, (name, volume, reference) in enumerate(pairs):
             step = m * len(pairs) + v

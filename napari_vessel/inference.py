@@ -456,11 +456,11 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     timing["postprocess_s"] = time.perf_counter() - started
     if progress is not None:
         progress(1.0, "done")
-    card = spec.card or {}
+    card = spec.card
     manifest = {
         "model": {"name": spec.name, "kind": spec.kind, "architecture": spec.architecture,
-                  "source": spec.source, "weights_sha256": card.get("sha256"),
-                  "parent": card.get("parent"), "config": dict(spec.config)
+                  "source": spec.source, "weights_sha256": card.sha256 if card else None,
+                  "parent": card.parent if card else None, "config": dict(spec.config)
                   if spec.is_network else None},
         "input": {"source": volume.source, "shape": list(volume.shape),
                   "dtype": str(volume.dtype), "spacing_zyx": list(volume.spacing_zyx),

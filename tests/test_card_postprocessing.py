@@ -68,7 +68,7 @@ def test_cascades_default_to_hysteresis(name):
     spec = registry.get(name)
     recipe = postprocessing_recipe(spec)
     assert recipe["method"] == "hysteresis"
-    expected = spec.card["postprocessing"] if spec.has_weights else HYSTERESIS  # fitted levels
+    expected = spec.card.postprocessing if spec.has_weights else HYSTERESIS  # fitted levels
     assert recipe["low"] == expected["low"] and recipe["high"] == expected["high"]
     assert recipe["min_size"] == HYSTERESIS["min_size"]
     assert postprocessing_recipe(registry.get(name), 0.3)["method"] == "threshold"
@@ -78,8 +78,8 @@ def test_other_models_keep_card_threshold():
     assert postprocessing_recipe(registry.get("frangi")) == {"method": "threshold", "level": 0.5,
                                                              "min_size": 0}
     spec = registry.get("tvnet")
-    if spec.card.get("threshold") is not None:
-        assert postprocessing_recipe(spec)["level"] == pytest.approx(spec.card["threshold"])
+    if spec.card is not None and spec.card.threshold is not None:
+        assert postprocessing_recipe(spec)["level"] == pytest.approx(spec.card.threshold)
     with pytest.raises(InputError, match="between 0 and 1"):
         postprocessing_recipe(spec, 1.5)
     with pytest.raises(InputError, match="min_size"):

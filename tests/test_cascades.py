@@ -138,11 +138,11 @@ def test_registered_variants_and_widths():
         for spec in (slim, full):
             assert spec.dims == 2 and spec.patch_size_zyx[0] == 1
             assert spec.kind == "supervised" and spec.trainable
-            post = spec.card["postprocessing"]
+            post = spec.card.postprocessing
             if spec.has_weights:  # levels fitted on the training volumes, clean-up as the paper
                 assert spec.postprocessing == post  # segment uses the card's, not the paper's
                 assert post["method"] == "hysteresis" and "chosen_on" in post
-                assert post["low"] == pytest.approx(spec.card["threshold"])
+                assert post["low"] == pytest.approx(spec.card.threshold)
                 assert post["low"] <= post["high"] <= HYSTERESIS["high"]
                 assert {k: post[k] for k in ("min_size", "fill_holes", "max_hole")} == {
                     k: HYSTERESIS[k] for k in ("min_size", "fill_holes", "max_hole")}
@@ -153,7 +153,7 @@ def test_registered_variants_and_widths():
         assert registry.count_parameters(slim) * 30 < registry.count_parameters(full)
     assert registry.get("cascade-ensemble").output == "probability"
     assert registry.get("dbac").output == "logits"
-    pipeline = Pipeline.from_dict(registry.get("dbac").card["recommended_preprocessing"])
+    pipeline = Pipeline.from_dict(registry.get("dbac").card.extra["recommended_preprocessing"])
     assert [step.name for step in pipeline.steps] == ["focus_stack", "clahe"]
 
 

@@ -89,7 +89,7 @@ def test_scores_equal_metrics_of_segment_labels(folder):
             assert mean[key] == pytest.approx(np.mean([r[key] for r in mine]))
         assert mean["volumes"] == 2
     tvnet = result.means[MODELS.index("tvnet")]
-    card_level = registry.get("tvnet").card["threshold"]
+    card_level = registry.get("tvnet").card.threshold
     assert tvnet["labels_by"].startswith(f"threshold {card_level:.3g}")  # the card's threshold
 
     table = format_markdown(result)

@@ -374,10 +374,10 @@ def test_saved_model_appears_in_the_registry_and_loads(tiny_models, user_models)
     model, spec = registry.load_model("my-scope", "cpu")
     assert same_state(model.state_dict(), result.state_dict)
     card = spec.card
-    assert card["parent"] == "ft-tiny-umis" and card["training"]["mode"] == "unsupervised"
-    assert card["finetuned_on"]["source"] == "a/stack.tif"
-    assert card["finetuned_on"]["sha256"] == result.volume["sha256"]
-    assert card["training"]["steps"] == 3 and card["training"]["config"]["max_steps"] == 3
+    assert card.parent == "ft-tiny-umis" and card.training["mode"] == "unsupervised"
+    assert card.extra["finetuned_on"]["source"] == "a/stack.tif"
+    assert card.extra["finetuned_on"]["sha256"] == result.volume["sha256"]
+    assert card.training["steps"] == 3 and card.training["config"]["max_steps"] == 3
     manifest = json.loads((user_models / "my-scope.manifest.json").read_text())
     assert len(manifest["losses"]) == 3 and manifest["mode"] == "unsupervised"
     assert _shipped_files() == shipped

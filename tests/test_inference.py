@@ -219,7 +219,7 @@ def test_segment_with_a_network(volume, tiny_registered):
     model, _ = registry.load_model("test-tiny-umis", "cpu")
     np.testing.assert_allclose(prob, predict(model, stretched, patch_size=(4, 16, 16),
                                              device="cpu"), atol=1e-5)
-    assert manifest["model"]["weights_sha256"] == tiny_registered.card["sha256"]
+    assert manifest["model"]["weights_sha256"] == tiny_registered.card.sha256
     assert manifest["device"] == "cpu" and manifest["input"]["spacing_zyx"] == [5.0, 1.0, 1.0]
     assert manifest["parameters"]["threshold"] == 0.3 and manifest["preprocessing"]
     assert {"torch", "napari_vessel", "numpy"} <= set(manifest["versions"])

@@ -104,7 +104,7 @@ def test_user_model_appears_and_loads(user_dir):
                   "parent": "umis", "scores": {"f1_mean": 0.8}})
     spec = registry.get("my-finetune")
     assert spec.source == "user" and spec.kind == "unsupervised" and spec.usable
-    assert spec.card["parent"] == "umis"
+    assert spec.card.parent == "umis"
     assert "my-finetune" in [s.name for s in registry.list_models()]
     loaded, spec = registry.load_model("my-finetune", "cpu")
     assert not loaded.training
@@ -144,7 +144,7 @@ def test_renamed_user_card_loads_the_weights_it_names(user_dir):
     (user_dir / "run-7.json").unlink()
     (user_dir / "best-run.json").write_text(json.dumps(card))  # renamed card, same weights file
     loaded, spec = registry.load_model("best-run", "cpu")
-    assert spec.card["name"] == "best-run"
+    assert spec.card.name == "best-run"
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
 

@@ -110,7 +110,7 @@ def test_every_zoo_model_trains_with_the_cli_and_reloads(name, data_dir, tmp_pat
     (user / f"my-{name}.safetensors").write_bytes((tmp_path / f"{name}.safetensors").read_bytes())
     monkeypatch.setenv(registry.MODELS_ENV, str(user))
     model, loaded = registry.load_model(f"my-{name}", "cpu")
-    assert loaded.dims == spec.dims and loaded.card["threshold"] == card["threshold"]
+    assert loaded.dims == spec.dims and loaded.card.threshold == card["threshold"]
     prob = inference.predict(f"my-{name}", np.random.default_rng(0).random(SHAPE, np.float32),
                              device="cpu")
     assert prob.shape == SHAPE and 0.0 <= prob.min() and prob.max() <= 1.0
@@ -216,9 +216,9 @@ def test_shipped_zoo_weights_load_and_predict(name):
     if not spec.has_weights:
         pytest.skip(f"no {name} weights are shipped")
     assert spec.weights.stat().st_size < 5_000_000
-    assert 0 < spec.card["threshold"] < 1 and spec.card["scores"]["mean_f1"] > 0
+    assert 0 < spec.card.threshold < 1 and spec.card.scores["mean_f1"] > 0
     model, loaded = registry.load_model(name, "cpu")  # checks the SHA-256 and every tensor
-    assert loaded.card["architecture"] == spec.architecture and not model.training
+    assert loaded.card.architecture == spec.architecture and not model.training
     prob = inference.predict(name, np.random.default_rng(0).random(SHAPE, np.float32),
                              device="cpu")
     assert prob.shape == SHAPE

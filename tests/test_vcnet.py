@@ -163,7 +163,7 @@ def test_registered_variants():
         assert spec.output == "logits" and spec.architecture == "vcnet"
         assert spec.patch_size_zyx == (16, 128, 128)  # the paper's 128 x 128 x 16
         assert spec.input_multiple_zyx[0] == 4  # any stack under 5 slices gets a 4-slice patch
-        assert spec.card["min_slices"] == 5
+        assert spec.card.extra["min_slices"] == 5
     n_slim, n_full = registry.count_parameters(slim), registry.count_parameters(full)
     assert 300_000 < n_slim < 1_000_000
     assert 25_000_000 < n_full < 35_000_000  # paper: 19 M (3D U-Net) + 7.8 M (half 2D U-Net)

@@ -27,7 +27,8 @@ SOURCES = ("image layer", "model")
 def model_profile(spec: Any) -> dict | None:
     """The intensity profile stored with a model (its spec or its card), or None."""
     profile = getattr(spec, "intensity_profile", None)
-    return dict(profile) if profile else (spec.card.get("intensity_profile") or None)
+    card = getattr(spec, "card", None)
+    return dict(profile) if profile else (card.intensity_profile if card else None) or None
 
 
 def _reference_step(reference: Any, method: str, data: Any) -> tuple[HistogramScale, float | None]:

@@ -65,7 +65,7 @@ def card_text(spec: ModelSpec) -> str:
         Kind, description, parameters, training data, scores, threshold, patch size,
         preprocessing and the state of the weights.
     """
-    card = spec.card or {}
+    card = spec.card
     owner = ", your model" if spec.source == "user" else ""
     lines = [f"{spec.name}: {spec.kind}{owner}", spec.description]
     if spec.is_network:
@@ -74,13 +74,13 @@ def card_text(spec: ModelSpec) -> str:
         lines.append("classical method: nothing trained; runs on the CPU")
     if spec.dims == 2:
         lines.append("2D model: a 3D stack is segmented slice by slice, by design")
-    if card.get("parent"):
-        lines.append(f"fine-tuned from: {card['parent']}")
-    if card.get("trained_on"):
-        lines.append(f"trained on: {_listing(card['trained_on'])}")
-    scores = format_scores(card.get("scores"))
+    if card is not None and card.parent:
+        lines.append(f"fine-tuned from: {card.parent}")
+    if card is not None and card.trained_on:
+        lines.append(f"trained on: {_listing(card.trained_on)}")
+    scores = format_scores(card.scores if card is not None else None)
     lines.append(f"scores: {'none in the card yet' if scores == '-' else scores}")
-    source = "from the card" if "threshold" in card else "no card value"
+    source = "from the card" if card is not None and card.threshold is not None else "no card value"
     lines.append(f"threshold: {card_threshold(spec):.3g} ({source})")
     if spec.is_network:
         lines.append("patch: " + " × ".join(str(p) for p in spec.patch_size_zyx))
@@ -90,7 +90,7 @@ def card_text(spec: ModelSpec) -> str:
         lines.append(f"preprocessing: {', '.join(names)}")
     if spec.is_network:
         if spec.has_weights:
-            digest = str(card.get("sha256") or "")[:12]
+            digest = ((card.sha256 if card is not None else None) or "")[:12]
             lines.append(f"weights: {spec.weights.name}" + (f" (sha256 {digest}…)" if digest else ""))
         else:
             lines.append("weights: MISSING - train it first (napari-vessel train) or choose "

@@ -195,9 +195,9 @@ def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_vo
     from ..models.weights import read_card
 
     card = read_card(weights)
-    base = registry.get(card["parent"])
+    base = registry.get(card.parent)
     spec = replace(base, name=name, weights=weights, card=card, source="user",
-                   kind=card.get("kind", base.kind))
+                   kind=card.kind or base.kind)
     prob, labels, manifest = segment(volume, spec, threshold=spec.threshold)
     outputs["probability.tif"].parent.mkdir(parents=True, exist_ok=True)
     save_volume(outputs["probability.tif"], prob, volume.spacing_zyx)

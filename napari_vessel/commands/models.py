@@ -66,7 +66,7 @@ def describe(spec: registry.ModelSpec) -> dict:
         "weights": str(spec.weights) if spec.weights else None,
         "usable": spec.usable,
         "source": spec.source,
-        "scores": spec.card.get("scores") or {},
+        "scores": (spec.card.scores if spec.card is not None else None) or {},
         "description": spec.description,
     }
 

@@ -8,8 +8,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..models.card import ModelCard
 
 NAME = "train"
 HELP = "train a supervised network of the model zoo on labelled volumes; writes weights + card"
@@ -160,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import registry
-    from ..models.weights import file_sha256, save_weights
+    from ..models.weights import ModelCard, file_sha256, save_weights
     from ..progress import tqdm_progress
     from ..training.data import load_pairs, training_pipeline
     from ..training.train import TrainConfig, default_patch_size, train
@@ -274,14 +278,17 @@ def run(args: argparse.Namespace) -> int:
     scores = _card_scores(scores, args.scores)
     if args.loo:
         return 0
-    notes = {k: v for k, v in spec.card.items() if k in ("paper", "notes", "min_slices",
-                                                        "receptive_field_zyx", "postprocessing",
-                                                        "recommended_preprocessing")}
+    notes = {k: v for k, v in (spec.card.extra if spec.card else {}).items()
+             if k in ("paper", "notes", "min_slices", "receptive_field_zyx",
+                      "recommended_preprocessing")}
+    postprocessing = spec.card.postprocessing if spec.card else None
+    init_card = _init_card(args.init) if args.calibrate_only else None
     training = ({"command": command, "composed_from": members, "steps": 0,
                  "minutes": round(result.minutes, 2)} if args.members else
                 {"command": command, "steps": 0, "calibration_only": True,
                  "minutes": round(result.minutes, 2),
-                 "pretraining": _init_card(args.init).get("training")} if args.calibrate_only else
+                 "pretraining": (init_card.training or None) if init_card else None}
+                if args.calibrate_only else
                 {"command": command, "seed": args.seed, "steps": result.steps,
                  "minutes": round(result.minutes, 2), "config": _plain(cfg),
                  "loss": describe_loss(spec, balance=cfg.balance),
@@ -291,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         training["synthetic"] = synthetic_note
     if init is not None:
         training["init"] = {"weights": Path(args.init).name, "sha256": file_sha256(args.init)}
-    post = notes.get("postprocessing") or {}
+    post = postprocessing or {}
     # hysteresis levels fitted on the training volumes, like the threshold
     if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
         from ..training.calibrate import choose_hysteresis
@@ -299,31 +306,30 @@ def run(args: argparse.Namespace) -> int:
         labels = {p.name: p.labels for p in train_pairs}
         names_ = [n for n in result.probs if n in labels and
                   result.probs[n].shape == labels[n].shape]
-        notes["postprocessing"], post_f1 = choose_hysteresis(
+        postprocessing, post_f1 = choose_hysteresis(
             [result.probs[n] for n in names_], [labels[n] for n in names_], result.threshold,
             post, highs=np.round(np.arange(result.threshold, 0.951, 0.05), 4))
         training["train_f1_postprocessing"] = round(post_f1, 4)
     what = f"TV-Net {config['widths']}" if spec.architecture == "tvnet" else spec.description
-    card = {
-        **notes,
-        "name": name, "architecture": spec.architecture, "config": config, "kind": "supervised",
-        "description": (f"{what}; pretrained on synthetic volumes, threshold chosen on "
-                        f"{len(train_pairs)} labelled volumes (not trained on them)")
+    card = ModelCard(
+        name=name, architecture=spec.architecture, config=config, kind="supervised",
+        description=(f"{what}; pretrained on synthetic volumes, threshold chosen on "
+                     f"{len(train_pairs)} labelled volumes (not trained on them)")
         if args.calibrate_only else
         f"{what}; trained on {len(train_pairs)} labelled volumes"
         + (f" and {args.synthetic} synthetic volumes" if args.synthetic else "")
         + (" from pretrained weights" if init is not None else ""),
-        "trained_on": (_init_card(args.init).get("trained_on") or [Path(args.init).name])
+        trained_on=((list(init_card.trained_on) if init_card else []) or [Path(args.init).name])
         if args.calibrate_only else
         [p.name for p in train_pairs] + [p.name for p in phantoms
                                          if not p.name.startswith("synthetic")]
         + ([f"{args.synthetic} synthetic volumes (seed {args.seed})"] if args.synthetic else []),
-        **({"calibrated_on": [p.name for p in train_pairs]} if args.calibrate_only else {}),
-        "training": training,
-        "threshold": round(result.threshold, 4), "scores": scores, "preprocessing": pipeline.to_dict(),
-        "patch_size_zyx": [32, 512, 512] if spec.architecture == "tvnet"
-        else list(spec.patch_size_zyx), "parent": None,
-    }
+        calibrated_on=[p.name for p in train_pairs] if args.calibrate_only else None,
+        training=training, threshold=round(result.threshold, 4), scores=scores,
+        preprocessing=pipeline.to_dict(), postprocessing=postprocessing,
+        patch_size_zyx=[32, 512, 512] if spec.architecture == "tvnet"
+        else list(spec.patch_size_zyx), parent=None, extra=notes,
+    )
     path = save_weights(result.model, out / name, card)
     (out / f"{name}.checkpoint.safetensors").unlink(missing_ok=True)
     (out / f"{name}.checkpoint.json").unlink(missing_ok=True)
@@ -367,13 +373,15 @@ def _calibrated(model, pairs: list, spec):
                        probs)
 
 
-def _init_card(path: str) -> dict:
-    """The model card beside the ``--init`` weights ({} when there is none or it is unreadable)."""
+def _init_card(path: str) -> ModelCard | None:
+    """The :class:`~napari_vessel.models.card.ModelCard` beside the ``--init`` weights (None
+    when there is none or it is unreadable)."""
+    from ..models.weights import read_card
+
     try:
-        card = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return card if isinstance(card, dict) else {}
+        return read_card(Path(path).with_suffix(".json"))
+    except InputError:
+        return None
 
 
 def _init_weights(path: str) -> dict:

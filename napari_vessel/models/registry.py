@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .card import FORMAT_VERSION, ModelCard
 
 __all__ = [
     "ModelSpec",
@@ -85,9 +86,11 @@ class ModelSpec:
         Keyword arguments of ``builder`` (networks) or default ``params`` of ``predict``.
     weights : Path, optional
         The ``.safetensors`` file; None when no trained weights exist (yet).
-    card : dict
-        The model card (see :mod:`napari_vessel.models.weights`); read from the JSON file beside
-        ``weights`` when not given.
+    card : ModelCard, optional
+        The model card (see :mod:`napari_vessel.models.card`); read from the JSON file beside
+        ``weights`` when not given. A dict is turned into a :class:`ModelCard` (named like the
+        model when it names nothing; an empty dict is None), so model modules may give a few
+        notes (``paper``, ``notes``, ...) for networks without weights.
     patch_size_zyx : tuple of 3 int
         Patch size for sliding-window inference (z of 1 for a 2D model).
     input_multiple_zyx : tuple of 3 int
@@ -120,7 +123,7 @@ class ModelSpec:
     predict: Callable[..., Any] | None = None
     config: Mapping[str, Any] = field(default_factory=dict, hash=False)
     weights: Path | None = None
-    card: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    card: ModelCard | None = field(default=None, hash=False)
     patch_size_zyx: tuple[int, int, int] = (32, 128, 128)
     input_multiple_zyx: tuple[int, int, int] = (1, 1, 1)
     dims: int = 3
@@ -153,7 +156,11 @@ class ModelSpec:
         object.__setattr__(self, "patch_size_zyx", patch)
         object.__setattr__(self, "input_multiple_zyx", multiple)
         object.__setattr__(self, "config", dict(self.config))
-        object.__setattr__(self, "card", dict(self.card))
+        card = self.card
+        if card is not None and not isinstance(card, ModelCard):
+            card = ModelCard.from_dict({"format_version": FORMAT_VERSION, "name": self.name,
+                                        **card}) if card else None
+        object.__setattr__(self, "card", card)
         if not self.architecture:
             object.__setattr__(self, "architecture", self.name)
         if self.weights is not None:
@@ -178,32 +185,27 @@ class ModelSpec:
     def threshold(self) -> float:
         """The vessel-probability threshold the card recommends, else 0.5 (the one rule).
 
-        A card value of 0 stays 0. A value that is not a number from 0 to 1 raises
-        :class:`~napari_vessel.errors.InputError` (user cards are checked when read).
+        A card value of 0 stays 0. The card checked it when it was made (a number from 0 to 1).
         """
-        value = (self.card or {}).get("threshold")
-        if value is None:
-            return 0.5
-        if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not 0.0 <= float(value) <= 1.0:
-            from ..errors import InputError
-
-            raise InputError(f"the card of {self.name!r} has threshold {value!r}, not a number "
-                             "from 0 to 1; fix the card or pass a threshold")
-        return float(value)
+        value = self.card.threshold if self.card is not None else None
+        return 0.5 if value is None else value
 
 
 _BUILTIN: dict[str, ModelSpec] = {}
 _builtins_loaded = False
 
 
-def _read_card(weights: Path) -> dict:
-    """The JSON card beside ``weights``, or an empty dict when missing or unreadable."""
+def _read_card(weights: Path) -> ModelCard | None:
+    """The card beside ``weights``; None when there is none, None and a warning when it is
+    invalid (loading the model then names the problem)."""
     card_path = weights.with_suffix(".json")
+    if not card_path.is_file():
+        return None
     try:
-        return json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        return ModelCard.read(card_path)
+    except InputError as err:
+        warnings.warn(f"{err}; the model is listed without its card", stacklevel=3)
+        return None
 
 
 def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
@@ -224,14 +226,14 @@ def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
     """
     if spec.name in _BUILTIN and not replace_existing:
         raise ValueError(f"a model named {spec.name!r} is already registered")
-    if spec.weights is not None and not spec.card:
-        card = _read_card(spec.weights)
+    card = _read_card(spec.weights) if spec.weights is not None and not spec.card else None
+    if card is not None:
         spec = replace(
             spec,
             card=card,
-            preprocessing=spec.preprocessing or card.get("preprocessing"),
-            postprocessing=card.get("postprocessing") or spec.postprocessing,  # fitted levels
-            intensity_profile=spec.intensity_profile or card.get("intensity_profile"),
+            preprocessing=spec.preprocessing or card.preprocessing,
+            postprocessing=card.postprocessing or spec.postprocessing,  # fitted levels
+            intensity_profile=spec.intensity_profile or card.intensity_profile,
         )
     _BUILTIN[spec.name] = spec
     return spec
@@ -271,17 +273,12 @@ def user_models_dir() -> Path:
 MAX_PARAMETERS = 50_000_000
 
 
-def user_config(card: dict, base: ModelSpec) -> dict:
+def user_config(card: ModelCard, base: ModelSpec) -> dict:
     """The builder configuration of a user model: its card's ``config`` as written (the one the
     weights were made with), else the registered architecture's. Never a mix of both: a card
     made with the earlier four-level ``tvnet`` must not inherit the shipped card's five-level
     strides."""
-    config = card.get("config")
-    if config is None:
-        return dict(base.config)
-    if not isinstance(config, dict):
-        raise ValueError("config must be a JSON object")
-    return dict(config)
+    return dict(base.config) if card.config is None else dict(card.config)
 
 
 #: Results of :func:`_check_user_card` by card file and its size and modification time, so a
@@ -289,7 +286,7 @@ def user_config(card: dict, base: ModelSpec) -> dict:
 _CHECKED: dict[tuple, Any] = {}
 
 
-def _checked_card(path: Path, card: dict, base: ModelSpec,
+def _checked_card(path: Path, card: ModelCard, base: ModelSpec,
                   weights_name: str) -> tuple[int, int, int] | None:
     """:func:`_check_user_card`, remembered until the card file changes."""
     stat = path.stat()
@@ -305,14 +302,15 @@ def _checked_card(path: Path, card: dict, base: ModelSpec,
     return result
 
 
-def _check_user_card(card: dict, base: ModelSpec,
+def _check_user_card(card: ModelCard, base: ModelSpec,
                      weights_name: str) -> tuple[int, int, int] | None:
     """Raise ValueError (the card is then skipped with a warning) unless a user card is sound.
 
     Checked when the card is read, before anything is built or loaded: the weights file lies in
     the card's own folder; the configuration builds the registered architecture (on PyTorch's
     ``meta`` device: no memory) with at most :data:`MAX_PARAMETERS` parameters; the patch size
-    is three whole numbers from 1 to 1024; the threshold and post-processing are valid.
+    is at most 1024 per axis; the post-processing runs. (The card checked the types, the
+    threshold and the patch's form when it was read.)
     Returns the network's input multiple when it has one (its down-sampling, which a card's
     config may change), else None.
     """
@@ -332,20 +330,13 @@ def _check_user_card(card: dict, base: ModelSpec,
     if count > MAX_PARAMETERS:
         raise ValueError(f"its config describes {count:,} parameters, more than the "
                          f"{MAX_PARAMETERS:,} a model here may have")
-    patch = card.get("patch_size_zyx")
-    if patch is not None and not (isinstance(patch, list | tuple) and len(patch) == 3 and all(
-            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in patch)):
-        raise ValueError(f"patch_size_zyx {patch!r} must be three whole numbers from 1 to 1024")
-    level = card.get("threshold")
-    if level is not None and not (isinstance(level, int | float) and not isinstance(level, bool)
-                                  and 0.0 <= level <= 1.0):
-        raise ValueError(f"threshold {level!r} must be a number from 0 to 1")
-    recipe = card.get("postprocessing")
+    patch = card.patch_size_zyx
+    if patch is not None and max(patch) > 1024:
+        raise ValueError(f"patch_size_zyx {list(patch)} must be three whole numbers from 1 to 1024")
+    recipe = card.postprocessing
     if recipe is not None:
         from ..postprocess import apply_postprocessing
 
-        if not isinstance(recipe, dict):
-            raise ValueError("postprocessing must be a JSON object")
         try:
             apply_postprocessing(np.zeros((1, 4, 4), np.float32), recipe)
         except (InputError, TypeError, ValueError) as err:
@@ -366,15 +357,16 @@ def _user_specs() -> dict[str, ModelSpec]:
     found: dict[str, ModelSpec] = {}
     for card_path in sorted(folder.glob("*.json")):
         try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-            if not isinstance(card, dict) or "format_version" not in card:
+            raw = json.loads(card_path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or "format_version" not in raw:
                 continue  # another JSON file (a run manifest, a checkpoint note): not a card
-            name = str(card.get("name") or card_path.stem)
-            base = by_architecture.get(str(card.get("architecture", "")))
+            card = ModelCard.read(card_path)
+            name = card.name
+            base = by_architecture.get(card.architecture or "")
             if base is None:
                 warnings.warn(
                     f"user model card {card_path} names architecture "
-                    f"{card.get('architecture')!r}, which is not registered; skipped",
+                    f"{card.architecture!r}, which is not registered; skipped",
                     stacklevel=3,
                 )
                 continue
@@ -384,22 +376,28 @@ def _user_specs() -> dict[str, ModelSpec]:
                     stacklevel=3,
                 )
                 continue
-            weights_name = str(card.get("weights_file") or card_path.with_suffix(".safetensors").name)
+            weights_name = card.weights_file or card_path.with_suffix(".safetensors").name
             multiple = _checked_card(card_path, card, base, weights_name)
-            patch = card.get("patch_size_zyx") or base.patch_size_zyx
+            patch = card.patch_size_zyx or base.patch_size_zyx
+            # a pipeline the card leaves out is the architecture's; one set to null is none
+            stated = {key for key in ("preprocessing", "postprocessing", "intensity_profile")
+                      if key in raw}
             found[name] = replace(
                 base,
                 name=name,
-                kind=str(card.get("kind") or base.kind),
-                description=str(card.get("description") or f"{name} (user model from {base.name})"),
+                kind=card.kind or base.kind,
+                description=card.description or f"{name} (user model from {base.name})",
                 config=user_config(card, base),
                 weights=card_path.parent / weights_name,
                 card=card,
                 patch_size_zyx=tuple(patch),
                 input_multiple_zyx=multiple or base.input_multiple_zyx,
-                preprocessing=card.get("preprocessing", base.preprocessing),
-                postprocessing=card.get("postprocessing", base.postprocessing),
-                intensity_profile=card.get("intensity_profile", base.intensity_profile),
+                preprocessing=card.preprocessing if "preprocessing" in stated
+                else base.preprocessing,
+                postprocessing=card.postprocessing if "postprocessing" in stated
+                else base.postprocessing,
+                intensity_profile=card.intensity_profile if "intensity_profile" in stated
+                else base.intensity_profile,
                 source="user",
             )
         except (OSError, ValueError, TypeError, AttributeError) as err:

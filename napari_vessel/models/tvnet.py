@@ -221,15 +221,16 @@ def _register() -> None:
     preprocessing = None
     description = "TV-Net (paper 001), V-Net-like; the shipped weights' card says how they were made"
     if weights is not None:
-        import json
+        from ..errors import InputError
+        from .weights import read_card
 
         try:
-            card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
-            config = dict(card.get("config") or config)
-            patch = tuple(card.get("patch_size_zyx") or patch)
-            preprocessing = card.get("preprocessing")
-            description = str(card.get("description") or description)
-        except (OSError, ValueError):
+            card = read_card(weights)
+            config = dict(card.config or config)
+            patch = card.patch_size_zyx or patch
+            preprocessing = card.preprocessing
+            description = card.description or description
+        except InputError:
             pass
     register(ModelSpec(
         name="tvnet",

@@ -27,23 +27,30 @@ created : str
     ISO 8601 time (UTC).
 weights_file, sha256 : str
     File name of the weights (beside the card) and its SHA-256.
+
+In memory a card is a :class:`~napari_vessel.models.card.ModelCard` (typed, checked, frozen);
+the fields above and the optional ones (``threshold``, ``postprocessing``, ...) are described
+there.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .card import CARD_FIELDS, FORMAT_VERSION, ModelCard
 
 __all__ = [
     "FORMAT_VERSION",
     "CARD_FIELDS",
+    "ModelCard",
     "SHIPPED_DIR",
     "save_weights",
     "load_weights",
@@ -52,15 +59,6 @@ __all__ = [
     "check_state_dict",
     "shipped_weights",
 ]
-
-#: Version of the card layout this code writes and understands.
-FORMAT_VERSION = 1
-
-#: Fields every card has (missing ones are written as None or empty).
-CARD_FIELDS = (
-    "format_version", "name", "architecture", "config", "kind", "trained_on", "training",
-    "scores", "intensity_profile", "preprocessing", "parent", "created", "weights_file", "sha256",
-)
 
 #: Folder of the weights shipped with the package.
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -109,7 +107,8 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
-def save_weights(model: Any, path: str | os.PathLike, card: dict | None = None) -> Path:
+def save_weights(model: Any, path: str | os.PathLike,
+                 card: ModelCard | Mapping[str, Any] | None = None) -> Path:
     """Write ``NAME.safetensors`` and its card ``NAME.json`` atomically.
 
     Parameters
@@ -118,8 +117,9 @@ def save_weights(model: Any, path: str | os.PathLike, card: dict | None = None) 
         The network (its ``state_dict`` is saved) or a state dict.
     path : str or Path
         ``folder/NAME`` with or without the ``.safetensors`` suffix.
-    card : dict, optional
-        Card fields (see the module docstring); ``format_version``, ``created``,
+    card : ModelCard or dict, optional
+        The card, or its fields (see the module docstring), checked as a
+        :class:`~napari_vessel.models.card.ModelCard`; ``format_version``, ``created``,
         ``weights_file`` and ``sha256`` are filled in here, ``name`` defaults to NAME.
 
     Returns
@@ -130,7 +130,8 @@ def save_weights(model: Any, path: str | os.PathLike, card: dict | None = None) 
     Raises
     ------
     InputError
-        When the folder cannot be written (read-only, disk full); nothing half-written remains.
+        An invalid card, or a folder that cannot be written (read-only, disk full); nothing
+        half-written remains.
     """
     from safetensors.torch import save_file
 
@@ -138,23 +139,18 @@ def save_weights(model: Any, path: str | os.PathLike, card: dict | None = None) 
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     # clone: safetensors refuses tensors that share memory; contiguous CPU copies are plain data
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    full = {key: None for key in CARD_FIELDS}
-    full.update({"config": {}, "training": {}, "scores": {}})
-    full.update(card or {})
-    full["format_version"] = FORMAT_VERSION
-    full["name"] = full.get("name") or weights_path.stem
-    full["created"] = full.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    full["weights_file"] = weights_path.name
-    try:
-        text = json.dumps(full, indent=2, sort_keys=False, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"the model card cannot be saved as JSON: {err}") from err
+    fields = card.to_dict() if isinstance(card, ModelCard) else {"config": {}, **(card or {})}
+    full = ModelCard.from_dict({
+        **fields, "format_version": FORMAT_VERSION, "name": fields.get("name") or weights_path.stem,
+        "created": fields.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "weights_file": weights_path.name,
+    })
+    full.to_json()  # a card JSON cannot hold fails here, before anything is written
     try:
         weights_path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(weights_path, lambda tmp: save_file(
-            tensors, tmp, metadata={"format": "pt", "name": str(full["name"])}))
-        full["sha256"] = file_sha256(weights_path)
-        text = json.dumps(full, indent=2, allow_nan=False)
+            tensors, tmp, metadata={"format": "pt", "name": full.name}))
+        text = replace(full, sha256=file_sha256(weights_path)).to_json()
         _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
     except OSError as err:
         if not card_path.exists():  # no card names these weights: leave no orphan behind
@@ -169,33 +165,23 @@ def save_weights(model: Any, path: str | os.PathLike, card: dict | None = None) 
     return weights_path
 
 
-def read_card(path: str | os.PathLike) -> dict:
+def read_card(path: str | os.PathLike) -> ModelCard:
     """Read and check a model card (``NAME``, ``NAME.json`` or ``NAME.safetensors``).
+
+    The one reader of cards on disk (:meth:`ModelCard.read` on ``NAME.json``).
+
+    Returns
+    -------
+    ModelCard
 
     Raises
     ------
     InputError
-        Missing or unreadable card, or a ``format_version`` newer than this code knows.
+        Missing or unreadable card, a ``format_version`` newer than this code knows, or an
+        invalid field.
     """
     _, card_path = _paths(path)
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise InputError(f"model card {card_path} not found; each weights file needs its "
-                         "JSON card beside it") from err
-    except (OSError, ValueError) as err:
-        raise InputError(f"model card {card_path} is unreadable or not JSON: {err}") from err
-    if not isinstance(card, dict):
-        raise InputError(f"model card {card_path} is not a JSON object")
-    version = card.get("format_version")
-    if not isinstance(version, int):
-        raise InputError(f"model card {card_path} has no integer format_version")
-    if version > FORMAT_VERSION:
-        raise InputError(
-            f"model card {card_path} has format version {version}, newer than this napari-vessel "
-            f"understands ({FORMAT_VERSION}); upgrade napari-vessel (pip install -U napari-vessel)"
-        )
-    return card
+    return ModelCard.read(card_path)
 
 
 def _card_naming(path: str | os.PathLike) -> Path:
@@ -206,10 +192,10 @@ def _card_naming(path: str | os.PathLike) -> Path:
         return card_path
     for other in sorted(weights_path.parent.glob("*.json")):
         try:
-            card = json.loads(other.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            card = ModelCard.read(other)
+        except InputError:  # another JSON file (a run manifest) or a broken card
             continue
-        if isinstance(card, dict) and card.get("weights_file") == weights_path.name:
+        if card.weights_file == weights_path.name:
             return other
     return card_path
 
@@ -238,7 +224,7 @@ def check_state_dict(model: Any, state: dict) -> None:
         )
 
 
-def load_weights(path: str | os.PathLike, *, model: Any = None) -> tuple[dict, dict]:
+def load_weights(path: str | os.PathLike, *, model: Any = None) -> tuple[dict, ModelCard]:
     """Read a weights file and its card, checking the card version and the file's hash.
 
     Parameters
@@ -251,7 +237,7 @@ def load_weights(path: str | os.PathLike, *, model: Any = None) -> tuple[dict, d
     Returns
     -------
     state_dict : dict of str to torch.Tensor
-    card : dict
+    card : ModelCard
 
     Raises
     ------
@@ -264,14 +250,14 @@ def load_weights(path: str | os.PathLike, *, model: Any = None) -> tuple[dict, d
 
     card_path = _card_naming(path)
     card = read_card(card_path)
-    weights_path = card_path.parent / str(card.get("weights_file") or
-                                          card_path.with_suffix(".safetensors").name)
+    weights_path = card_path.parent / (card.weights_file or
+                                       card_path.with_suffix(".safetensors").name)
     if not weights_path.is_file():
         raise InputError(
             f"model card {card_path} names the weights file {weights_path.name}, which does not "
             "exist; copy it beside the card or remove the card"
         )
-    expected_hash = card.get("sha256")
+    expected_hash = card.sha256
     if expected_hash and file_sha256(weights_path) != expected_hash:
         raise InputError(
             f"weights file {weights_path} does not match the SHA-256 in its card (the file is "

@@ -141,7 +141,7 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
     """
     from ..inference import versions
     from ..models import registry
-    from ..models.weights import save_weights
+    from ..models.weights import ModelCard, save_weights
 
     if result.steps == 0:
         raise InputError("the fine-tune stopped before its first step, so the model equals its "
@@ -158,25 +158,26 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
     cfg = result.config
     kind = "supervised" if cfg.mode == "supervised" else base.kind
     volume_name = Path(str(summary["volume"].get("source") or "an unnamed volume")).name
-    card = {
-        "name": name, "architecture": base.architecture, "config": dict(base.config),
-        "kind": kind, "parent": parent_name,
-        "description": f"{parent_name} fine-tuned ({cfg.mode}) on {volume_name}",
-        "trained_on": list(base.card.get("trained_on") or []) + [summary["volume"]],
-        "finetuned_on": summary["volume"],
-        "training": {"mode": cfg.mode, "steps": result.steps, "best_step": result.best_step,
-                     "seconds": summary["seconds"], "minutes": round(result.seconds / 60, 3),
-                     "stopped_early": result.stopped_early, "kept_parent": result.kept_parent,
-                     "config": cfg.to_dict(), "parent_sha256": base.card.get("sha256"),
-                     "loss": (_UNSUPERVISED_LOSS[cfg.method] if cfg.mode == "unsupervised"
-                              else "balanced BCE + TV (paper 001 eq. 1-2) + soft-clDice "
-                              "(paper 004) on the edited voxels")},
-        "scores": {}, "preprocessing": base.preprocessing or base.card.get("preprocessing"),
-        "intensity_profile": base.intensity_profile, "patch_size_zyx":
-            list(base.patch_size_zyx),
-    }
-    if "threshold" in base.card:
-        card["threshold"] = base.card["threshold"]
+    parent_card = base.card
+    card = ModelCard(
+        name=name, architecture=base.architecture, config=dict(base.config),
+        kind=kind, parent=parent_name,
+        description=f"{parent_name} fine-tuned ({cfg.mode}) on {volume_name}",
+        trained_on=(list(parent_card.trained_on) if parent_card else []) + [summary["volume"]],
+        training={"mode": cfg.mode, "steps": result.steps, "best_step": result.best_step,
+                  "seconds": summary["seconds"], "minutes": round(result.seconds / 60, 3),
+                  "stopped_early": result.stopped_early, "kept_parent": result.kept_parent,
+                  "config": cfg.to_dict(),
+                  "parent_sha256": parent_card.sha256 if parent_card else None,
+                  "loss": (_UNSUPERVISED_LOSS[cfg.method] if cfg.mode == "unsupervised"
+                           else "balanced BCE + TV (paper 001 eq. 1-2) + soft-clDice "
+                           "(paper 004) on the edited voxels")},
+        scores={}, preprocessing=base.preprocessing
+        or (parent_card.preprocessing if parent_card else None),
+        intensity_profile=base.intensity_profile, patch_size_zyx=list(base.patch_size_zyx),
+        threshold=parent_card.threshold if parent_card else None,
+        extra={"finetuned_on": summary["volume"]},
+    )
     manifest = {"model": name, **summary, "losses": [round(v, 6) for v in result.losses],
                 "smoothed": [round(v, 6) for v in result.smoothed], "versions": versions(),
                 **(extra or {})}
@@ -215,17 +216,21 @@ def remove_finetuned(weights: Any) -> list[Path]:
         The file is not a fine-tuned model (its card names no parent), or it lies among the
         shipped weights.
     """
-    from ..models.weights import SHIPPED_DIR
+    from ..models.weights import SHIPPED_DIR, read_card
 
     path = Path(weights)
     card_path = path.with_suffix(".json")
     if path.parent.resolve() == SHIPPED_DIR.resolve():
         raise InputError(f"{path} is a shipped model; shipped weights are never deleted")
     try:
-        card = json.loads(card_path.read_text())
+        json.loads(card_path.read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"{card_path} cannot be read ({err}); nothing was deleted") from err
-    if not isinstance(card, dict) or not card.get("parent"):
+    try:
+        parent = read_card(card_path).parent
+    except InputError:  # JSON, but not a valid card: not one a fine-tune wrote
+        parent = None
+    if not parent:
         raise InputError(f"{path.name} is not a fine-tuned model (its card names no parent); "
                          "nothing was deleted")
     removed = []

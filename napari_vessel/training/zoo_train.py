@@ -114,13 +114,13 @@ def compose_ensemble(model: Any, members: Sequence[str | Path], pairs: list,
     composed: dict[str, Any] = {}
     for part, path in zip(("dbac", "ddmac"), members, strict=True):
         card = load_weights(path)[1]
-        if card.get("architecture") != part:
-            raise InputError(f"--members: {path} is a {card.get('architecture')!r} model, not "
+        if card.architecture != part:
+            raise InputError(f"--members: {path} is a {card.architecture!r} model, not "
                              f"{part!r}; give the DBAC first, then the DDMAC")
         load_weights(path, model=getattr(model, part))
-        composed[part] = {"name": card.get("name"), "sha256": card.get("sha256"),
-                          "command": (card.get("training") or {}).get("command"),
-                          "trained_on": card.get("trained_on")}
+        composed[part] = {"name": card.name, "sha256": card.sha256,
+                          "command": card.training.get("command"),
+                          "trained_on": list(card.trained_on)}
     model.eval()
     probs = [predict_volume(model, p.image, spec=spec) for p in pairs]
     threshold, scores = choose_threshold(probs, [p.labels for p in pairs])

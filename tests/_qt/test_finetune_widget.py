@@ -204,7 +204,7 @@ def test_supervised_run_learns_from_painted_voxels(setup, qtbot):
     assert job.config.mode == "supervised" and int(job.edited_mask.sum()) == 3
     assert list(job.checked_slices) == [3]
     spec = registry.get("ft-gui-tvnet-ft-stack")
-    assert spec.card["parent"] == "ft-gui-tvnet" and spec.card["training"]["mode"] == "supervised"
+    assert spec.card.parent == "ft-gui-tvnet" and spec.card.training["mode"] == "supervised"
 
 
 def test_stop_keeps_the_best_state_and_saves(setup, qtbot):

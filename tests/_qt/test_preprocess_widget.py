@@ -13,6 +13,7 @@ import napari_vessel._qt.preprocess_reference as reference_module
 import napari_vessel._qt.preprocess_widget as module
 from napari_vessel._qt.preprocess_preview import PREVIEW_ROLE
 from napari_vessel._qt.preprocess_widget import PreprocessWidget
+from napari_vessel.models.card import ModelCard
 from napari_vessel.preprocess import DEFAULT_2PM, DEFAULT_CONFOCAL, Pipeline, intensity_profile
 
 SHAPE = (8, 64, 64)
@@ -346,7 +347,7 @@ def test_reference_layer_sets_histogram_scaling(setup, qtbot):
 def test_model_reference_uses_its_card_or_says_it_has_none(setup, qtbot, monkeypatch):
     profile = intensity_profile(_image() * 4)
     specs = [SimpleNamespace(name="with-profile", intensity_profile=None,
-                             card={"intensity_profile": profile}),
+                             card=ModelCard(name="with-profile", intensity_profile=profile)),
              SimpleNamespace(name="bare", intensity_profile=None, card={})]
     monkeypatch.setattr(reference_module, "list_models", lambda: specs)
     panel = setup.widget.reference
