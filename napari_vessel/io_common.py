@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Header", "to_micrometres", "atomic_path", "check_can_write", "KNOWN_AXES"]
+__all__ = ["Header", "ChunkReader", "to_micrometres", "atomic_path", "check_can_write",
+           "KNOWN_AXES"]
 
 #: Axis letters after normalisation: time, channel, z, y, x.
 KNOWN_AXES = "TCZYX"
@@ -102,6 +103,94 @@ class Header:
     def size(self, axis: str) -> int:
         """Length of ``axis`` (``"C"`` or ``"T"`` ...), 1 when absent."""
         return int(self.shape[self.axes.index(axis)]) if axis in self.axes else 1
+
+
+def region(names: str, shape: tuple[int, ...], index: tuple[slice, ...]) -> str:
+    """The voxels ``index`` selects, as text: ``"z 3, y 16-31, x 0-63"`` (axes of size 1 left out)."""
+    parts = []
+    for name, size, part in zip(names, shape, index, strict=False):
+        start, stop, _ = part.indices(size)
+        if size > 1 or name.upper() in "ZYX":
+            parts.append(f"{name.lower()} {start}" if stop - start == 1
+                         else f"{name.lower()} {start}-{stop - 1}")
+    return ", ".join(parts)
+
+
+class ChunkReader:
+    """A chunked array (a Zarr array, or a TIFF through tifffile's Zarr store) that dask reads one
+    chunk at a time, and that turns a chunk it cannot read into an :class:`InputError` naming the
+    file and the chunk's voxels, instead of a decoder's traceback in the middle of a computation.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        The data; ``shape``, ``dtype``, ``chunks`` and slicing are used.
+    names : str
+        One letter per axis, for the messages.
+    damaged : callable(str, tuple of slice, Exception) -> str
+        The message for a region (as text, e.g. ``"z 3, y 0-63, x 0-63"``, and as slices) whose
+        voxels could not be read.
+    check : callable(tuple of slice) -> None, optional
+        Called before the voxels of a region are read (e.g. to refuse a missing chunk).
+    """
+
+    def __init__(self, array: Any, names: str,
+                 damaged: Callable[[str, tuple[slice, ...], Exception], str],
+                 check: Callable[[tuple[slice, ...]], None] | None = None) -> None:
+        self.array, self.names, self.damaged, self.check = array, names, damaged, check
+        self.shape = tuple(int(s) for s in array.shape)
+        self.ndim = len(self.shape)
+        dtype = array.dtype
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(str(dtype))
+        self.chunks = tuple(max(1, int(c)) for c in array.chunks)
+
+    def where(self, index: tuple[slice, ...]) -> str:
+        return region(self.names, self.shape, index)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        index = tuple(index) + (slice(None),) * (self.ndim - len(index))
+        if self.check is not None:
+            self.check(index)
+        try:
+            return np.asarray(self.array[index])
+        except (InputError, MemoryError):
+            raise
+        except Exception as err:  # decoders and codecs raise their own error types
+            raise InputError(self.damaged(self.where(index), index, err)) from err
+
+    def blocks(self) -> Iterator[tuple[slice, ...]]:
+        """The region of every chunk, in storage order."""
+        counts = [math.ceil(s / c) for s, c in zip(self.shape, self.chunks, strict=True)]
+        for coords in np.ndindex(*counts):
+            yield tuple(slice(i * c, min((i + 1) * c, s))
+                        for i, c, s in zip(coords, self.chunks, self.shape, strict=True))
+
+    def to_dask(self) -> Any:
+        """A dask array with one block per chunk."""
+        import dask.array as da
+
+        return da.from_array(self, chunks=self.chunks, name=f"read-{uuid.uuid4().hex}",
+                             fancy=False, meta=np.empty((0,) * self.ndim, self.dtype))
+
+    def read(self) -> np.ndarray:
+        """All voxels at once (fast path); when that fails, the chunk at fault is found and named."""
+        if self.check is not None:
+            for index in self.blocks():
+                self.check(index)
+        try:
+            return np.asarray(self.array[...])
+        except (InputError, MemoryError):
+            raise
+        except Exception as err:
+            self.find_damage()
+            whole = (slice(None),) * self.ndim
+            raise InputError(self.damaged(self.where(whole), whole, err)) from err
+
+    def find_damage(self) -> None:
+        """Read chunk by chunk and raise the :class:`InputError` of the first one that fails."""
+        for index in self.blocks():
+            self[index]
 
 
 def check_can_write(path: Path, overwrite: bool) -> None:

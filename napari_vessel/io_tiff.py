@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 
 from .errors import InputError
-from .io_common import Header, atomic_path, to_micrometres
+from .io_common import ChunkReader, Header, atomic_path, to_micrometres
 
 __all__ = ["read_tiff_header", "write_tiff", "BIGTIFF_BYTES"]
 
@@ -142,7 +142,9 @@ def read_tiff_header(path: str) -> Header:
                         dtype=np.dtype(series.dtype), spacing=spacing, rgb=rgb, kind=kind,
                         nbytes=int(series.size) * np.dtype(series.dtype).itemsize, extra=extra)
     index = tuple(slice(None) if k else 0 for k in keep)
-    header.open_array = lambda lazy: _read(path, index, lazy)
+    names = iter(axes)  # every axis of the file's array by its normalised letter, for messages
+    full = "".join(next(names) if k else a for a, k in zip(series.axes, keep, strict=True))
+    header.open_array = lambda lazy: _read(path, index, lazy, full)
     return header
 
 
@@ -171,14 +173,9 @@ def _normalise_axes(axes: str, shape: tuple[int, ...], path: str) -> tuple[str, 
     return "".join(out), keep
 
 
-def _read(path: str, index: tuple, lazy: bool) -> Any:
-    if lazy:
-        import dask.array as da
-        import zarr
-
-        with tifffile.TiffFile(path) as tif:
-            store = tif.series[0].aszarr(level=0)
-        return da.from_zarr(zarr.open(store, mode="r"))[index]
+def _read(path: str, index: tuple, lazy: bool, names: str) -> Any:
+    if lazy:  # a damaged strip or tile is named when dask reads it
+        return _chunks(path, names).to_dask()[index]
     with _open(path) as tif:
         try:
             return tif.series[0].asarray()[index]
@@ -188,7 +185,23 @@ def _read(path: str, index: tuple, lazy: bool) -> Any:
                              "it lazily (napari-vessel reads large files block by block: "
                              "load_volume(path, lazy=True)) or free some memory") from err
         except Exception as err:  # decoders raise their own error types
+            _chunks(path, names).find_damage()  # raises naming the plane at fault
             raise _damaged(path, err) from err
+
+
+def _chunks(path: str, names: str) -> ChunkReader:
+    """The file's array read one strip or tile at a time (tifffile's Zarr view of it)."""
+    import zarr
+
+    with tifffile.TiffFile(path) as tif:
+        store = tif.series[0].aszarr(level=0)
+
+    def damaged(where: str, index: tuple, err: Exception) -> str:
+        return (f"{path} is damaged: the image data at {where} cannot be decoded ({err}); copy "
+                "the file again or re-export the stack from the acquisition software (Fiji: "
+                "File > Save As > Tiff)")
+
+    return ChunkReader(zarr.open(store, mode="r"), names, damaged)
 
 
 def _stored_metadata(tif: tifffile.TiffFile) -> tuple[str | None, dict]:

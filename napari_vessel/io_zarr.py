@@ -7,19 +7,25 @@ most viewers read today. Used through :mod:`napari_vessel.io`.
 
 from __future__ import annotations
 
+import itertools
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
-from .io_common import Header, atomic_path, to_micrometres
+from .io_common import ChunkReader, Header, atomic_path, region, to_micrometres
 
 __all__ = ["is_zarr", "read_zarr_header", "write_zarr", "CHUNKS"]
 
 #: Chunk shape (z, y, x) of written arrays: a few MB each, so dask and viewers stream them well.
 CHUNKS = (32, 256, 256)
+
+#: Attribute set on the arrays this package writes once every chunk, empty ones included, is on
+#: disk: in such an array a missing chunk means an incomplete copy, not an empty region.
+ALL_CHUNKS = ("napari_vessel_chunks", "all written")
 
 #: Axis names when a Zarr array carries none, by number of axes (OME order).
 _DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX"}
@@ -89,16 +95,90 @@ def read_zarr_header(path: str) -> Header:
     )
     if multiscales:
         header.extra["levels"] = len(multiscales["datasets"])
-    header.open_array = lambda lazy: _open(array, lazy)
+    complete = array.attrs.get(ALL_CHUNKS[0]) == ALL_CHUNKS[1]
+    check = _chunk_check(array, path, names, complete)
+    if complete and check is not None and array.nchunks_initialized < array.nchunks:
+        reader = ChunkReader(array, names, _corrupt(array, path), check)
+        for index in reader.blocks():  # refused now, not after minutes of work
+            check(index)
+    header.open_array = lambda lazy: _open(array, path, names, check, lazy)
     return header
 
 
-def _open(array: Any, lazy: bool) -> Any:
-    if lazy:
-        import dask.array as da
+def _open(array: Any, path: str, names: str, check: Any, lazy: bool) -> Any:
+    reader = ChunkReader(array, names, _corrupt(array, path), check)
+    return reader.to_dask() if lazy else reader.read()
 
-        return da.from_zarr(array)
-    return array[...]
+
+def _chunk_name(array: Any, coords: tuple[int, ...]) -> str:
+    key = array.metadata.encode_chunk_key(tuple(int(c) for c in coords))
+    return f"{array.path}/{key}" if array.path else key
+
+
+def _corrupt(array: Any, path: str) -> Any:
+    def damaged(where: str, index: tuple[slice, ...], err: Exception) -> str:
+        starts = [part.indices(size)[0] // chunk for part, size, chunk
+                  in zip(index, array.shape, array.chunks, strict=True)]
+        one = all(part.indices(size)[1] - part.indices(size)[0] <= chunk for part, size, chunk
+                  in zip(index, array.shape, array.chunks, strict=True))
+        what = f"the chunk {_chunk_name(array, tuple(starts))}" if one else "a chunk"
+        return (f"{path}: {what} ({where}) cannot be decoded ({err}); the store is damaged: "
+                "copy it again, or export the stack again")
+    return damaged
+
+
+def _chunk_check(array: Any, path: str, names: str, complete: bool) -> Any:
+    """A check, run before a region is read, of the chunk files it touches: a missing one is
+    refused in an array this package wrote with every chunk (:data:`ALL_CHUNKS`), and warned
+    about once elsewhere (other writers leave out chunks that hold only the fill value); a Blosc
+    chunk shorter than its header says (a copy cut off in the middle of a file, which Blosc would
+    decode to garbage) is refused. None when the store is not a folder on disk or is sharded."""
+    root = getattr(array.store, "root", None)
+    if root is None or getattr(array, "shards", None) is not None:
+        return None
+    folder = Path(root) / array.path
+    compressors = tuple(getattr(array, "compressors", ()) or ())
+    blosc = len(compressors) == 1 and (getattr(compressors[0], "codec_id", None) == "blosc"
+                                       or type(compressors[0]).__name__ == "BloscCodec")
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    warned: list[str] = []
+
+    def check(index: tuple[slice, ...]) -> None:
+        ranges = []
+        for part, size, chunk in zip(index, shape, chunks, strict=True):
+            start, stop, _ = part.indices(size)
+            ranges.append(range(start // chunk, (stop - 1) // chunk + 1) if stop > start else ())
+        for coords in itertools.product(*ranges):
+            name = _chunk_name(array, coords)
+            where = region(names, shape, tuple(slice(i * c, (i + 1) * c)
+                                               for i, c in zip(coords, chunks, strict=True)))
+            file = folder / array.metadata.encode_chunk_key(coords)
+            try:
+                size = file.stat().st_size
+            except FileNotFoundError:
+                if complete:
+                    raise InputError(
+                        f"{path}: the chunk {name} ({where}) is missing, but this store was "
+                        "written with every chunk: the store is incomplete; copy it again"
+                    ) from None
+                if not warned:
+                    warned.append(name)
+                    warnings.warn(
+                        f"{path}: the chunk {name} ({where}) is not in the store and reads as "
+                        f"the fill value {array.fill_value}; stores often leave out empty "
+                        "chunks, but if this region should hold data the store is incomplete: "
+                        "copy it again", stacklevel=2)
+                continue
+            if blosc:
+                with open(file, "rb") as handle:
+                    head = handle.read(16)
+                expected = int.from_bytes(head[12:16], "little") if len(head) == 16 else None
+                if expected != size:
+                    says = f"its header says {expected}" if expected else "no Blosc header"
+                    raise InputError(
+                        f"{path}: the chunk {name} ({where}) is cut short or damaged ({size} "
+                        f"bytes, {says}): the store is incomplete or damaged; copy it again")
+    return check
 
 
 def _multiscales(attrs: dict) -> dict | None:
@@ -185,10 +265,12 @@ def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *
     own = json.loads(json.dumps({"kind": kind, "metadata": metadata or {}}, default=str))
     with atomic_path(path, overwrite) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        array = group.create_array("0", shape=tuple(data.shape), dtype=data.dtype, chunks=chunks)
+        array = group.create_array("0", shape=tuple(data.shape), dtype=data.dtype, chunks=chunks,
+                                   config={"write_empty_chunks": True})
         if hasattr(data, "dask"):
             data.rechunk(chunks).store(array, lock=False)
         else:
             array[...] = np.asarray(data)
+        array.attrs[ALL_CHUNKS[0]] = ALL_CHUNKS[1]  # a missing chunk will mean a damaged copy
         group.attrs.update({"multiscales": multiscales, "napari_vessel": own})
     return path
