@@ -146,7 +146,9 @@ class FinetuneWidget(ScrollDock):
         self.method_combo.tooltip = (
             "how to adapt without labels: adabn (re-estimate the batch-norm statistics on this "
             "volume; seconds; the measured default, it never lowered F1 on a real volume), "
-            "selftrain (self-training on the model's confident voxels), tent (entropy "
+            "synthetic (train on synthetic vessels drawn at this volume's voxel size and given "
+            "its grey levels: exact labels; a minute or two), selftrain (self-training on the "
+            "model's confident voxels), tent (entropy "
             "minimisation), umis (the UMIS loss)")
         self.only_unsure = CheckBox(text="only when the model is unsure of this volume",
                                     value=False)

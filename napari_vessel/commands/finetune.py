@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="save the model here instead of the user models folder")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="unsupervised adaptation (default adabn): re-estimate the batch-norm "
-                        "statistics on the volume (adabn, seconds), self-training on confident "
+                        "statistics on the volume (adabn, seconds), training on synthetic vessels "
+                        "drawn at the volume's voxel size and given its grey levels (synthetic), "
+                        "self-training on confident "
                         "pseudo-labels (selftrain), entropy minimisation (tent) or the UMIS loss")
     parser.add_argument("--max-drift", type=float, default=0.25, metavar="FRACTION",
                         help="unsupervised: stop and keep the last safe state when the "

@@ -2,4 +2,4 @@
 
 #: The unsupervised adaptation methods of fine-tuning, the default first
 #: (:mod:`napari_vessel.training.adapt`); here so that the command line needs no torch to list them.
-METHODS = ("adabn", "selftrain", "tent", "umis")
+METHODS = ("adabn", "synthetic", "selftrain", "tent", "umis")

@@ -217,7 +217,10 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                                       time.monotonic() - started, [], [], False, True, message,
                                       declined=True, **info)
         loop = FinetuneLoop(model, spec, image, target, mask, cfg, device, started, progress,
-                            cancel, on_update, preview_z, threshold)
+                            cancel, on_update, preview_z, threshold,
+                            spacing_zyx=vol.spacing_zyx if vol.spacing_known else None,
+                            prepare=lambda raw, spacing: prepare_image(
+                                spec, Volume(raw, spacing))[0])
         result = loop.run(initial, info)
         if sample:
             result.message = f"{sample}; {result.message}"

@@ -33,10 +33,12 @@ class FinetuneConfig:
     ----------
     mode : {"unsupervised", "supervised"}
         Adapt on the image alone, or learn from the user's corrections.
-    method : {"adabn", "selftrain", "tent", "umis"}
+    method : {"adabn", "synthetic", "selftrain", "tent", "umis"}
         Unsupervised: how to adapt (:mod:`napari_vessel.training.adapt`): re-estimating the
         batch-norm statistics on the volume (AdaBN, the default: the only method that never
-        lowered F1 on a real volume in ``benchmarks/bench_adapt.py``; seconds), self-training on
+        lowered F1 on a real volume in ``benchmarks/bench_adapt.py``; seconds), training on
+        synthetic vessels drawn at the volume's voxel size and given its intensity histogram
+        (exact labels; :mod:`napari_vessel.training.adapt_synthetic`), self-training on
         a slowly moving teacher's confident pseudo-labels, entropy minimisation (TENT), or the
         UMIS loss (paper 000, section 4.4).
     minutes : float or None
@@ -50,7 +52,7 @@ class FinetuneConfig:
     lr : float or None
         Adam learning rate; None: 1e-4 for the UMIS loss (the paper's, section 4.3-4.4), 1e-3
         for self-training and TENT (which train only the normalisation layers), 3e-4
-        supervised.
+        supervised and for matched synthetic training (all weights).
     seed : int
         Seed of the patch positions and of any randomness in the network.
     alpha, beta : float
@@ -220,16 +222,17 @@ class FinetuneConfig:
         """``lr``, or the default of the mode and method (see ``lr``)."""
         if self.lr is not None:
             return float(self.lr)
-        if self.mode == "supervised":
+        if self.mode == "supervised" or self.method == "synthetic":
             return 3e-4
         return 1e-4 if self.method == "umis" else 1e-3
 
     @property
     def trained_parameters(self) -> str:
-        """``train_only``, or the mode's default ("norm" unsupervised, "all" supervised)."""
+        """``train_only``, or the default: "all" supervised and for the synthetic method, else
+        "norm"."""
         if self.train_only is not None:
             return self.train_only
-        return "norm" if self.mode == "unsupervised" else "all"
+        return "norm" if self.mode == "unsupervised" and self.method != "synthetic" else "all"
 
     def to_dict(self) -> dict:
         """JSON-ready form (tuples become lists)."""

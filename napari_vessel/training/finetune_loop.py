@@ -6,7 +6,8 @@ of the UMIS loss.
 
 Which state is kept: the lowest smoothed loss for the UMIS loss and the supervised mode (their
 loss is fixed, so comparable over steps); the last state for self-training and TENT (their
-targets move with the teacher or the model). Either way an unsupervised result must pass the
+targets move with the teacher or the model) and for matched synthetic training (each step sees
+new synthetic patches). Either way an unsupervised result must pass the
 drift guard, else the last state that passed it is kept.
 """
 
@@ -30,6 +31,7 @@ from .adapt import (
     blend_batchnorm,
     reestimate_batchnorm,
 )
+from .adapt_synthetic import SyntheticBatches, SyntheticLoss, matched_volumes
 from .finetune_config import FinetuneResult, FinetuneUpdate
 from .finetune_data import PatchSampler, fit_patch_size
 from .finetune_loss import make_loss, probe_loss, run_preview
@@ -63,6 +65,7 @@ def _trainable(model: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
 
 
 _METHOD_NAMES = {"selftrain": "self-training", "tent": "entropy minimisation",
+                 "synthetic": "training on synthetic vessels matched to the volume",
                  "umis": "the UMIS loss", "adabn": "batch-norm re-estimation"}
 
 
@@ -70,12 +73,15 @@ class FinetuneLoop:
     """The optimisation loop with its time budget, kept state, live updates and guards."""
 
     def __init__(self, model, spec, image, target, mask, cfg, device, started, progress, cancel,
-                 on_update, preview_z, threshold: float) -> None:
+                 on_update, preview_z, threshold: float, spacing_zyx=None,
+                 prepare=None) -> None:
         self.model, self.spec, self.image, self.cfg, self.device = model, spec, image, cfg, device
         self.started, self.progress, self.cancel = started, progress, cancel
         self.on_update, self.preview_z, self.threshold = on_update, preview_z, threshold
         patch = fit_patch_size(cfg.patch_size_zyx, image.shape, spec.input_multiple_zyx)
         self.sampler = PatchSampler(image, patch, target=target, mask=mask)
+        self.patch, self.spacing_zyx, self.prepare = patch, spacing_zyx, prepare
+        self.synthetic: SyntheticBatches | None = None
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.unsupervised = cfg.mode == "unsupervised"
@@ -103,6 +109,8 @@ class FinetuneLoop:
                                     cfg.seed)
         if self.method == "tent":
             return EntropyLoss(spec, leash)
+        if self.method == "synthetic":
+            return SyntheticLoss(spec, leash)
         return make_loss(cfg, spec, parent, leash=leash)
 
     def elapsed(self) -> float:
@@ -114,9 +122,28 @@ class FinetuneLoop:
             parts.append(self.elapsed() / (60 * self.cfg.minutes))
         return float(min(1.0, max(parts)))
 
-    def _batch(self, rng: np.random.Generator, size: int) -> list[torch.Tensor | None]:
+    def _batch(self, rng: np.random.Generator, size: int, train: bool = False
+               ) -> list[torch.Tensor | None]:
+        """Patches of the volume (probes, AdaBN); training patches of the matched synthetic
+        volumes when ``train`` and the method is "synthetic"."""
+        source = self.synthetic if train and self.synthetic is not None else self.sampler
         return [None if a is None else torch.from_numpy(a).to(self.device)
-                for a in self.sampler.batch(rng, size)]
+                for a in source.batch(rng, size)]
+
+    def _make_synthetic(self) -> None:
+        """Draw the synthetic volumes that look like this one (method "synthetic")."""
+        if self.prepare is None:
+            raise ValueError("the synthetic method needs the network's preprocessing (prepare)")
+        cancel = self.cancel
+
+        def progress(fraction: float, message: str) -> None:
+            if cancel is not None:
+                cancel.check()
+            self.progress(0.03 + 0.07 * fraction, message)
+
+        pairs = matched_volumes(self.image, self.spacing_zyx, self.prepare, seed=self.cfg.seed,
+                                progress=progress)
+        self.synthetic = SyntheticBatches(pairs, self.patch, real=self.sampler)
 
     def update(self, step: int, done: bool = False) -> None:
         if self.on_update is None or (not done and time.monotonic() < self.next_update):
@@ -176,6 +203,12 @@ class FinetuneLoop:
                 info, declined=True)
         if self.method == "adabn":
             return self._adabn(initial, info, guard)
+        if self.method == "synthetic":
+            try:
+                self._make_synthetic()
+            except Cancelled:
+                return self._result(initial, 0, True, True, "stopped by the user; the model is "
+                                    "the parent, unchanged", info)
         use_probe_loss = cfg.keep_parent and self.keep_lowest and probes is not None
         probe_parent = probe_loss(self.loss, model, probes) if use_probe_loss else None
         optimiser = torch.optim.Adam(_trainable(model, cfg.trained_parameters),
@@ -197,7 +230,7 @@ class FinetuneLoop:
                     break
                 t0 = time.monotonic()
                 _train_mode(model, cfg.freeze_norm)
-                x, valid, target, mask = self._batch(self.rng, cfg.batch_size)
+                x, valid, target, mask = self._batch(self.rng, cfg.batch_size, train=True)
                 total, self.terms = self.loss(model, x, valid, target, mask)
                 if not torch.isfinite(total):
                     message = f"the loss became {float(total)} at step {step + 1}; stopped there. "
