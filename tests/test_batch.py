@@ -15,6 +15,8 @@ import pytest
 
 from napari_vessel import batch
 from napari_vessel.batch import BatchConfig, find_inputs, run_batch
+from napari_vessel.batch import inputs as batch_inputs
+from napari_vessel.batch import worker as batch_worker
 from napari_vessel.commands import batch as batch_cmd
 from napari_vessel.commands import segment as segment_cmd
 from napari_vessel.errors import InputError
@@ -75,12 +77,14 @@ def test_config_checks_and_names():
                 {"threads_per_worker": 0}, {"scheduler": " "}, {"connect_timeout": 0}, {"channel": -1}):
         with pytest.raises(InputError):
             BatchConfig(**bad)
-    names = batch._folder_names([Path("a/x.tif"), Path("b/x.tif"), Path("c/X.ome.tif"), Path("y.zarr")])
+    names = batch_inputs._folder_names([Path("a/x.tif"), Path("b/x.tif"), Path("c/X.ome.tif"),
+                                        Path("y.zarr")])
     assert names[3] == "y" and len(set(names)) == 4
     assert all(n.startswith(("x-", "X-")) and len(n) == 10 for n in names[:3])
-    assert batch._folder_names([Path("b/x.tif")]) == ["x"]
-    assert batch._worker_device("auto", 3, 2) == "cuda:1"
-    assert batch._worker_device("cpu", 3, 2) == "cpu" and batch._worker_device("auto", 0, 1) == "auto"
+    assert batch_inputs._folder_names([Path("b/x.tif")]) == ["x"]
+    assert batch_worker._worker_device("auto", 3, 2) == "cuda:1"
+    assert batch_worker._worker_device("cpu", 3, 2) == "cpu"
+    assert batch_worker._worker_device("auto", 0, 1) == "auto"
 
 
 def test_batch_on_local_cluster_resumes_and_survives_bad_files(tmp_path, capsys):

@@ -1,0 +1,86 @@
+"""The task each dask worker runs: segment one stack with all its threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import InputError
+from .config import BatchConfig, StackResult
+
+# -- on the workers ------------------------------------------------------------------------------
+
+_RUN_LOCK = threading.Lock()  # one stack at a time per worker process, with all its threads
+
+
+@contextmanager
+def _lazy_reads_here(threads: int) -> Iterator[None]:
+    """A lazy (Zarr, big TIFF) stack is read in this worker, not sent through the cluster."""
+    import dask
+
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        yield
+
+
+def _worker_device(requested: str, worker_name: Any, n_gpus: int) -> str:
+    """``cuda:i`` for local worker ``i`` when ``requested`` is auto or cuda and there are several GPUs."""
+    if requested in ("auto", "cuda") and n_gpus > 1 and isinstance(worker_name, int):
+        return f"cuda:{worker_name % n_gpus}"
+    return requested
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, InputError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return f"{type(err).__name__}: {err}".strip()
+
+
+def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult:
+    """The task: segment ``source`` into ``folder`` (``segment``'s output set); never raises."""
+    import numpy as np
+
+    from ..inference import load_count, segment
+    from ..io import load_volume, save_volume
+    from ..outputs import output_paths, publish_set, write_json
+
+    started = time.perf_counter()
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        where, threads, device = worker.address, worker.state.nthreads, config.device
+        if device in ("auto", "cuda"):
+            import torch
+
+            device = _worker_device(device, worker.name, torch.cuda.device_count())
+        with _RUN_LOCK, _lazy_reads_here(threads):
+            loads = load_count()
+            volume = load_volume(source, channel=config.channel, frame=config.frame)
+            prob, labels, manifest = segment(volume, config.model, threshold=config.threshold,
+                                             device=device, runtime=config.runtime,
+                                             threads=threads)
+            from_cache = load_count() == loads
+        paths = output_paths(source, folder)
+        fraction = float(labels.mean()) if labels.size else 0.0
+        seconds = time.perf_counter() - started
+        manifest["outputs"] = {k: str(v) for k, v in paths.items()}
+        manifest["batch"] = {"settings": config.settings(), "worker": where, "threads": threads,
+                             "seconds": round(seconds, 3), "voxels": int(labels.size),
+                             "vessel_fraction": fraction,
+                             "model_from_cache": from_cache}
+        meta = {"model": manifest["model"]["name"], "threshold": manifest["parameters"]["threshold"]}
+        publish_set(paths, lambda tmp: [
+            save_volume(tmp["prob"], prob.astype(np.float32), volume.spacing_zyx, kind="image",
+                        metadata=meta),
+            save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels", metadata=meta),
+            write_json(tmp["manifest"], manifest, False)])
+        return StackResult(source, folder, "done", round(time.perf_counter() - started, 3),
+                           int(labels.size), fraction)
+    except Exception as err:  # noqa: BLE001 - one stack's failure is recorded, the others go on
+        return StackResult(source, folder, "failed", round(time.perf_counter() - started, 3),
+                           error=_message(err))
