@@ -209,3 +209,41 @@ def test_calibrate_only_keeps_the_weights_and_chooses_the_threshold_on_data(tmp_
                             "--out", str(tmp_path / "x"), "--quiet"])
     with pytest.raises(InputError, match="--init"):
         command.run(args)
+
+
+def test_calibrate_only_on_several_inits_averages_them(tmp_path, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    from safetensors.torch import load_file
+
+    for sub in ("images", "labels"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(2):
+        pair = _bars(i)
+        tifffile.imwrite(tmp_path / "data" / "images" / f"v{i}.tif",
+                         (pair.image * 200).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "data" / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
+    monkeypatch.setattr(train_module, "TrainConfig",
+                        lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
+    runs = []
+    for seed in (0, 1):
+        command, args = _parse(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pre"),
+                                "--steps", "2", "--widths", "2,4,4,4", "--quiet", "--name",
+                                f"run{seed}", "--seed", str(seed)])
+        assert command.run(args) == 0
+        runs.append(tmp_path / "pre" / f"run{seed}.safetensors")
+    command, args = _parse(["--data", str(tmp_path / "data"), "--init", *map(str, runs),
+                            "--calibrate-only", "--widths", "2,4,4,4", "--out",
+                            str(tmp_path / "out"), "--name", "soup", "--quiet"])
+    assert command.run(args) == 0
+    a, b = (load_file(str(r)) for r in runs)
+    soup = load_file(str(tmp_path / "out" / "soup.safetensors"))
+    for key, value in soup.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (a[key] + b[key]) / 2, atol=1e-6), key
+        else:
+            assert torch.equal(value, a[key])
+    card = json.loads((tmp_path / "out" / "soup.json").read_text())
+    averaged = card["training"]["init"]["averaged"]
+    assert [x["weights"] for x in averaged] == ["run0.safetensors", "run1.safetensors"]
+    assert len(card["training"]["pretraining"]) == 2 and "average of 2 runs" in card["description"]
+    assert 0 <= card["threshold"] <= 1

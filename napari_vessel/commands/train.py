@@ -55,9 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="add N domain-randomised synthetic volumes with exact labels to the "
                         "training patches (napari_vessel.synthetic; default 0)")
-    parser.add_argument("--init", metavar="WEIGHTS",
+    parser.add_argument("--init", metavar="WEIGHTS", nargs="+",
                         help="start from these weights (.safetensors of the same network, e.g. "
-                        "a synthetic pretraining) instead of a random initialisation")
+                        "a synthetic pretraining) instead of a random initialisation; several "
+                        "files: their average (a model soup of runs fine-tuned from one "
+                        "pretraining)")
     parser.add_argument("--calibrate-only", action="store_true",
                         help="with --init and --data: no training, only choose the threshold of "
                         "the --init weights on the --data volumes (e.g. a synthetic pretraining "
@@ -219,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate_only and (args.synthetic or args.members):
         raise InputError("--calibrate-only does not train: drop --synthetic and --members")
     init = _init_weights(args.init) if args.init else None
+    init_names = ", ".join(args.init or [])
     pairs = load_pairs(args.data, pipeline=pipeline) if args.data else []
     names = [p.name for p in pairs]
     unknown = [n for n in args.leave_out if n not in names]
@@ -255,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model, config = _build(args, spec)
         if init is not None:
-            _load_init(model, init, args.init)
+            _load_init(model, init, init_names)
         train_pairs = [p for p in pairs if p.name not in fold]
         if args.members:
             result, members = compose_ensemble(model, args.members, train_pairs, spec)
@@ -282,12 +285,13 @@ def run(args: argparse.Namespace) -> int:
              if k in ("paper", "notes", "min_slices", "receptive_field_zyx",
                       "recommended_preprocessing")}
     postprocessing = spec.card.postprocessing if spec.card else None
-    init_card = _init_card(args.init) if args.calibrate_only else None
+    init_cards = [_init_card(path) for path in args.init] if args.calibrate_only else []
+    pretraining = [(c.training or None) if c else None for c in init_cards]
     training = ({"command": command, "composed_from": members, "steps": 0,
                  "minutes": round(result.minutes, 2)} if args.members else
                 {"command": command, "steps": 0, "calibration_only": True,
                  "minutes": round(result.minutes, 2),
-                 "pretraining": (init_card.training or None) if init_card else None}
+                 "pretraining": pretraining[0] if len(pretraining) == 1 else pretraining or None}
                 if args.calibrate_only else
                 {"command": command, "seed": args.seed, "steps": result.steps,
                  "minutes": round(result.minutes, 2), "config": _plain(cfg),
@@ -297,7 +301,10 @@ def run(args: argparse.Namespace) -> int:
     if synthetic_note:
         training["synthetic"] = synthetic_note
     if init is not None:
-        training["init"] = {"weights": Path(args.init).name, "sha256": file_sha256(args.init)}
+        training["init"] = ({"weights": Path(args.init[0]).name,
+                             "sha256": file_sha256(args.init[0])} if len(args.init) == 1 else
+                            {"averaged": [{"weights": Path(p).name, "sha256": file_sha256(p)}
+                                          for p in args.init]})
     post = postprocessing or {}
     # hysteresis levels fitted on the training volumes, like the threshold
     if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
@@ -313,13 +320,17 @@ def run(args: argparse.Namespace) -> int:
     what = f"TV-Net {config['widths']}" if spec.architecture == "tvnet" else spec.description
     card = ModelCard(
         name=name, architecture=spec.architecture, config=config, kind="supervised",
-        description=(f"{what}; pretrained on synthetic volumes, threshold chosen on "
+        description=(f"{what}"
+                     + (f" (average of {len(args.init)} runs)" if len(args.init or []) > 1
+                        else "")
+                     + "; pretrained on synthetic volumes, threshold chosen on "
                      f"{len(train_pairs)} labelled volumes (not trained on them)")
         if args.calibrate_only else
         f"{what}; trained on {len(train_pairs)} labelled volumes"
         + (f" and {args.synthetic} synthetic volumes" if args.synthetic else "")
         + (" from pretrained weights" if init is not None else ""),
-        trained_on=((list(init_card.trained_on) if init_card else []) or [Path(args.init).name])
+        trained_on=_union([list(c.trained_on) if c else [Path(p).name]
+                           for c, p in zip(init_cards, args.init, strict=True)])
         if args.calibrate_only else
         [p.name for p in train_pairs] + [p.name for p in phantoms
                                          if not p.name.startswith("synthetic")]
@@ -384,17 +395,31 @@ def _init_card(path: str) -> ModelCard | None:
         return None
 
 
-def _init_weights(path: str) -> dict:
-    """The tensors of ``--init`` (safetensors only; never unpickled)."""
+def _init_weights(paths: list[str]) -> dict:
+    """The tensors of ``--init`` (safetensors only; never unpickled), averaged over several
+    files (:func:`~napari_vessel.training.soup.average_weights`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if not Path(path).is_file():
-        raise InputError(f"--init {path}: no such file")
-    try:
-        return load_file(path)
-    except (OSError, SafetensorError) as err:
-        raise InputError(f"--init {path} is not a readable .safetensors file: {err}") from err
+    from ..training.soup import average_weights
+
+    states = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"--init {path}: no such file")
+        try:
+            states.append(load_file(path))
+        except (OSError, SafetensorError) as err:
+            raise InputError(f"--init {path} is not a readable .safetensors file: {err}") from err
+    return states[0] if len(states) == 1 else average_weights(states, paths)
+
+
+def _union(lists: list[list]) -> list:
+    """The items of several lists, in order, each once."""
+    out: list = []
+    for items in lists:
+        out += [item for item in items if item not in out]
+    return out
 
 
 def _load_init(model, tensors: dict, path: str) -> None:
