@@ -32,6 +32,16 @@ def _bars(seed: int = 0, shape=(6, 32, 32)) -> Pair:
     return Pair(f"bars{seed}", normalise(labels * 1.0 + rng.normal(0, 0.1, shape)), labels)
 
 
+def _two_volumes(folder, tifffile) -> None:
+    """A data folder (images/, labels/) with two small bar volumes v0 and v1."""
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True)
+    for i in range(2):
+        pair = _bars(i)
+        tifffile.imwrite(folder / "images" / f"v{i}.tif", (pair.image * 200).astype(np.uint8))
+        tifffile.imwrite(folder / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
+
+
 def _cfg(**kw) -> TrainConfig:
     base = dict(steps=6, batch_size=2, patch_size=(4, 16, 16), lr=1e-2, checkpoint_every=2)
     return TrainConfig(**{**base, **kw})
@@ -180,13 +190,7 @@ def test_calibrate_only_keeps_the_weights_and_chooses_the_threshold_on_data(tmp_
     tifffile = pytest.importorskip("tifffile")
     from safetensors.torch import load_file
 
-    for sub in ("images", "labels"):
-        (tmp_path / "data" / sub).mkdir(parents=True)
-    for i in range(2):
-        pair = _bars(i)
-        tifffile.imwrite(tmp_path / "data" / "images" / f"v{i}.tif",
-                         (pair.image * 200).astype(np.uint8))
-        tifffile.imwrite(tmp_path / "data" / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
+    _two_volumes(tmp_path / "data", tifffile)
     monkeypatch.setattr(train_module, "TrainConfig",
                         lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
     command, args = _parse(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pre"),
@@ -215,13 +219,7 @@ def test_calibrate_only_on_several_inits_averages_them(tmp_path, monkeypatch):
     tifffile = pytest.importorskip("tifffile")
     from safetensors.torch import load_file
 
-    for sub in ("images", "labels"):
-        (tmp_path / "data" / sub).mkdir(parents=True)
-    for i in range(2):
-        pair = _bars(i)
-        tifffile.imwrite(tmp_path / "data" / "images" / f"v{i}.tif",
-                         (pair.image * 200).astype(np.uint8))
-        tifffile.imwrite(tmp_path / "data" / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
+    _two_volumes(tmp_path / "data", tifffile)
     monkeypatch.setattr(train_module, "TrainConfig",
                         lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
     runs = []
