@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from typing import Any
 
@@ -18,12 +19,12 @@ import numpy as np
 from .devices import cpu_count, make_forward, pick_device, with_oom_retry
 from .errors import InputError
 from .progress import CancelToken, Progress, no_progress, scaled
-from .runtime import runtime_forward
+from .runtime import cached_export, cached_forward, runtime_forward
 from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
 
 __all__ = ["pick_device", "predict", "segment", "postprocessing_recipe", "check_volume_array",
-           "versions"]
+           "versions", "resolve_spec"]
 
 DEFAULT_PATCH = (32, 128, 128)
 
@@ -69,6 +70,69 @@ def _constant_error(value: float) -> InputError:
 
 def _is_lazy(data: Any) -> bool:
     return not isinstance(data, np.ndarray)
+
+
+class _Cpu:
+    """The CPU as :func:`_device` gives it while PyTorch is not loaded (``type`` and ``str`` as a
+    ``torch.device``); :func:`pick_device` takes it."""
+
+    type = "cpu"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return "device(type='cpu')"
+
+
+_CPU = _Cpu()
+
+
+def _device(preference: Any):
+    """:func:`pick_device`, without importing PyTorch when the answer is surely the CPU."""
+    from .runtime.warm import surely_cpu
+
+    if "torch" not in sys.modules and surely_cpu(preference):
+        return _CPU
+    return pick_device(preference)
+
+
+def _registry():
+    from .models import registry
+
+    return registry
+
+
+def resolve_spec(model: Any):
+    """The registered model called ``model`` (None or "": the default model), or ``model`` itself
+    when it is a :class:`~napari_vessel.models.registry.ModelSpec`.
+
+    In a process that has registered nothing yet, the spec an earlier run recorded for this name
+    is used when nothing it depends on changed (:func:`napari_vessel.runtime.warm.resolve_name`):
+    the model modules, which import PyTorch, are then not imported. Else the registry answers
+    (and its answer is recorded for the next process).
+
+    Raises
+    ------
+    InputError
+        Unknown name (with the closest names).
+    """
+    from .runtime import warm
+
+    registry = _registry()
+    if isinstance(model, registry.ModelSpec):
+        return model
+    name = model or None
+    if registry.untouched():
+        spec = warm.resolve_name(name)
+        if spec is not None:
+            return spec
+    spec = registry.get(name if name is not None else registry.default_model_name())
+    try:
+        warm.remember_name(name, spec)
+    except Exception:  # noqa: BLE001 - a cache that cannot be written only costs the next start
+        pass
+    return spec
 
 
 #: Networks loaded for inference, kept for the next call in this process (most recent last).
@@ -184,8 +248,6 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     Cancelled
         When ``cancel`` was set; nothing is returned.
     """
-    import torch
-
     progress = progress or no_progress
     if isinstance(volume_or_array, Volume):
         spacing = volume_or_array.spacing_zyx if spacing_zyx is None else spacing_zyx
@@ -204,8 +266,11 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         raise InputError(f"out has shape {tuple(out.shape)}, the volume {tuple(data.shape)}")
     if cancel is not None:
         cancel.check()
-    model, resolved = _resolve_model(model_or_name, device)
-    spec = resolved if resolved is not None else spec
+    model = None
+    if isinstance(model_or_name, str | _registry().ModelSpec):
+        spec = resolve_spec(model_or_name)  # no PyTorch needed yet (see runtime.warm)
+    else:
+        model = model_or_name
 
     if spec is not None and not spec.is_network:  # classical: whole volume at once
         array = np.asarray(data, dtype=np.float32)
@@ -223,34 +288,61 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         out[...] = prob
         return out
 
-    dev = pick_device(device)
-    model = model.to(dev).eval()
+    if batch_size is not None and int(batch_size) < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    dev = _device(device)
+    logits = spec is not None and spec.output == "logits"
+    n_threads = int(threads or cpu_count())
+    index = found = None
+    if model is None and dev.type == "cpu" and str(runtime).lower() != "torch":
+        # a registered network: its verified cached export runs without PyTorch
+        from .runtime.warm import index_fields
+
+        index = index_fields(spec)
+        found = cached_export(spec, requested=runtime)
+    if found is not None:
+        multiple, dims = found["multiple"], spec.dims
+    else:
+        dev = pick_device(dev)
+        if model is None:
+            model, spec = _resolve_model(spec, dev)
+        model = model.to(dev).eval()
+        # the network's own down-sampling wins over its spec's (a user card may change it)
+        multiple = (getattr(model, "input_multiple", None) or getattr(model, "total_stride", None)
+                    or (spec.input_multiple_zyx if spec else (1, 1, 1)))
+        dims = spec.dims if spec else 3
+        if dims == 2:
+            multiple = (1, *tuple(multiple)[-2:])
     patch = patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
-    # the network's own down-sampling wins over its spec's (a user card may change the layout)
-    multiple = (getattr(model, "input_multiple", None) or getattr(model, "total_stride", None)
-                or (spec.input_multiple_zyx if spec else (1, 1, 1)))
-    dims = spec.dims if spec else 3
     if dims == 2:
-        patch, multiple = (1, *tuple(patch)[-2:]), (1, *tuple(multiple)[-2:])
+        patch = (1, *tuple(patch)[-2:])
     plan = plan_tiles(data.shape, patch, overlap, multiple)
     weights = importance_weights(plan.patch, blending)
     if batch_size is None:
         batch_size = 4 if dev.type == "cpu" else 2
-    if int(batch_size) < 1:
-        raise InputError(f"batch size must be at least 1, not {batch_size}")
     if amp is None:
         amp = dev.type == "cuda"
     if block_shape is None and lazy:
         block_shape = tuple(4 * p for p in plan.patch)
-    logits = spec is not None and spec.output == "logits"
     state = {"batch_size": int(batch_size)}
-    n_threads = int(threads or cpu_count())
-    if spec is None and runtime == "auto":
-        runtime = "torch"  # a bare module (no registry spec): as given, no export
-    fast, info = runtime_forward(model, requested=runtime, device=dev, dims=dims, logits=logits,
-                                 tta=tta, multiple=tuple(int(m) for m in multiple),
-                                 threads=n_threads, cancel=cancel,
-                                 architecture=getattr(spec, "architecture", None))
+    warm = None
+    if found is not None:
+        warm = cached_forward(found, dims=dims, logits=logits, tta=tta, threads=n_threads,
+                              cancel=cancel)
+        if warm is None:  # the runtime could not load it: the PyTorch path rebuilds it
+            dev = pick_device(dev)
+            model, spec = _resolve_model(spec, dev)
+    if warm is not None:
+        fast, info = warm
+    else:
+        if spec is None and runtime == "auto":
+            runtime = "torch"  # a bare module (no registry spec): as given, no export
+        fast, info = runtime_forward(model, requested=runtime, device=dev, dims=dims,
+                                     logits=logits, tta=tta,
+                                     multiple=tuple(int(m) for m in multiple),
+                                     threads=n_threads, cancel=cancel,
+                                     architecture=getattr(spec, "architecture", None),
+                                     index=index)
     if run_info is not None:
         run_info.append(info)
     forward = fast or with_oom_retry(
@@ -264,16 +356,24 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             extremes[0] = min(extremes[0], float(region.min()))
             extremes[1] = max(extremes[1], float(region.max()))
 
-    previous_threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(n_threads)
-    try:
-        with torch.inference_mode():
-            result = run_tiles(plan, data, forward, weights=weights,
-                               batch_size=state["batch_size"], out=out, block_shape=block_shape,
-                               check_region=check_region, progress=progress, cancel=cancel)
-    finally:
-        torch.set_num_threads(previous_threads)
+    def tiles():
+        return run_tiles(plan, data, forward, weights=weights, batch_size=state["batch_size"],
+                         out=out, block_shape=block_shape, check_region=check_region,
+                         progress=progress, cancel=cancel)
+
+    if warm is not None:  # ONNX Runtime or OpenVINO with their own threads: no PyTorch at all
+        result = tiles()
+    else:
+        import torch
+
+        previous_threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(n_threads)
+        try:
+            with torch.inference_mode():
+                result = tiles()
+        finally:
+            torch.set_num_threads(previous_threads)
     if cancel is not None:  # a cancel during the last batch still cancels: no result
         cancel.check()
     if lazy and extremes[0] == extremes[1]:
@@ -320,17 +420,27 @@ def cpu_features() -> dict:
     return {"name": name, "instructions": [f for f in wanted if f in flags]}
 
 
-def versions() -> dict:
-    """Versions of the software that made a result."""
-    import scipy
-    import skimage
-    import torch
+def _version(module: str, distribution: str) -> str | None:
+    """A package's version without importing it (a segment does not need every package)."""
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    from importlib import metadata
 
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    """Versions of the software that made a result (read without importing the packages)."""
     from . import __version__
+    from .runtime.warm import torch_version
 
     return {"napari_vessel": __version__, "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "scikit_image": skimage.__version__, "platform": platform.platform()}
+            "torch": torch_version(), "numpy": np.__version__,
+            "scipy": _version("scipy", "scipy"),
+            "scikit_image": _version("skimage", "scikit-image"), "platform": platform.platform()}
 
 
 def postprocessing_recipe(spec: Any, threshold: float | None = None,
@@ -389,8 +499,9 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     Parameters
     ----------
     volume : Volume or array-like, shape (Z, Y, X)
-    model_name : str, optional
-        A registered model; default :func:`~napari_vessel.models.registry.default_model_name`.
+    model_name : str or ModelSpec, optional
+        A registered model; default :func:`~napari_vessel.models.registry.default_model_name`
+        (see :func:`resolve_spec`).
     threshold : float, optional
         Probability above which a voxel is vessel (a plain threshold). Default: the model's
         post-processing (see :func:`postprocessing_recipe`): paper 003's hysteresis and clean-up
@@ -415,7 +526,6 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     manifest : dict
         Model, weights hash, preprocessing, parameters, device, versions and timings.
     """
-    from .models import registry
     from .postprocess import apply_postprocessing
 
     if not isinstance(volume, Volume):
@@ -423,7 +533,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     elif spacing_zyx is not None:
         volume = volume.with_spacing(spacing_zyx)
     data = check_volume_array(volume.data)
-    spec = registry.get(model_name or registry.default_model_name())
+    spec = resolve_spec(model_name)
     recipe = postprocessing_recipe(spec, threshold, min_size)
     timing: dict[str, float] = {}
     started = time.perf_counter()
@@ -443,7 +553,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         data = _minmax(data)
         pre_json = {"steps": [{"name": "minmax", "note": "stretch to [0, 1] (no card pipeline)"}]}
     timing["preprocess_s"] = time.perf_counter() - started
-    dev = pick_device(device) if spec.is_network else pick_device("cpu")
+    dev = _device(device) if spec.is_network else _CPU
     started = time.perf_counter()
     run_info: list = []
     prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,

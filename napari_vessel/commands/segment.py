@@ -72,16 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.input`` and write labels, probability map and manifest."""
-    from ..inference import segment
+    from ..inference import resolve_spec, segment
     from ..io import load_volume, save_volume
-    from ..models import registry
     from ..progress import tqdm_progress
 
     paths = output_paths(args.input, args.out)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.overwrite:
         raise InputError(f"{', '.join(existing)} already exist(s); add --overwrite to replace")
-    spec = registry.get(args.model or registry.default_model_name())  # fail early on a bad name
+    spec = resolve_spec(args.model)  # fail early on a bad name (no PyTorch with a warm cache)
     _check_writable(Path(args.out))
     graph_dir = paths["manifest"].with_name(paths["manifest"].name.replace("_manifest.json",
                                                                           "_graph"))
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"segmenting {args.input} {volume.shape} with {spec.name} ...", file=sys.stderr)
     with tqdm_progress(f"segment ({spec.name})", disable=args.quiet) as progress:
         prob, labels, manifest = segment(
-            volume, spec.name, threshold=args.threshold, preprocess=not args.no_preprocess,
+            volume, spec, threshold=args.threshold, preprocess=not args.no_preprocess,
             min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
             batch_size=args.batch_size, device=args.device, tta=args.tta, progress=progress,
             runtime=args.runtime)
@@ -106,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
                     metadata=meta),
         save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels", metadata=meta),
         _write_json(tmp["manifest"], manifest, False)])
+    used = manifest.get("runtime") or {}
+    if "exported" in str(used.get("reason")):  # built now: the next runs start without PyTorch
+        print(f"runtime {used['name']}: {used['reason']}", file=sys.stderr)
     fraction = float(labels.mean()) if labels.size else 0.0
     print(f"wrote {paths['labels']} ({fraction:.1%} vessel), {paths['prob']}, "
           f"{paths['manifest'].name} in {sum(manifest['timing'].values()):.1f} s", file=sys.stderr)

@@ -18,6 +18,7 @@ import difflib
 import importlib
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,8 @@ __all__ = [
     "user_models_dir",
     "load_model",
     "count_parameters",
+    "is_package_spec",
+    "untouched",
 ]
 
 #: The kinds of model: trained with labels, trained without, or not trained at all.
@@ -236,12 +239,39 @@ def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
             intensity_profile=spec.intensity_profile or card.intensity_profile,
         )
     _BUILTIN[spec.name] = spec
+    if sys._getframe(1).f_globals.get("__name__") in BUILTIN_MODULES:
+        _PACKAGE_NAMES.add(spec.name)
+    else:  # a plugin's or a test's model, or a replaced built-in one
+        _PACKAGE_NAMES.discard(spec.name)
     return spec
 
 
 def unregister(name: str) -> None:
     """Remove a model from the registry (for tests and plugins); unknown names are ignored."""
     _BUILTIN.pop(name, None)
+    _PACKAGE_NAMES.discard(name)
+
+
+#: Names whose registered spec comes from the package's own model modules (not replaced since).
+_PACKAGE_NAMES: set[str] = set()
+
+
+def untouched() -> bool:
+    """True while nothing is registered yet in this process (no model module imported, no
+    plugin's model): a name then resolves as in any fresh process."""
+    return not _builtins_loaded and not _BUILTIN
+
+
+def is_package_spec(spec: ModelSpec) -> bool:
+    """Whether a fresh process resolves ``spec.name`` to this same spec: registered by the
+    package's model modules and not replaced since, or a user model while every registered model
+    is the package's own. :mod:`napari_vessel.runtime.warm` records only such specs, so that a
+    later process can run them without importing the model modules (and PyTorch)."""
+    if not _builtins_loaded or set(_BUILTIN) - _PACKAGE_NAMES:
+        return False
+    if spec.source == "user":
+        return spec.name not in _BUILTIN
+    return _BUILTIN.get(spec.name) is spec
 
 
 def _load_builtins() -> None:

@@ -6,6 +6,8 @@ bench_inference.py``, ``docs/benchmarks-inference.md``), so ``runtime="auto"`` u
 :data:`CPU_PREFERENCE` is the order measured best on a 2-core machine. A runtime that is not
 installed, a network that cannot be exported, or an export that does not reproduce the network
 falls back to PyTorch, and :class:`RuntimeInfo` says why (it goes into the run manifest).
+A checked export is also indexed by the SHA-256 of the weights file, so that later processes run
+it without importing PyTorch (:func:`cached_export`, :mod:`.warm`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from ..errors import Cancelled, InputError
 
-__all__ = ["RUNTIMES", "CPU_PREFERENCE", "RuntimeInfo", "available", "runtime_forward"]
+__all__ = ["RUNTIMES", "CPU_PREFERENCE", "RuntimeInfo", "available", "runtime_forward",
+           "cached_export", "cached_forward"]
 
 #: What ``runtime=`` accepts.
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
@@ -169,9 +172,73 @@ def _numpy_forward(run, *, dims: int, logits: bool, tta: bool, cancel=None):
     return forward
 
 
+def _candidates(name: str, architecture: str | None) -> tuple[str, ...]:
+    return (CPU_PREFERENCE.get(architecture or "", CPU_PREFERENCE["default"])
+            if name == "auto" else (name,))
+
+
+def cached_export(spec: Any, *, requested: Any, cache=None):
+    """The verified cached export of a registered network for the CPU runtime ``requested``
+    would use, found without PyTorch (:mod:`.warm`), or None.
+
+    None (the caller then loads the network and uses :func:`runtime_forward`) when PyTorch is
+    asked for or preferred for the architecture, no runtime is installed, or no export of these
+    weights and this software was built and checked with the chosen runtime (at its installed
+    version) yet, or its file is not intact.
+
+    Returns
+    -------
+    dict or None
+        ``runtime``, ``path`` (the ONNX file), ``diff`` (its largest difference from PyTorch when
+        checked) and ``multiple`` (the network's input multiple).
+
+    Raises
+    ------
+    InputError
+        An unknown runtime name.
+    """
+    from . import warm
+
+    name = _check(requested)
+    if name == "torch":
+        return None
+    chosen = next((c for c in _candidates(name, getattr(spec, "architecture", None))
+                   if available(c)), None)
+    if chosen is None:
+        return None
+    path, entry = warm.find_export(warm.index_fields(spec), cache)
+    if path is None:
+        return None
+    checked = entry.get("verified", {}).get(chosen)
+    multiple = entry.get("multiple")
+    if (not isinstance(checked, dict) or checked.get("runtime") != warm.runtime_stamp(chosen)
+            or not isinstance(checked.get("diff"), float) or not checked["diff"] <= TOLERANCE
+            or not isinstance(multiple, list) or len(multiple) != 3):
+        return None  # not checked with this runtime yet: the PyTorch path checks it
+    return {"runtime": chosen, "path": path, "diff": checked["diff"],
+            "multiple": tuple(int(m) for m in multiple)}
+
+
+def cached_forward(found: dict, *, dims: int, logits: bool, tta: bool, threads: int,
+                   cancel=None):
+    """``(forward, info)`` running the export :func:`cached_export` found, without PyTorch; the
+    probabilities are those of :func:`runtime_forward` with the same export. None when the
+    runtime cannot load it (the caller then takes the PyTorch path)."""
+    try:
+        run = _session(found["runtime"], found["path"], threads)
+    except Exception:  # noqa: BLE001 - the PyTorch path rebuilds the export or says what is wrong
+        return None
+    if cancel is not None:
+        cancel.check()
+    info = RuntimeInfo(found["runtime"], f"ONNX export cached; matched PyTorch within "
+                       f"{found['diff']:.1g} when it was built (run without PyTorch)",
+                       threads=threads)
+    return _numpy_forward(run, dims=dims, logits=logits, tta=tta, cancel=cancel), info
+
+
 def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logits: bool,
                     tta: bool, multiple: tuple[int, int, int], threads: int, cache=None,
-                    cancel=None, architecture: str | None = None):
+                    cancel=None, architecture: str | None = None, index: dict | None = None):
     """A ``batch (B, z, y, x) -> probabilities`` function on an exported runtime, or None.
 
     Parameters
@@ -190,6 +257,9 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
         Interrupts a batch while it computes (see :func:`_session`).
     architecture : str, optional
         The registry architecture, for its measured preference in :data:`CPU_PREFERENCE`.
+    index : dict, optional
+        :func:`.warm.index_fields` of the registered network ``model`` was loaded from: a
+        checked export is then indexed for :func:`cached_forward` (runs without PyTorch).
 
     Returns
     -------
@@ -213,8 +283,7 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
             raise InputError(f"the {name} runtime runs on the CPU; use --runtime torch (or auto) "
                              f"on {device.type}")
         return None, RuntimeInfo("torch", f"PyTorch on {device.type}")
-    candidates = (CPU_PREFERENCE.get(architecture or "", CPU_PREFERENCE["default"])
-                  if name == "auto" else (name,))
+    candidates = _candidates(name, architecture)
     if not candidates:
         return None, RuntimeInfo("torch", f"PyTorch measured fastest for {architecture} on a CPU",
                                  threads=threads)
@@ -252,6 +321,13 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
                          "probability", name, threads)
     info = RuntimeInfo(chosen, f"ONNX export {note}; matches PyTorch within {diff:.1g}",
                        threads=threads)
+    if index is not None:
+        from .warm import record_export
+
+        try:
+            record_export(index, path, multiple=multiple, runtime=chosen, diff=diff, cache=cache)
+        except Exception:  # noqa: BLE001 - not indexed: the next run checks it with PyTorch again
+            pass
     return _numpy_forward(run, dims=dims, logits=logits, tta=tta, cancel=cancel), info
 
 
