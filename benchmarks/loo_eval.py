@@ -113,6 +113,15 @@ def main() -> None:
                              pipeline=training_pipeline(args.depth_correct))
              if args.synthetic else [])
     rows = []
+    maps: dict = {}  # (fold weights file, volume) -> probability map: folds that share weights
+    # (one synthetic pretraining for every fold) predict each volume once
+
+    def fold_predict(model, pair, weights_key):
+        key = (weights_key, pair.name)
+        if weights_key is None or key not in maps:
+            maps[key] = predict(model, pair.image)
+        return maps[key]
+
     for held in pairs:
         if args.only and held.name not in args.only:
             continue
@@ -122,21 +131,23 @@ def main() -> None:
         if init is not None:
             model.load_state_dict(init)
         training = [p for p in pairs if p is not held]
+        weights_key = None
         if args.reuse:
+            weights_key = str((Path(args.reuse) / f"{held.name}.safetensors").resolve())
             model = load_fold(Path(args.reuse), held.name, model)
             saved = Path(args.reuse) / f"{held.name}.probs.npz"
             if saved.exists():  # the level of the training run (no flips), as a card stores it
                 with np.load(saved) as maps:
                     train_probs = [maps[p.name].astype(np.float32) for p in training]
             else:
-                train_probs = [predict(model, p.image) for p in training]
+                train_probs = [fold_predict(model, p, weights_key) for p in training]
             fixed, scores = choose_threshold(train_probs, [p.labels for p in training])
             train_f1 = float(np.mean(scores))
         else:
             result = train(model, training, cfg, extra_pairs=extra)
             model, fixed = result.model, result.threshold
             train_f1 = float(np.mean(list(result.train_f1.values())))
-        prob = predict(model, held.image)
+        prob = fold_predict(model, held, weights_key)
         if args.save_dir:
             probs = {p.name: (prob if p is held else predict(model, p.image)) for p in pairs}
             save_fold(Path(args.save_dir), held.name, model, probs)
