@@ -20,7 +20,11 @@ from .errors import InputError
 from .volume import check_3d
 
 __all__ = ["mip", "mip_with_depth", "slab_bounds", "slab_mip", "sliding_mips", "depth_coded_mip",
-           "LabelMIP", "regions_from_paint_event"]
+           "depth_colours", "DEPTH_HUES", "LabelMIP", "regions_from_paint_event"]
+
+#: Hues (HSV circle, 0-1) of the first and last slice in a depth-coded MIP: red to violet, so the
+#: two ends never share a colour.
+DEPTH_HUES = (0.0, 0.75)
 
 #: Below this many projected pixels a union of stroke regions is recomputed as one rectangle.
 _SMALL_AREA = 64 * 64
@@ -194,7 +198,7 @@ def depth_coded_mip(
     axis: int = 0,
     *,
     cmap: Callable[[np.ndarray], np.ndarray] | None = None,
-    hue_range: tuple[float, float] = (0.0, 0.75),
+    hue_range: tuple[float, float] = DEPTH_HUES,
     contrast_limits: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Colour MIP: hue tells the depth of the maximum, brightness its intensity.
@@ -230,13 +234,36 @@ def depth_coded_mip(
     size = data.shape[axis]
     position = depth.astype(np.float32) / max(size - 1, 1)
     if cmap is None:
-        from skimage.color import hsv2rgb
-
-        hue = hue_range[0] + (hue_range[1] - hue_range[0]) * position
-        hsv = np.stack([hue, np.ones_like(hue), value], axis=-1)
-        return hsv2rgb(hsv).astype(np.float32)
+        return depth_colours(position, hue_range, value)
     colours = np.asarray(cmap(position), dtype=np.float32)[..., :3]
     return (colours * value[..., None]).astype(np.float32)
+
+
+def depth_colours(position: Any, hue_range: tuple[float, float] = DEPTH_HUES,
+                  value: Any = 1.0) -> np.ndarray:
+    """The default colours of :func:`depth_coded_mip`, e.g. to draw its legend.
+
+    Parameters
+    ----------
+    position : array_like
+        Depths in [0, 1] (0 = first slice, 1 = last).
+    hue_range : (float, float)
+        Hues of the first and last slice.
+    value : float or array_like
+        Brightness in [0, 1], broadcast against ``position``.
+
+    Returns
+    -------
+    ndarray of float32, shape ``position.shape + (3,)``
+        RGB in [0, 1].
+    """
+    from skimage.color import hsv2rgb
+
+    position = np.asarray(position, dtype=np.float32)
+    hue = hue_range[0] + (hue_range[1] - hue_range[0]) * position
+    value = np.broadcast_to(np.asarray(value, dtype=np.float32), hue.shape)
+    hsv = np.stack([hue, np.ones_like(hue), value], axis=-1)
+    return hsv2rgb(hsv).astype(np.float32)
 
 
 def _plane_region(region: Any, shape: tuple[int, int, int], axis: int):

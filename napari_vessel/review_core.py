@@ -21,8 +21,8 @@ from .refine_paths import paint_on_mip
 
 __all__ = ["MODES", "check_mode", "project", "check_stack", "projected_geometry",
            "sliding_geometry", "slab_at", "region_from_update", "stroke_pixels",
-           "paint_on_projection", "erase_columns",
-           "still_valid"]
+           "paint_on_projection", "erase_columns", "still_valid", "depth_range",
+           "projection_summary"]
 
 #: The projections the widget offers.
 MODES = ("full", "slab", "sliding", "depth-coded")
@@ -88,6 +88,69 @@ def project(data: Any, mode: str = "full", *, axis: int = 0, slab: tuple[int, in
     if mode == "sliding":
         return sliding_mips(data, s=s, t=t, axis=axis)[0]
     return depth_coded_mip(data, axis=axis, contrast_limits=contrast_limits)
+
+
+def _number(value: float) -> str:
+    return f"{round(float(value), 2):g}"
+
+
+def depth_range(size: int, spacing: float = 1.0) -> tuple[str, str]:
+    """Texts for the first and last slice of a depth-coded MIP's legend.
+
+    Parameters
+    ----------
+    size : int
+        Slices along the projection axis.
+    spacing : float
+        Voxel size along the axis in µm (the layer's scale).
+
+    Returns
+    -------
+    (str, str)
+        E.g. ``("0 µm (slice 0)", "94 µm (slice 47)")``: depth from the first slice.
+    """
+    last = max(int(size) - 1, 0)
+    return ("0 µm (slice 0)", f"{_number(last * float(spacing))} µm (slice {last})")
+
+
+def projection_summary(mode: str, size: int, *, axis_name: str = "z", spacing: float = 1.0,
+                       slab: tuple[int, int] | None = None, s: int = 5, t: int = 2) -> str:
+    """A one-line description of a projection, for the widget's status line.
+
+    Parameters
+    ----------
+    mode : str
+        One of :data:`MODES`.
+    size : int
+        Slices along the projection axis.
+    axis_name : str
+        Name of the axis ("z", "y" or "x").
+    spacing : float
+        Voxel size along the axis in µm.
+    slab : (int, int), optional
+        ``[start, stop)`` of a slab MIP.
+    s, t : int
+        Slices per sliding MIP and stride.
+
+    Examples
+    --------
+    >>> projection_summary("depth-coded", 48, spacing=2.0)
+    'depth MIP of 48 slices along z, depth coded 0-94 µm (red = slice 0, violet = slice 47)'
+    """
+    check_mode(mode)
+    size = int(size)
+    if mode == "slab" and slab is not None:
+        start, stop = (int(v) for v in slab)
+        return f"slab MIP of slices {start}-{stop - 1} ({stop - start} of {size}) along {axis_name}"
+    if mode == "sliding":
+        count = max((size - int(s)) // max(int(t), 1) + 1, 0)
+        return (f"{count} sliding MIPs of {int(s)} slices every {int(t)} along {axis_name} "
+                f"({size} slices)")
+    if mode == "depth-coded":
+        last = max(size - 1, 0)
+        return (f"depth MIP of {size} slices along {axis_name}, depth coded "
+                f"0-{_number(last * float(spacing))} µm (red = slice 0, violet = slice {last})")
+    return f"MIP of {size} slices along {axis_name}"
 
 
 def _plane(axis: int) -> list[int]:
@@ -215,11 +278,17 @@ def _check_stroke(coords: Any, plane_shape: Sequence[int]) -> np.ndarray:
 
 def paint_on_projection(labels: np.ndarray, image: Any, coords: Any, *, axis: int = 0,
                         slab: tuple[int, int] | None = None, label_value: int = 1,
-                        brush_radius: int = 0, depth_radius: int = 0) -> Edit:
-    """Place a stroke drawn on a MIP along ``axis`` at the depth of the brightest voxel.
+                        brush_radius: int = 0, depth_radius: int = 0,
+                        connected: bool = True) -> Edit:
+    """Place a stroke drawn on a MIP along ``axis`` at the depth of the vessel under it.
 
     :func:`~napari_vessel.refine_paths.paint_on_mip` for any projection axis, reading only the box of
-    the image under the stroke (so a dask image is not loaded whole).
+    the image under the stroke (so a dask image is not loaded whole). By default each connected
+    piece of the stroke (a dab, a drag) lands as one 26-connected piece: at the depth where the
+    piece is brightest as a whole, following the vessel at most one slice per pixel
+    (:func:`~napari_vessel.refine_paths.connected_depths`); a single pixel goes to its brightest
+    voxel. With ``connected=False`` every pixel goes to its own brightest voxel, so the pixels
+    of a dab beside a vessel scatter to the depths of their brightest noise.
 
     Parameters
     ----------
@@ -229,7 +298,7 @@ def paint_on_projection(labels: np.ndarray, image: Any, coords: Any, *, axis: in
         The intensities (NumPy, dask or zarr).
     coords : array_like, shape (N, 2)
         Stroke pixels in the projected plane (the two axes other than ``axis``, in order).
-    axis, slab, label_value, brush_radius, depth_radius
+    axis, slab, label_value, brush_radius, depth_radius, connected
         As for :func:`~napari_vessel.refine_paths.paint_on_mip`; ``slab`` is ``[start, stop)`` along
         ``axis``.
 
@@ -258,7 +327,7 @@ def paint_on_projection(labels: np.ndarray, image: Any, coords: Any, *, axis: in
     crop_labels = np.moveaxis(np.asarray(labels[tuple(key)]), axis, 0)
     crop_image = np.moveaxis(np.asarray(image[tuple(key)]), axis, 0)
     edit = paint_on_mip(crop_labels, crop_image, coords - lo, slab=slab, label_value=label_value,
-                        brush_radius=r, depth_radius=depth_radius)
+                        brush_radius=r, depth_radius=depth_radius, connected=connected)
     local = (edit.index[0], edit.index[1] + lo[0], edit.index[2] + lo[1])
     return Edit(_moved(local, axis), edit.old, edit.new)  # type: ignore[arg-type]
 

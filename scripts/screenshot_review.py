@@ -4,7 +4,8 @@ Run under a virtual display::
 
     xvfb-run -a .venv/bin/python scripts/screenshot_review.py
 
-The pictures go to ``docs/images/review-*.png``. They show a two-photon phantom whose ground-truth
+The pictures go to ``docs/images/review-*.png`` (``review-overlays.png``: the depth-coded MIP
+with the label outlines and the depth legend). They show a two-photon phantom whose ground-truth
 labels were damaged (a cut vessel, specks) so that there is something to review and fix.
 """
 
@@ -111,6 +112,17 @@ def main() -> int:
     for layer in (image, labels):
         layer.visible = False
     shot("mip-overlay")
+
+    # 1b. the depth-coded MIP, projected in the background: the probability MIP is hidden, the
+    # label MIP becomes outlines, and the dock shows the depth legend and a status line
+    widget.mip.sync_voxels = 0
+    widget.mip.mode.value = "depth-coded"
+    deadline = time.time() + 30
+    while widget.mip._job is not None and time.time() < deadline:
+        settle(app, 0.1)
+    shot("overlays")
+    widget.mip.sync_voxels = 8_000_000
+    widget.mip.mode.value = "full"
 
     # 2. a slab MIP that follows the slider, and the depth-coded MIP
     widget.prob_combo.value = None

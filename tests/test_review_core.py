@@ -6,14 +6,17 @@ from collections import namedtuple
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_vessel.errors import InputError
 from napari_vessel.refine import apply_edit
 from napari_vessel.review_core import (
+    depth_range,
     erase_columns,
     paint_on_projection,
     project,
     projected_geometry,
+    projection_summary,
     region_from_update,
     slab_at,
     sliding_geometry,
@@ -83,3 +86,68 @@ def test_erase_columns_and_still_valid():
     labels[1, 1, 1] = 7  # changed by the user meanwhile: kept
     kept = apply_edit(labels, still_valid(edit, labels))
     assert kept[1, 1, 1] == 7 and kept[2, 1, 1] == 0
+
+
+def _tube(shape, depth, row=16, radius=1.5):
+    """A bright tube along x at z = ``depth(x)``, y = ``row`` (Gaussian profile, peak 1)."""
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    return np.exp(-((z - depth(x)) ** 2 + (y - row) ** 2) / (2 * radius**2)).astype(np.float32)
+
+
+def _disk(center, radius=2):
+    cy, cx = center
+    return np.array([(cy + dy, cx + dx) for dy in range(-radius, radius + 1)
+                     for dx in range(-radius, radius + 1) if dy * dy + dx * dx <= radius * radius])
+
+
+def _pieces(labels):
+    return ndi.label(labels != 0, structure=np.ones((3, 3, 3)))[1]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_a_dab_lands_as_one_piece_at_the_vessel_depth(axis):
+    """A 5-pixel dab over an erased vessel: one 26-connected piece within 1 slice of the tube."""
+    shape = (24, 32, 40)
+    clean = _tube(shape, lambda x: 10.0 + 0 * x)
+    dab = _disk((16, 20))  # 13 pixels, wider than the vessel
+    scattered = 0
+    for seed, noise in enumerate([0.0, 0.4, 0.8, 1.0, 1.0, 1.0]):
+        image = clean + noise * np.random.default_rng(seed).random(shape, dtype=np.float32)
+        labels = np.zeros(shape, np.uint8)  # the vessel's labels were erased
+        # along x, the stack is (y, x, z) and the projected plane is still (y, x)
+        moved_image, moved_labels = np.moveaxis(image, 0, axis), np.moveaxis(labels, 0, axis)
+        edit = paint_on_projection(moved_labels, moved_image, dab, axis=axis, label_value=3)
+        painted = np.moveaxis(apply_edit(moved_labels, edit), axis, 0)
+        z, y, x = np.nonzero(painted)
+        assert len(z) == len(dab) and np.all(painted[z, y, x] == 3)  # each pixel once
+        assert _pieces(painted) == 1, (noise, sorted(set(z)))
+        assert np.all(np.abs(z - 10) <= 1), (noise, sorted(set(z)))
+        per_pixel = apply_edit(labels, paint_on_projection(labels, image, dab, connected=False))
+        scattered += _pieces(per_pixel) > 1
+    assert scattered  # each pixel at its own brightest voxel: the noisy dabs scatter
+
+
+def test_a_drag_follows_a_vessel_that_changes_depth_as_one_piece():
+    shape = (24, 32, 40)
+    depth = lambda x: 4.0 + 0.4 * x  # noqa: E731 - from z = 6 to z = 18 along the stroke
+    for noise in (0.0, 0.2):
+        image = _tube(shape, depth) + noise * np.random.default_rng(1).random(shape, np.float32)
+        labels = np.zeros(shape, np.int32)
+        stroke = np.unique(np.concatenate([_disk((16, x)) for x in range(5, 36)]), axis=0)
+        painted = apply_edit(labels, paint_on_projection(labels, image, stroke, label_value=2))
+        z, y, x = np.nonzero(painted)
+        assert _pieces(painted) == 1
+        centre = y == 16
+        assert np.all(np.abs(z[centre] - depth(x[centre])) <= 1.0)
+        assert np.ptp(z) >= 10  # it did follow the vessel down
+
+
+def test_status_and_legend_texts():
+    assert projection_summary("full", 25) == "MIP of 25 slices along z"
+    assert projection_summary("depth-coded", 61, axis_name="y", spacing=2.0) == (
+        "depth MIP of 61 slices along y, depth coded 0-120 µm (red = slice 0, violet = slice 60)")
+    assert projection_summary("slab", 48, slab=(8, 17)) == "slab MIP of slices 8-16 (9 of 48) along z"
+    assert projection_summary("sliding", 10, s=5, t=2).startswith("3 sliding MIPs of 5 slices")
+    assert depth_range(48, 0.5) == ("0 µm (slice 0)", "23.5 µm (slice 47)")
+    with pytest.raises(InputError, match="unknown"):
+        projection_summary("mean", 4)

@@ -4,6 +4,11 @@ The projections are 2D layers placed over the stack (scale and translate of the 
 sliding MIPs are a stack placed along the projection axis so they follow the slider. They are
 updated in place when a setting, a layer or (for a slab) the slider changes. Large or lazy stacks
 are projected in a background thread; only the newest request is shown.
+
+Colours are chosen to be told apart: the image MIP keeps the image's colormap (gray), the
+probability MIP is added in magenta and the label MIP is drawn on top in one half-transparent
+cyan. A depth-coded MIP is shown alone: the probability MIP is removed, the label MIP becomes white
+outlines, and a legend under the controls gives the depth of each hue.
 """
 
 from __future__ import annotations
@@ -12,19 +17,45 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import InputError
-from ..review_core import MODES, check_mode, project, projected_geometry, slab_at, sliding_geometry
+from ..projection import depth_colours
+from ..review_core import (
+    MODES,
+    check_mode,
+    depth_range,
+    project,
+    projected_geometry,
+    projection_summary,
+    slab_at,
+    sliding_geometry,
+)
 from ._common import output_name
 from .review_sync import OUTPUT_KEY, LabelMipOverlay
 from .review_watch import run_in_background
 
-__all__ = ["MipPanel", "MipRequest", "AXES"]
+__all__ = ["MipPanel", "MipRequest", "AXES", "PROB_COLORMAP", "depth_legend_pixmap"]
 
 AXES = ("z", "y", "x")
 _SUFFIX = {"full": "MIP", "slab": "slab MIP", "sliding": "sliding MIPs", "depth-coded": "depth MIP"}
+#: Colormap of the probability MIP (added over the image MIP); "green" if the image is magenta.
+PROB_COLORMAP = "magenta"
+_BACKGROUND = "projecting in the background..."
+
+
+def depth_legend_pixmap(width: int = 256, height: int = 12) -> QPixmap:
+    """A horizontal bar of the depth-coded MIP's hues, first slice on the left."""
+    colours = depth_colours(np.linspace(0.0, 1.0, int(width)))
+    rgb = np.ascontiguousarray(
+        np.broadcast_to((colours * 255).round().astype(np.uint8), (int(height), int(width), 3)))
+    image = QImage(rgb.tobytes(), int(width), int(height), 3 * int(width),
+                   QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(image.copy())
 
 
 @dataclass(frozen=True)
@@ -67,14 +98,35 @@ class MipPanel(Container):
         self.t = SpinBox(label="sliding: stride t", value=2, min=0, max=100000)
         self.show_labels = CheckBox(text="label MIP overlay", value=True)
         self.paint = CheckBox(text="paint on the label MIP", value=False,
-                              tooltip="strokes on the label MIP go to the brightest voxel in 3D")
+                              tooltip="a dab on the label MIP lands in 3D as one piece at the depth of "
+                                      "the vessel under it")
         self.show_button = PushButton(text="Show MIP")
         self.clear_button = PushButton(text="Remove MIP layers")
         self.status = Label(value="")
+        self.legend_bar = Label(value="")
+        self.legend_first, self.legend_last = Label(value=""), Label(value="")
+        ends = Container(widgets=[self.legend_first, self.legend_last], layout="horizontal",
+                         labels=False)
+        #: The depth-coded MIP's legend: hue bar and the depth of its two ends (shown in that mode).
+        self.legend = Container(widgets=[self.legend_bar, ends], labels=False)
+        for box in (self.legend, ends):
+            box.margins = (0, 0, 0, 0)
+        bar = self.legend_bar.native
+        bar.setPixmap(depth_legend_pixmap())
+        bar.setScaledContents(True)
+        bar.setFixedHeight(12)
+        bar.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        bar.setToolTip("depth-coded MIP: the hue of a pixel tells the depth of its brightest voxel")
+        self.legend_last.native.setAlignment(Qt.AlignmentFlag.AlignRight
+                                             | Qt.AlignmentFlag.AlignVCenter)
+        for end in (self.legend_first, self.legend_last):  # never widen the dock
+            end.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.extend([self.mode, self.axis, self.thickness, self.s, self.t, self.show_labels,
                      self.paint, self.show_button, self.clear_button, self.status])
         self.status.native.setWordWrap(True)
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.native.layout().addWidget(self.legend.native)  # the dock's full width, no label
+        self.legend.visible = False
         self.native.layout().addStretch()
         #: Stacks with more voxels than this (or lazy ones) are projected in a background thread.
         self.sync_voxels = 8_000_000
@@ -84,6 +136,7 @@ class MipPanel(Container):
         self.request: MipRequest | None = None
         self._job: Any = None
         self._rerun = False
+        self._applied = False  # whether the running background job's result was shown
         self.show_button.changed.connect(self.show_mips)
         self.clear_button.changed.connect(self.remove_mips)
         for box in (self.mode, self.axis, self.thickness, self.s, self.t, self.show_labels):
@@ -134,6 +187,7 @@ class MipPanel(Container):
                 self.viewer.layers.remove(layer)
         self.outputs.clear()
         self.status.value = ""
+        self.legend.visible = False
 
     def _settings_changed(self, _value: Any = None) -> None:
         if self.active:
@@ -158,6 +212,7 @@ class MipPanel(Container):
                 and self.overlay.axis == request.axis and self.show_labels.value)
         if keep:
             self.overlay.set_slab(slab)
+            self._style_overlay(request)
             return
         if self.overlay is not None:
             self.overlay.close(remove_layer=True)
@@ -167,7 +222,14 @@ class MipPanel(Container):
             return
         self.overlay = LabelMipOverlay(self.viewer, labels, axis=request.axis, slab=slab,
                                        image_data=self._image_data, on_error=self.notify)
+        self._style_overlay(request)
         self.overlay.set_painting(self.paint.value)
+
+    def _style_overlay(self, request: MipRequest) -> None:
+        """White outlines over a depth-coded MIP (so its hues show), cyan areas otherwise."""
+        outline = request.mode == "depth-coded"
+        if self.overlay is not None and self.overlay.outline != outline:
+            self.overlay.set_outline(outline)
 
     def _image_data(self) -> Any:
         image, _labels, _prob = self.get_layers()
@@ -190,7 +252,9 @@ class MipPanel(Container):
 
     # -- image and probability MIPs ----------------------------------------------------------
     def _project(self, image: Any, prob: Any, request: MipRequest) -> None:
-        sources = {"image": image, "prob": prob}
+        # a depth-coded MIP is shown without the probability MIP, whose colours would mix with
+        # the depth hues (it comes back with the other modes)
+        sources = {"image": image, "prob": None if request.mode == "depth-coded" else prob}
         limits = tuple(image.contrast_limits) if not image.rgb else None
 
         def compute(progress: Callable = lambda *a: None, cancel: Any = None) -> dict:
@@ -201,8 +265,7 @@ class MipPanel(Container):
                 if cancel is not None:
                     cancel.check()
                 progress(0.5 if out else 0.0, f"projecting {layer.name}")
-                mode = "full" if role == "prob" and request.mode == "depth-coded" else request.mode
-                out[role] = project(layer.data, mode, axis=request.axis, slab=request.slab,
+                out[role] = project(layer.data, request.mode, axis=request.axis, slab=request.slab,
                                     s=request.s, t=request.t, contrast_limits=limits)
             return out
 
@@ -214,20 +277,23 @@ class MipPanel(Container):
         if self._job is not None:  # show only the newest request
             self._rerun = True
             return
-        self.status.value = "projecting in the background..."
+        self.status.value = _BACKGROUND
+        self._applied = False
         self._job = run_in_background(compute, on_done=lambda out: self._done(out, request, sources),
                                       on_error=self.notify, on_finished=self._finished)
 
     def _done(self, out: dict, request: MipRequest, sources: dict) -> None:
         if request == self.request and self.active and not self._rerun:
             self._apply(out, request, sources)
+            self._applied = True
 
     def _finished(self) -> None:
         self._job = None
-        self.status.value = ""
         if self._rerun and self.active:
             self._rerun = False
             self.show_mips()
+        elif not self._applied and self.status.value == _BACKGROUND:
+            self.status.value = ""  # failed or outdated: nothing new is shown
 
     def _apply(self, out: dict, request: MipRequest, sources: dict) -> None:
         for role in ("image", "prob"):
@@ -238,8 +304,15 @@ class MipPanel(Container):
                 continue
             self.outputs[role] = self._put(layer, role, out[role], request, sources[role])
         self._stack_outputs()
-        self.status.value = f"{_SUFFIX[request.mode]} along {AXES[request.axis]}" + (
-            f", slices {request.slab[0]}-{request.slab[1] - 1}" if request.slab else "")
+        image = sources["image"]
+        size, spacing = image.data.shape[request.axis], float(image.scale[request.axis])
+        self.status.value = projection_summary(request.mode, size, axis_name=AXES[request.axis],
+                                               spacing=spacing, slab=request.slab, s=request.s,
+                                               t=request.t)
+        depth = request.mode == "depth-coded"
+        if depth:
+            self.legend_first.value, self.legend_last.value = depth_range(size, spacing)
+        self.legend.visible = depth
 
     def _put(self, layer: Any, role: str, data: Any, request: MipRequest, source: Any) -> Any:
         """Update ``layer`` in place with ``data`` (or replace it when its kind changed)."""
@@ -262,7 +335,10 @@ class MipPanel(Container):
         options: dict[str, Any] = {"name": name, "scale": scale, "translate": translate,
                                    "metadata": {OUTPUT_KEY: role, "source_layer": source.name}}
         if role == "prob":
-            options.update(colormap="magma", blending="additive", opacity=0.7,
+            image = self.outputs.get("image")
+            taken = getattr(getattr(image, "colormap", None), "name", "")
+            options.update(colormap="green" if taken == PROB_COLORMAP else PROB_COLORMAP,
+                           blending="additive", opacity=0.8,
                            contrast_limits=(0.0, 1.0) if float(data.max()) <= 1.0 else None)
         elif not rgb:
             options.update(colormap=source.colormap.name, contrast_limits=source.contrast_limits)

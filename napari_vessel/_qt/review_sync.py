@@ -3,9 +3,9 @@
 :class:`LabelMipOverlay` keeps a :class:`~napari_vessel.projection.LabelMIP` of the labels and
 shows its array as a 2D layer. Brush strokes update only the columns they touched (live during a
 drag); undo and redo recompute the projection after a short pause. With painting on the MIP
-switched on, a stroke drawn on the overlay is placed in 3D at the depth of the brightest voxel of
-the image (or, with the eraser, clears the columns within the slab) as one undo step of the 3D
-labels.
+switched on, a stroke drawn on the overlay is placed in 3D at the depth of the vessel under it,
+each connected piece of the stroke as one connected piece (or, with the eraser, clears the columns
+within the slab) as one undo step of the 3D labels.
 """
 
 from __future__ import annotations
@@ -22,10 +22,22 @@ from ..review_core import erase_columns, paint_on_projection, projected_geometry
 from ._common import output_name
 from .review_watch import EditWatcher, defer
 
-__all__ = ["LabelMipOverlay", "apply_edit_to_layer", "OUTPUT_KEY"]
+__all__ = ["LabelMipOverlay", "apply_edit_to_layer", "OUTPUT_KEY", "LABEL_MIP_COLOUR",
+           "LABEL_OUTLINE_COLOUR"]
 
 #: Metadata key marking the layers this widget made (so they are not offered as inputs).
 OUTPUT_KEY = "napari_vessel_output"
+#: Every label of the label MIP is drawn in this one colour (half transparent), which no
+#: colormap of the image or probability MIPs uses.
+LABEL_MIP_COLOUR = "cyan"
+#: Over a depth-coded MIP (whose hues include cyan) the label MIP is drawn as outlines of this.
+LABEL_OUTLINE_COLOUR = "white"
+
+
+def _one_colour(colour: str) -> Any:
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: colour, 0: "transparent"})
 
 
 def apply_edit_to_layer(layer: Any, edit: Any) -> int:
@@ -76,9 +88,10 @@ class LabelMipOverlay:
         scale, translate = projected_geometry(labels_layer.scale, labels_layer.translate, axis)
         self.layer = viewer.add_labels(
             self.mip.mip, name=output_name(labels_layer.name, "label MIP", viewer.layers),
-            scale=scale, translate=translate, opacity=0.5, colormap=labels_layer.colormap,
+            scale=scale, translate=translate, opacity=0.5, colormap=_one_colour(LABEL_MIP_COLOUR),
             metadata={OUTPUT_KEY: "label MIP", "source_layer": labels_layer.name},
         )
+        self.outline = False
         self.layer.editable = False
         self._recompute_timer = QTimer()
         self._recompute_timer.setSingleShot(True)
@@ -118,6 +131,13 @@ class LabelMipOverlay:
         self._refresh_timer.stop()
         if remove_layer and self.layer in self.viewer.layers:
             self.viewer.layers.remove(self.layer)
+
+    def set_outline(self, on: bool) -> None:
+        """Draw the labels as white outlines (over a depth-coded MIP) or as cyan areas."""
+        self.outline = bool(on)
+        self.layer.colormap = _one_colour(LABEL_OUTLINE_COLOUR if on else LABEL_MIP_COLOUR)
+        self.layer.contour = 1 if on else 0
+        self.layer.opacity = 0.6 if on else 0.5
 
     def set_slab(self, slab: tuple[int, int] | None) -> None:
         """Project another slab (e.g. when the slider moved)."""
@@ -174,6 +194,7 @@ class LabelMipOverlay:
         self.painting = bool(on)
         self.layer.editable = self.painting
         if self.painting:
+            self.layer.visible = True
             self.layer.selected_label = max(int(self.labels.selected_label), 1)
             self.viewer.layers.selection.active = self.layer
             self.layer.mode = "paint"
@@ -186,7 +207,8 @@ class LabelMipOverlay:
     def place_stroke(self, coords: Any, value: int) -> int:
         """Put a stroke drawn on the MIP into the 3D labels; returns the voxels changed.
 
-        ``value`` > 0 paints at the depth of the brightest image voxel within the slab; 0 (the
+        ``value`` > 0 paints at the depth of the vessel under each piece of the stroke within the
+        slab, as one connected piece (:func:`~napari_vessel.review_core.paint_on_projection`); 0 (the
         eraser) clears the labels under the stroke within the slab. Either way the overlay shows
         the true projection afterwards.
         """

@@ -8,6 +8,7 @@ import pytest
 import napari_vessel._qt.review_widget as module
 from napari_vessel._qt.review_widget import ReviewWidget
 from napari_vessel.autosave import find_recovery
+from napari_vessel.projection import depth_colours
 
 SHAPE = (10, 64, 64)
 
@@ -150,6 +151,55 @@ def test_sliding_depth_coded_and_background_projection(setup, qtbot):
     np.testing.assert_array_equal(_output(viewer, "image")[0].data, image.data.max(axis=0))
     widget.mip.remove_mips()
     assert not _output(viewer, "image") and not _output(viewer, "label MIP")
+    assert not messages
+
+
+def test_overlays_have_distinct_colours_a_depth_legend_and_a_status(setup, qtbot):
+    viewer, widget, image, _labels_layer, messages = setup
+    prob = viewer.add_image(np.clip(_image(), 0, 1), name="stack probability",
+                            scale=(2.0, 1.0, 1.0), translate=(0, 5, 0))
+    widget.prob_combo.value = prob
+    panel = widget.mip
+    assert panel.show_mips()
+    (mip_layer,), (prob_layer,) = _output(viewer, "image"), _output(viewer, "prob")
+    (label_layer,) = _output(viewer, "label MIP")
+    assert mip_layer.colormap.name == "gray" and prob_layer.colormap.name == "magenta"
+    assert prob_layer.blending == "additive" and prob_layer.visible
+    label_colours = label_layer.colormap.map(np.array([1, 2, 7]))
+    np.testing.assert_allclose(label_colours, [[0, 1, 1, 1]] * 3)  # every label: one cyan
+    assert label_layer.opacity == 0.5 and label_layer.contour == 0
+    prob_top = prob_layer.colormap.map(np.array([1.0]))[0, :3]
+    assert np.abs(prob_top - label_colours[0, :3]).max() == 1.0  # magenta vs cyan: no overlap
+    assert viewer.layers[-3:] == [mip_layer, prob_layer, label_layer]
+    assert panel.status.value == "MIP of 10 slices along z"
+    assert panel.legend.native.isHidden()
+
+    panel.sync_voxels = 0  # project in a background thread
+    panel.mode.value = "depth-coded"
+    qtbot.waitUntil(lambda: panel._job is None and _output(viewer, "image")[0].rgb, timeout=5000)
+    (depth_layer,) = _output(viewer, "image")
+    assert panel.status.value == ("depth MIP of 10 slices along z, depth coded 0-18 µm "
+                                  "(red = slice 0, violet = slice 9)")  # kept after the thread
+    assert not panel.legend.native.isHidden()
+    assert (panel.legend_first.value, panel.legend_last.value) == ("0 µm (slice 0)",
+                                                                   "18 µm (slice 9)")
+    bar = panel.legend_bar.native.pixmap().toImage()
+    ends = [bar.pixelColor(x, 6) for x in (0, bar.width() - 1)]
+    rgb = np.array([(c.red(), c.green(), c.blue()) for c in ends])
+    expected = depth_colours(np.array([0.0, 1.0])) * 255  # red and violet, as depth_coded_mip
+    assert np.abs(rgb - expected).max() <= 8  # a 16-bit display rounds the colours
+    assert depth_layer.visible and not _output(viewer, "prob")  # the depth MIP is not covered
+    assert viewer.layers[-1] is label_layer and label_layer.contour > 0  # outlines: hues show
+    np.testing.assert_allclose(label_layer.colormap.map(np.array([1]))[0], [1, 1, 1, 1])
+
+    panel.mode.value = "full"
+    qtbot.waitUntil(lambda: panel._job is None and not _output(viewer, "image")[0].rgb,
+                    timeout=5000)
+    assert panel.status.value == "MIP of 10 slices along z"
+    (prob_layer,) = _output(viewer, "prob")
+    assert prob_layer.visible and prob_layer.colormap.name == "magenta"
+    assert viewer.layers[-1] is label_layer and label_layer.visible and label_layer.contour == 0
+    assert panel.legend.native.isHidden()
     assert not messages
 
 
