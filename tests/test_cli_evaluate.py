@@ -99,3 +99,97 @@ def test_through_the_cli(stacks, capsys, monkeypatch):
     assert "| half.tif" in capsys.readouterr().out
     assert cli.main(["evaluate", "--pred", stacks["half"], "--ref", stacks["ref"], stacks["ref"]]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def phantom_stacks(tmp_path_factory):
+    """A small phantom's labels, the same with half of the stack erased, and a plain TIFF."""
+    from napari_vessel.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("graph")
+    ph = make_phantom((24, 96, 96), seed=0, spacing_zyx=(2.0, 1.0, 1.0), noise=False)
+    labels = ph.labels
+    half = labels.copy()
+    half[:, :, 48:] = 0
+    prob = np.where(labels > 0, 0.9, 0.1).astype(np.float32)
+    paths = {
+        "ref": save_volume(folder / "ref.tif", labels, (2, 1, 1), kind="labels"),
+        "same": save_volume(folder / "same.tif", labels, (2, 1, 1), kind="labels"),
+        "half": save_volume(folder / "half.tif", half, (2, 1, 1), kind="labels"),
+        "empty": save_volume(folder / "empty.tif", np.zeros_like(labels), (2, 1, 1),
+                             kind="labels"),
+        "prob": save_volume(folder / "prob.tif", prob, (2, 1, 1)),
+    }
+    tifffile.imwrite(folder / "plain_ref.tif", labels, photometric="minisblack")
+    paths["plain_ref"] = folder / "plain_ref.tif"
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _graph_csv(phantom_stacks, tmp_path, argv):
+    out = tmp_path / "graph.csv"
+    assert cmd.run(parse([*argv, "--graph", "--csv", str(out), "--overwrite"])) == 0
+    with open(out, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_graph_columns_self_and_half(phantom_stacks, tmp_path, capsys):
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--pred", phantom_stacks["same"], phantom_stacks["half"],
+                       "--ref", phantom_stacks["ref"], phantom_stacks["ref"]])
+    captured = capsys.readouterr()
+    header = captured.out.splitlines()[0]
+    for column in cmd.GRAPH_COLUMNS:
+        assert column in header
+        assert column in rows[0]
+    assert "lc: length correlation" in captured.out and "in µm." in captured.out
+    same, half, mean = rows
+    assert [r["name"] for r in rows] == ["same.tif", "half.tif", "mean"]
+    assert float(same["lc"]) == 1.0
+    for column in cmd.GRAPH_COLUMNS[1:]:
+        assert float(same[column]) == 0.0
+    assert 0.0 < float(half["lc"]) < 0.9
+    assert float(half["d_total_length_um"]) < 0
+    assert int(half["d_n_segments"]) < 0 and int(half["d_n_junctions"]) < 0
+    assert float(mean["lc"]) == pytest.approx((1.0 + float(half["lc"])) / 2)
+
+
+def test_graph_empty_prediction_and_probability(phantom_stacks, tmp_path, capsys):
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--pred", phantom_stacks["empty"], "--ref", phantom_stacks["ref"]])
+    assert float(rows[0]["lc"]) == 0.0  # no centreline of the prediction inside the reference
+    assert float(rows[0]["d_total_length_um"]) < 0
+    assert rows[0]["d_mean_diameter_um"] in ("", "nan")  # no centreline: no diameter
+    assert "no vessel" in capsys.readouterr().err
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--pred", phantom_stacks["empty"], "--ref", phantom_stacks["empty"]])
+    assert float(rows[0]["lc"]) == 1.0  # two empty masks: the rule of the metrics
+    # a probability map alone is thresholded (prob > --threshold, default 0.5) for the graph too
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--prob", phantom_stacks["prob"], "--ref", phantom_stacks["ref"]])
+    assert float(rows[0]["lc"]) == 1.0 and float(rows[0]["d_n_segments"]) == 0
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--prob", phantom_stacks["prob"], "--ref", phantom_stacks["ref"],
+                       "--threshold", "0.95"])
+    assert float(rows[0]["lc"]) == 0.0
+
+
+def test_graph_bad_input_and_unknown_spacing(phantom_stacks, tmp_path, capsys):
+    with pytest.raises(InputError, match="probability map"):
+        cmd.run(parse(["--pred", phantom_stacks["prob"], "--ref", phantom_stacks["ref"],
+                       "--graph"]))
+    other = save_volume(tmp_path / "other.tif", np.zeros((24, 96, 95), np.uint8), (2, 1, 1))
+    with pytest.raises(InputError, match="differ in shape"):
+        cmd.run(parse(["--pred", str(other), "--ref", phantom_stacks["ref"], "--graph"]))
+    capsys.readouterr()
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--pred", phantom_stacks["half"], "--ref", phantom_stacks["plain_ref"]])
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "voxel size" in line]
+    assert len(warnings) == 1 and "1 × 1 × 1 µm" in warnings[0]
+    assert "1 µm voxels where the voxel size is unknown" in captured.out
+    at_1um = float(rows[0]["d_total_length_um"])
+    rows = _graph_csv(phantom_stacks, tmp_path,
+                      ["--pred", phantom_stacks["half"], "--ref", phantom_stacks["plain_ref"],
+                       "--spacing", "2", "1", "1"])
+    assert "voxel size" not in capsys.readouterr().err
+    assert float(rows[0]["d_total_length_um"]) != pytest.approx(at_1um, rel=0.01)

@@ -24,10 +24,17 @@ are given), Dice/F1, Jaccard, precision, sensitivity, specificity, accuracy, MCC
 one row per pair and a mean row. Non-zero voxels are vessel. HD95 is in µm when the voxel size is
 known (from --spacing or the reference file), otherwise in voxels.
 
+With --graph, the vessel graphs of both label stacks are built too (as `napari-vessel graph` does,
+default parameters, same voxel size; 1 µm with a warning when it is unknown) and the table gets
+paper 001's length correlation (lc) and the differences prediction - reference of the graph
+morphometrics: d_total_length_um, d_n_segments, d_n_junctions, d_n_end_points and
+d_mean_diameter_um (µm). See docs/graph.md.
+
 examples:
   napari-vessel evaluate --pred seg1.tif seg2.tif --ref gt1.tif gt2.tif
   napari-vessel evaluate --pred seg.tif --prob prob.tif --ref gt.tif --spacing 2 1 1 --csv scores.csv
   napari-vessel evaluate --prob prob.tif --threshold 0.4 --ref gt.tif
+  napari-vessel evaluate --pred seg.tif --ref gt.tif --graph --spacing 5 1 1
 """
 
 
@@ -43,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, metavar="T",
                         help="threshold for --prob when no --pred is given (default 0.5)")
     parser.add_argument("--spacing", nargs=3, type=float, default=None, metavar=("Z", "Y", "X"),
-                        help="voxel size in µm for HD95 (default: from the reference file)")
+                        help="voxel size in µm for HD95 and --graph (default: from the reference "
+                             "file)")
+    parser.add_argument("--graph", action="store_true",
+                        help="also compare the vessel graphs: LC and differences in total length, "
+                             "segments, junctions, end points and mean diameter")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
 
@@ -74,8 +85,32 @@ def _check_probability(prob: np.ndarray, path: str) -> None:
                          "that segment writes (*_prob.tif), or labels with --pred")
 
 
+#: Graph morphometrics (``Morphometrics`` fields) whose difference ``pred - ref`` --graph reports.
+GRAPH_METRICS = ("total_length_um", "n_segments", "n_junctions", "n_end_points",
+                 "mean_diameter_um")
+#: Columns that --graph adds, after the segmentation scores.
+GRAPH_COLUMNS = ("lc", *(f"d_{name}" for name in GRAPH_METRICS))
+
+
+def _graph_scores(labels: np.ndarray, reference: np.ndarray, spacing_zyx, name: str) -> dict:
+    """LC and the ``d_*`` differences of the graphs of ``labels`` and ``reference``."""
+    from ..graph import compare_graphs, vessel_graph
+
+    pred_graph = vessel_graph(labels, spacing_zyx)
+    ref_graph = vessel_graph(reference, spacing_zyx)
+    for what, graph in (("prediction", pred_graph), ("reference", ref_graph)):
+        if graph.summary.note:
+            print(f"note: {name}: {what} graph: {graph.summary.note}", file=sys.stderr)
+    result = compare_graphs(pred_graph, ref_graph, labels, reference)
+    out: dict = {"lc": result.lc}
+    for key in GRAPH_METRICS:
+        value = result.differences[key]
+        out[f"d_{key}"] = int(value) if key.startswith("n_") else value
+    return out
+
+
 def _write_csv(path: str, rows: list[dict], overwrite: bool) -> None:
-    keys = ["name"] + [k for k in COLUMNS if any(k in row for row in rows)]
+    keys = ["name"] + [k for k in (*COLUMNS, *GRAPH_COLUMNS) if any(k in row for row in rows)]
     with atomic_path(Path(path).expanduser(), overwrite=overwrite) as tmp, \
             open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
@@ -122,7 +157,14 @@ def run(args: argparse.Namespace) -> int:
         voxel = spacing or ref_spacing
         n_in_voxels += voxel is None
         print(f"scoring {name} against {Path(ref_path).name} ...", file=sys.stderr)
-        rows.append({"name": name, **evaluate(labels, reference, prob, voxel)})
+        row = {"name": name, **evaluate(labels, reference, prob, voxel)}
+        if args.graph:
+            if voxel is None:
+                print(f"warning: {Path(ref_path).name} does not give its voxel size; graphs "
+                      "measured at 1 × 1 × 1 µm (give --spacing Z Y X for lengths in µm)",
+                      file=sys.stderr)
+            row.update(_graph_scores(labels, reference, voxel or (1.0, 1.0, 1.0), name))
+        rows.append(row)
 
     table_rows = rows + [mean_row(rows)] if len(rows) > 1 else rows
     print(format_table(table_rows))
@@ -131,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         which = "" if n_in_voxels == len(rows) else " for the pairs whose voxel size is unknown"
         print(f"\nHD95 in voxels{which} (give --spacing Z Y X for µm).")
+    if args.graph:
+        unit = "µm" if n_in_voxels == 0 else "µm (1 µm voxels where the voxel size is unknown)"
+        print("lc: length correlation of the vessel graphs (paper 001); d_*: prediction - "
+              f"reference of the graph morphometrics, lengths and diameters in {unit}.")
     if args.csv:
         _write_csv(args.csv, table_rows, args.overwrite)
         print(f"wrote {args.csv}", file=sys.stderr)
