@@ -161,6 +161,96 @@ def test_empty_and_tiny_labels_give_an_empty_graph():
     assert single.segments == () and "no centreline" in single.summary.note
 
 
+def _ball(shape, centre_um, radius_um, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Voxels (bool) whose centre lies within ``radius_um`` of ``centre_um``."""
+    axes = [np.arange(n) * s - c for n, s, c in zip(shape, spacing, centre_um, strict=True)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    return z * z + y * y + x * x <= radius_um ** 2
+
+
+THICK = [((20, 20, 10), (20, 20, 70), 7)]
+
+
+def test_an_enclosed_cavity_is_filled_before_thinning():
+    """A 7 µm tube with a 33 µm³ hole in its middle (like a darker lumen): thinning keeps the hole
+    as a shell, so without filling there are many segments; filled (the default), one segment of
+    60 µm whose radius does not see the hole."""
+    labels = tubes((40, 40, 80), THICK)
+    labels[_ball(labels.shape, (20, 20, 40), 2)] = 0
+    off = vessel_graph(labels, (1, 1, 1), GraphParams(fill_cavities_um3=0))
+    assert len(off.segments) > 3 and off.summary.n_filled_cavities == 0
+    graph = vessel_graph(labels, (1, 1, 1))
+    assert GraphParams().fill_cavities_um3 == 1000
+    assert len(graph.segments) == 1 and not graph.segments[0].is_loop
+    assert graph.segments[0].length_um == pytest.approx(60, abs=3)
+    assert graph.segments[0].radius_min_um > 5
+    s = graph.summary
+    assert (s.n_filled_cavities, s.n_filled_cavity_voxels) == (1, 33)
+    assert s.vessel_voxels == np.count_nonzero(labels)  # the labels as given
+    assert s.to_dict()["n_filled_cavities"] == 1
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0)])
+def test_a_cavity_larger_than_the_limit_stays(spacing):
+    """The limit is in µm³ (voxels x voxel volume): a cavity of exactly the limit is filled,
+    one voxel's volume less leaves it, with its extra segments."""
+    labels = tubes((40, 40, 80), THICK, spacing)
+    hole = _ball(labels.shape, (20, 20, 40), 3, spacing)
+    labels[hole] = 0
+    volume = np.count_nonzero(hole) * math.prod(spacing)
+    kept = vessel_graph(labels, spacing, GraphParams(fill_cavities_um3=volume - 0.5))
+    assert kept.summary.n_filled_cavities == 0 and len(kept.segments) > 1
+    filled = vessel_graph(labels, spacing, GraphParams(fill_cavities_um3=volume))
+    assert filled.summary.n_filled_cavities == 1 and len(filled.segments) == 1
+    assert filled.summary.n_filled_cavity_voxels == np.count_nonzero(hole)
+
+
+def test_a_pocket_that_touches_a_face_is_never_filled():
+    """A tube cut by the stack's faces with a pocket at its cut end: open to the outside of the
+    stack, so never filled, however large the limit; one voxel further in it is enclosed."""
+    big = GraphParams(fill_cavities_um3=1e6)
+    for centre_x, enclosed in ((0, False), (2, False), (3, True)):
+        labels = tubes((40, 40, 80), [((20, 20, -5), (20, 20, 85), 7)])
+        labels[_ball(labels.shape, (20, 20, centre_x), 2)] = 0
+        graph = vessel_graph(labels, (1, 1, 1), big)
+        assert graph.summary.n_filled_cavities == int(enclosed), centre_x
+        assert len(graph.segments) == 1
+
+
+def test_a_ring_whose_hole_reaches_the_faces_stays_a_loop():
+    """A thick-walled pipe through the whole stack (a ring in every slice): its hole, 170 µm³,
+    is below the limit but open at the top and bottom faces, so the loop stays. The torus of
+    ``ring`` is kept too (its hole is a tunnel, not a cavity)."""
+    z, y, x = np.ogrid[:8, :41, :41]
+    r = np.hypot(y - 20, x - 20)
+    pipe = np.broadcast_to((r >= 2.5) & (r <= 8), (8, 41, 41)).astype(np.uint8)
+    for labels in (pipe, ring()):
+        graph = vessel_graph(labels, (1, 1, 1), GraphParams(fill_cavities_um3=1e6))
+        assert graph.summary.n_filled_cavities == 0
+        assert len(graph.segments) == 1 and graph.segments[0].is_loop
+
+
+def test_cavities_use_the_thinning_connectivity():
+    """Background is 6-connected (the vessel 26-connected): a hole joined to the outside by a
+    face-connected tunnel is not a cavity; one that meets the outside only at an edge is."""
+    from napari_vessel.graph.grid import fill_cavities
+
+    cube = np.zeros((7, 7, 7), bool)
+    cube[1:6, 1:6, 1:6] = True
+    cube[3, 3, 3] = False
+    out, n, voxels = fill_cavities(cube, (1, 1, 1), 1)
+    assert (n, voxels) == (1, 1) and out[1:6, 1:6, 1:6].all() and not out[0].any()
+    assert fill_cavities(cube, (1, 1, 1), 0.9)[1:] == (0, 0)  # smaller than one voxel: off
+    tunnel = cube.copy()
+    tunnel[3, 3, 4:6] = False
+    assert fill_cavities(tunnel, (1, 1, 1), 1e6)[1:] == (0, 0)
+    edge = np.ones((5, 5, 5), bool)
+    edge[2, 2, 2] = edge[1, 1, 2] = False  # meets [2, 2, 2] at an edge only
+    edge[0, 1, 2] = False  # and it reaches the face
+    out, n, voxels = fill_cavities(edge, (1, 1, 1), 1e6)
+    assert (n, voxels) == (1, 1) and out[2, 2, 2] and not out[1, 1, 2]
+
+
 # --- phantoms against their truth ------------------------------------------------------------
 
 def _inside_length(rows: np.ndarray, box_um: np.ndarray) -> float:
@@ -352,11 +442,17 @@ def test_bad_input_is_refused(labels, spacing, match):
     ({"prune_um": -1}, "prune_um"), ({"min_object_voxels": 2.5}, "whole"),
     ({"isotropic": "yes"}, "True or False"), ({"max_radius_um": 0.1}, "max_radius_um"),
     ({"smooth_um": float("inf")}, "smooth_um"),
+    ({"fill_cavities_um3": -1}, "fill_cavities_um3=-1 must be a finite number >= 0 .*µm³"),
+    ({"fill_cavities_um3": float("nan")}, "fill_cavities_um3"),
+    ({"fill_cavities_um3": "lots"}, "fill_cavities_um3"),
+    ({"fill_cavities_um3": None}, "fill_cavities_um3"),
+    ({"fill_cavities_um3": True}, "fill_cavities_um3"),
 ])
 def test_params_are_validated(changes, match):
     with pytest.raises(InputError, match=match):
         GraphParams(**changes)
     assert GraphParams(**GraphParams().to_dict()) == GraphParams()
+    assert GraphParams(fill_cavities_um3=0).fill_cavities_um3 == 0.0
 
 
 def test_too_large_a_working_grid_is_refused_before_work():

@@ -11,7 +11,16 @@ import numpy as np
 from ..errors import InputError
 from ..progress import CancelToken, Progress, no_progress, scaled
 from ..volume import check_spacing
-from .grid import crop_box, drop_small, grid_shape, grid_spacing, radii_at, resample, vessel_mask
+from .grid import (
+    crop_box,
+    drop_small,
+    fill_cavities,
+    grid_shape,
+    grid_spacing,
+    radii_at,
+    resample,
+    vessel_mask,
+)
 from .measure import measure_segment, morphometrics, near_border
 from .params import GraphParams
 from .thin import thin
@@ -32,7 +41,9 @@ def vessel_graph(labels: Any, spacing_zyx: Sequence[float], params: GraphParams 
     """Centreline graph and morphometrics of a 3D vessel label volume.
 
     The steps: every label > 0 is vessel; the mask is cropped to its bounding box and pieces
-    smaller than ``params.min_object_voxels`` are dropped; coarse axes are resampled to
+    smaller than ``params.min_object_voxels`` are dropped; enclosed background cavities up to
+    ``params.fill_cavities_um3`` µm³ are filled (thinning would keep each as a shell of loops
+    and short segments; counted in ``summary.n_filled_cavities``); coarse axes are resampled to
     near-isotropic voxels by shape-based interpolation (``params.isotropic``); the mask is
     thinned (:func:`skimage.morphology.skeletonize`, Lee's 3D thinning); skan splits the
     skeleton into paths; junction clusters are merged and spurs pruned
@@ -101,6 +112,9 @@ def vessel_graph(labels: Any, spacing_zyx: Sequence[float], params: GraphParams 
                       f"all {n_dropped} vessel pieces are smaller than min_object_voxels="
                       f"{params.min_object_voxels}; no graph")
     _check(cancel)
+    report(0.03, "filling enclosed cavities")
+    crop, *filled = fill_cavities(crop, spacing, params.fill_cavities_um3)
+    _check(cancel)
     fine = resample(crop, spacing, grid, scaled(progress, 0.05, 0.3), cancel)
     _check(cancel)
     report(0.3, "thinning")
@@ -118,7 +132,7 @@ def vessel_graph(labels: Any, spacing_zyx: Sequence[float], params: GraphParams 
     _check(cancel)
     report(0.9, "measuring segments")
     graph = _assemble(positions, node_radius, pieces, box, spacing, grid, shape, params,
-                      vessel_voxels)
+                      vessel_voxels, tuple(filled))
     report(1.0, f"{len(graph.segments)} segments")
     return graph
 
@@ -130,7 +144,7 @@ def _check(cancel: CancelToken | None) -> None:
 
 def _assemble(positions: dict, node_radius: dict, pieces: list, box: tuple, spacing: Sequence[float],
               grid: Sequence[float], shape: tuple, params: GraphParams,
-              vessel_voxels: int) -> VesselGraph:
+              vessel_voxels: int, filled: tuple[int, int]) -> VesselGraph:
     """Renumber nodes and segments, map them to the input's voxels and measure them."""
     offset = np.array([s.start for s in box], dtype=float)
     scale = np.asarray(grid, dtype=float) / np.asarray(spacing, dtype=float)
@@ -153,5 +167,6 @@ def _assemble(positions: dict, node_radius: dict, pieces: list, box: tuple, spac
                                 spacing, params.smooth_um) for i, p in enumerate(order)]
     point_radii = np.concatenate([p.radii for p in order]) if order else np.zeros(0)
     note = "" if segments else "thinning left no centreline (the vessel pieces are too small)"
-    summary = morphometrics(nodes, segments, point_radii, shape, spacing, vessel_voxels, note)
+    summary = morphometrics(nodes, segments, point_radii, shape, spacing, vessel_voxels, note,
+                            filled)
     return VesselGraph(tuple(nodes), tuple(segments), shape, tuple(spacing), params, summary)

@@ -21,8 +21,8 @@ from ..progress import CancelToken, Progress
 from ..volume import check_3d
 from .params import NEAR_ISOTROPIC
 
-__all__ = ["vessel_mask", "crop_box", "drop_small", "grid_spacing", "resample", "radii_at",
-           "TILE_VOXELS"]
+__all__ = ["vessel_mask", "crop_box", "drop_small", "fill_cavities", "grid_spacing", "resample",
+           "radii_at", "TILE_VOXELS"]
 
 #: Largest tile (voxels, margins included) of the distance transform: about 21 bytes a voxel.
 TILE_VOXELS = 4_000_000
@@ -75,6 +75,44 @@ def drop_small(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
     if not small.any():
         return mask, 0
     return mask & ~small[pieces], int(small.sum())
+
+
+def fill_cavities(mask: np.ndarray, spacing: Sequence[float],
+                  max_um3: float) -> tuple[np.ndarray, int, int]:
+    """Fill enclosed background cavities of at most ``max_um3`` µm³; returns (mask, n, voxels).
+
+    A cavity is a 6-connected piece of background (the complement of the 26-connected vessel,
+    as in :func:`~napari_vessel.graph.thin.thin`) that touches no face of ``mask``. Its volume is
+    its voxel count times the voxel volume. Thinning keeps every cavity as a closed surface,
+    which skan turns into loops and clusters of short segments; filled, the vessel thins to its
+    centreline. ``mask`` must be the whole stack or the :func:`crop_box` of one (the box's
+    margin voxel is background, so a piece touching a face of the box reaches a face of the
+    stack). Vectorised: one :func:`scipy.ndimage.label` of the background (4 bytes a voxel),
+    :func:`numpy.bincount` of the piece sizes and one table look-up (1-2 s on 100 x 1024 x
+    1024 voxels). ``max_um3`` below one voxel (0: off) returns ``mask`` unchanged.
+    """
+    voxel_um3 = math.prod(float(s) for s in spacing)
+    if max_um3 < voxel_um3 or min(mask.shape) < 3:
+        return mask, 0, 0
+    pieces, n = ndi.label(~mask, structure=ndi.generate_binary_structure(3, 1))
+    if n == 0:
+        return mask, 0, 0
+    flat = pieces.reshape(-1)
+    step = max(1 << 22, n + 1)  # bincount in slabs: 5x faster, no int64 copy of the labels
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for start in range(0, flat.size, step):
+        sizes += np.bincount(flat[start:start + step], minlength=n + 1)
+    fill = sizes * voxel_um3 <= max_um3
+    fill[0] = False
+    for axis in range(3):
+        for end in (0, -1):
+            fill[np.take(pieces, end, axis=axis)] = False
+    n_fill = int(np.count_nonzero(fill))
+    if n_fill == 0:
+        return mask, 0, 0
+    filled = fill[pieces]
+    del pieces
+    return np.logical_or(filled, mask, out=filled), n_fill, int(sizes[fill].sum())
 
 
 def grid_spacing(spacing: Sequence[float], isotropic: bool) -> tuple[float, float, float]:

@@ -63,7 +63,7 @@ def measure_segment(seg_id: int, start: int, end: int, points_vox: np.ndarray, r
 
 def morphometrics(nodes: Sequence[Node], segments: Sequence[Segment], point_radii: np.ndarray,
                   shape: Sequence[int], spacing: Sequence[float], vessel_voxels: int,
-                  note: str = "") -> Morphometrics:
+                  note: str = "", filled: tuple[int, int] = (0, 0)) -> Morphometrics:
     """Whole-volume numbers (see :class:`Morphometrics`).
 
     Parameters
@@ -78,6 +78,8 @@ def morphometrics(nodes: Sequence[Node], segments: Sequence[Segment], point_radi
         Number of vessel voxels in the labels.
     note : str
         Said when there is nothing to measure (e.g. no vessel).
+    filled : (int, int)
+        Enclosed cavities filled before thinning and their voxels.
     """
     n_voxels = math.prod(int(n) for n in shape)
     volume_mm3 = n_voxels * math.prod(float(s) for s in spacing) * 1e-9
@@ -109,4 +111,6 @@ def morphometrics(nodes: Sequence[Node], segments: Sequence[Segment], point_radi
         n_short=sum(s.length_um < SHORT_SEGMENT_UM for s in segments),
         n_incorrect_bifurcations=sum(n.degree > 3 for n in junctions),
         note=note,
+        n_filled_cavities=int(filled[0]),
+        n_filled_cavity_voxels=int(filled[1]),
     )

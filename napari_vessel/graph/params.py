@@ -16,8 +16,10 @@ SHORT_SEGMENT_UM = 6.0
 NEAR_ISOTROPIC = 1.2
 
 
-def _number(value: Any, name: str, *, low: float = 0.0, whole: bool = False) -> float:
-    """``value`` as a finite number >= ``low`` (a whole one when ``whole``), else InputError."""
+def _number(value: Any, name: str, *, low: float = 0.0, whole: bool = False,
+            hint: str = "") -> float:
+    """``value`` as a finite number >= ``low`` (a whole one when ``whole``), else InputError
+    (its message ends with ``hint``)."""
     try:
         ok = not isinstance(value, bool) and math.isfinite(float(value)) and float(value) >= low
         ok = ok and (not whole or float(value).is_integer())
@@ -25,7 +27,7 @@ def _number(value: Any, name: str, *, low: float = 0.0, whole: bool = False) -> 
         ok = False
     if not ok:
         kind = "a whole number" if whole else "a finite number"
-        raise InputError(f"{name}={value!r} must be {kind} >= {low:g}")
+        raise InputError(f"{name}={value!r} must be {kind} >= {low:g}{hint}")
     return float(value)
 
 
@@ -71,6 +73,12 @@ class GraphParams:
         Largest working grid (the labels' bounding box after isotropic resampling, default
         1e9 voxels; the peak memory is about 7 bytes a working voxel on top of the labels, so
         about 7 GB). A larger one raises :class:`InputError` before any work: crop the stack.
+    fill_cavities_um3 : float
+        Enclosed background cavities up to this volume (µm³, default 1000: a ball of 6 µm
+        radius) are filled before thinning: 6-connected pieces of background that touch no face
+        of the stack, such as the darker lumen of a thick thresholded vessel. Thinning keeps a
+        cavity as a closed shell, which becomes loops and many short segments. The volume is
+        the voxel count times the voxel volume. 0 fills none.
     """
 
     prune_um: float = 3.0
@@ -81,10 +89,14 @@ class GraphParams:
     smooth_um: float = 2.0
     max_radius_um: float = 30.0
     max_voxels: int = 1_000_000_000
+    fill_cavities_um3: float = 1000.0
 
     def __post_init__(self) -> None:
         for name in ("prune_um", "prune_radius_factor", "merge_radius_factor", "smooth_um"):
             object.__setattr__(self, name, _number(getattr(self, name), name))
+        object.__setattr__(self, "fill_cavities_um3", _number(
+            self.fill_cavities_um3, "fill_cavities_um3",
+            hint=" (the largest enclosed cavity filled, in µm³; 0 fills none)"))
         object.__setattr__(self, "max_radius_um",
                            _number(self.max_radius_um, "max_radius_um", low=0.5))
         for name, low in (("min_object_voxels", 0), ("max_voxels", 1)):

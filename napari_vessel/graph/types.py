@@ -127,7 +127,10 @@ class Morphometrics:
     they are NaN when there is no centreline. The four graph metrics of paper 001 (section
     2.4) are ``n_segments``, ``n_dangling`` (segments with a free end: "disconnected at one
     end or both ends"), ``n_short`` (shorter than 6 µm) and ``n_incorrect_bifurcations``
-    (junctions of more than three branches).
+    (junctions of more than three branches). ``n_filled_cavities`` and
+    ``n_filled_cavity_voxels`` count the enclosed background cavities filled before thinning
+    (``GraphParams.fill_cavities_um3``) and their voxels (of the labels' grid); the vessel
+    numbers above are of the labels as given.
     """
 
     stack_volume_mm3: float
@@ -149,6 +152,8 @@ class Morphometrics:
     n_short: int
     n_incorrect_bifurcations: int
     note: str = ""
+    n_filled_cavities: int = 0
+    n_filled_cavity_voxels: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
