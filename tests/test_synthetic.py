@@ -34,11 +34,29 @@ def test_volumes_cover_the_ranges_and_stay_in_unit_range():
         assert 0.0 <= float(v.image.min()) and float(v.image.max()) <= 1.0
         r_min, r_max = v.params["radius_range"]
         assert 1.0 <= r_min <= r_max <= 8.0
-        assert 0.15 <= v.params["dimmest"] <= 0.8  # some branches far dimmer than others
-        assert 0.0 <= v.params["leak"] <= 1.2
         json.dumps(v.params)  # recorded for the card
     assert any(v.labels.any() for v in vols)
+
+
+def test_generator_2_draws_dim_branches_grainy_interiors_and_more_leakage():
+    from napari_vessel.synthetic import GENERATOR_2
+
+    config = SyntheticConfig(shape_zyx=(8, 48, 48), radius_um=(1.0, 8.0), **GENERATOR_2)
+    vols = [synthetic_volume(i, seed=0, config=config) for i in range(12)]
+    for v in vols:
+        assert 0.15 <= v.params["dimmest"] <= 0.8  # some branches far dimmer than others
+        assert 0.1 <= v.params["texture"] <= 0.7 and 2.0 <= v.params["texture_um"] <= 20.0
+        assert 0.0 <= v.params["leak"] <= 1.2
     assert sum(v.params["leak"] > 0 for v in vols) >= 3  # dye leakage in about half of them
+    plain = synthetic_volume(0, seed=0, config=SMALL)
+    assert "dimmest" not in plain.params and "texture" not in plain.params
+
+
+def test_generator_1_still_draws_the_shipped_pretraining_volumes():
+    # recorded from the generator of the commit that made the shipped tvnet's pretraining
+    v = synthetic_volume(0, seed=0)
+    assert int(v.labels.sum()) == 29937
+    assert float(v.image.astype(np.float64).sum()) == pytest.approx(125143.2573, rel=1e-6)
 
 
 def test_vessels_are_brighter_than_background_on_average():
@@ -71,6 +89,8 @@ def test_inversion_flips_the_contrast():
     ({"dimmest": (0.0, 0.5)}, "dimmest"),
     ({"leak_probability": 2}, "probability"),
     ({"leak_strength": (1.0, 0.5)}, "leak_strength"),
+    ({"generator": 3}, "generator"),
+    ({"dimmest": (0.2, 0.5)}, "needs generator=2"),
     ({"shape_zyx": (8, 8, 8), "radius_um": (5.0, 6.0)}, "does not fit"),
 ])
 def test_impossible_settings_are_refused_with_the_reason(kwargs, match):

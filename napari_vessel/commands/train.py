@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="add N domain-randomised synthetic volumes with exact labels to the "
                         "training patches (napari_vessel.synthetic; default 0)")
+    parser.add_argument("--generator", type=int, choices=(1, 2), default=1,
+                        help="with --synthetic: the synthetic generator (1: the one of the shipped "
+                        "pretraining; 2: dim branches, grainy interiors, patchy leakage; see "
+                        "docs/training.md)")
     parser.add_argument("--init", metavar="WEIGHTS", nargs="+",
                         help="start from these weights (.safetensors of the same network, e.g. "
                         "a synthetic pretraining) instead of a random initialisation; several "
@@ -240,17 +244,18 @@ def run(args: argparse.Namespace) -> int:
     synthetic_note = None
     held_synthetic = []
     if args.synthetic:
-        from ..synthetic import SyntheticConfig
+        from ..synthetic import GENERATOR_2, SyntheticConfig
         from ..training.data import synthetic_pairs
 
+        generator = SyntheticConfig(**(GENERATOR_2 if args.generator == 2 else {}))
         with tqdm_progress("synthetic volumes", disable=args.quiet) as progress:
             phantoms += synthetic_pairs(args.synthetic, seed=args.seed, pipeline=pipeline,
-                                        progress=progress)
+                                        progress=progress, config=generator)
         if not pairs:  # pretraining alone: the threshold comes from held-out synthetic volumes
             held_synthetic = synthetic_pairs(8, seed=args.seed, pipeline=pipeline,
-                                             start=args.synthetic)
+                                             start=args.synthetic, config=generator)
         synthetic_note = {"volumes": args.synthetic, "seed": args.seed,
-                          "generator": SyntheticConfig().to_dict()}
+                          "generator": generator.to_dict()}
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
     scores: dict = {}
     start = time.monotonic()

@@ -2,7 +2,8 @@
 
 The other adaptation methods learn from the volume's own pixels without labels, so they can only
 reinforce what the network already believes (or forget what it knew). This one trains on labels
-that are exact: synthetic vessel volumes from :mod:`napari_vessel.synthetic`, drawn at the
+that are exact: synthetic vessel volumes from :mod:`napari_vessel.synthetic` (generator 2, whose
+dim branches and grainy interiors cover more of what a new microscope shows), drawn at the
 volume's voxel size, preprocessed as the volume is, and then given the volume's intensity
 histogram (quantile matching), so that background, vessels and noise span the same grey levels
 as on the user's microscope. The network learns "a tube, as this microscope's intensities show
@@ -90,10 +91,10 @@ def match_quantiles(source: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 
 def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int]):
     """Generator ranges at the volume's voxel size (the defaults when it is unknown or odd)."""
-    from ..synthetic import SyntheticConfig
+    from ..synthetic import GENERATOR_2, SyntheticConfig
 
     depth = int(min(max(int(shape[0]), 8), 24))
-    base = SyntheticConfig(shape_zyx=(depth, 160, 160))
+    base = SyntheticConfig(shape_zyx=(depth, 160, 160), **GENERATOR_2)
     if spacing_zyx is None:
         return base
     dz, dy, dx = (float(s) for s in spacing_zyx)
@@ -103,7 +104,8 @@ def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int])
     try:
         return SyntheticConfig(shape_zyx=(depth, 160, 160), spacing_z_um=(dz, dz),
                                spacing_xy_um=(dxy, dxy),
-                               radius_um=(min(base.radius_um[0], 160 * dxy / 4), base.radius_um[1]))
+                               radius_um=(min(base.radius_um[0], 160 * dxy / 4), base.radius_um[1]),
+                               **GENERATOR_2)
     except InputError:
         return base
 
