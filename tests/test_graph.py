@@ -502,9 +502,10 @@ def test_cli_writes_the_files(tmp_path, capsys):
     assert cli.main(["graph", str(path), "-o", str(out), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert cli.main(["graph", str(path), "-o", str(out), "--quiet", "--overwrite",
-                     "--spacing", "2", "1", "1", "--prune-um", "5"]) == 0
+                     "--spacing", "2", "1", "1", "--prune-um", "5", "--fill-cavities-um3", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["voxel_size_um"] == [2.0, 1.0, 1.0] and summary["params"]["prune_um"] == 5.0
+    assert summary["params"]["fill_cavities_um3"] == 0.0
     assert "graph" in cli.COMMANDS and "graph" in cli.build_parser().format_help()
 
 

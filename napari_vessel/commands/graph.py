@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-object-voxels", type=int, default=default.min_object_voxels,
                         metavar="N", help="drop vessel pieces of fewer voxels "
                                           f"(default {default.min_object_voxels})")
+    parser.add_argument("--fill-cavities-um3", type=float, default=default.fill_cavities_um3,
+                        metavar="V", help="fill background cavities enclosed in the vessels up to "
+                        f"V µm³ before thinning (default {default.fill_cavities_um3:g}; 0: none)")
     parser.add_argument("--channel", type=int, default=None, help="channel of a multi-channel file")
     parser.add_argument("--frame", type=int, default=None, metavar="N",
                         help="time point of a time series")
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser()
     _check_outdir(out, args.overwrite)
-    params = GraphParams(prune_um=args.prune_um, min_object_voxels=args.min_object_voxels)
+    params = GraphParams(prune_um=args.prune_um, min_object_voxels=args.min_object_voxels,
+                         fill_cavities_um3=args.fill_cavities_um3)
     volume = load_volume(args.labels, channel=args.channel, frame=args.frame,
                          spacing=args.spacing, lazy=False)
     if not volume.spacing_known:
