@@ -245,3 +245,15 @@ def test_calibrate_only_on_several_inits_averages_them(tmp_path, monkeypatch):
     assert [x["weights"] for x in averaged] == ["run0.safetensors", "run1.safetensors"]
     assert len(card["training"]["pretraining"]) == 2 and "average of 2 runs" in card["description"]
     assert 0 <= card["threshold"] <= 1
+
+
+def test_synthetic_volumes_shared_among_two_generators(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "TrainConfig",
+                        lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
+    command, args = _parse(["--synthetic", "3", "--generator", "1", "2", "--out",
+                            str(tmp_path / "out"), "--steps", "1", "--widths", "2,4,4,4",
+                            "--quiet", "--name", "mix"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "mix.json").read_text())
+    generators = card["training"]["synthetic"]["generator"]
+    assert [(g["generator"], g["volumes"]) for g in generators] == [(1, 2), (2, 1)]

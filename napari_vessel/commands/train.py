@@ -55,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="add N domain-randomised synthetic volumes with exact labels to the "
                         "training patches (napari_vessel.synthetic; default 0)")
-    parser.add_argument("--generator", type=int, choices=(1, 2), default=1,
+    parser.add_argument("--generator", type=int, choices=(1, 2), nargs="+", default=[1],
                         help="with --synthetic: the synthetic generator (1: the one of the shipped "
                         "pretraining; 2: dim branches, grainy interiors, patchy leakage; see "
-                        "docs/training.md)")
+                        "docs/training.md); several: the N volumes are shared among them")
     parser.add_argument("--init", metavar="WEIGHTS", nargs="+",
                         help="start from these weights (.safetensors of the same network, e.g. "
                         "a synthetic pretraining) instead of a random initialisation; several "
@@ -247,15 +247,22 @@ def run(args: argparse.Namespace) -> int:
         from ..synthetic import GENERATOR_2, SyntheticConfig
         from ..training.data import synthetic_pairs
 
-        generator = SyntheticConfig(**(GENERATOR_2 if args.generator == 2 else {}))
-        with tqdm_progress("synthetic volumes", disable=args.quiet) as progress:
-            phantoms += synthetic_pairs(args.synthetic, seed=args.seed, pipeline=pipeline,
-                                        progress=progress, config=generator)
+        generators = [SyntheticConfig(**(GENERATOR_2 if g == 2 else {}))
+                      for g in dict.fromkeys(args.generator)]
+        shares = [len(range(k, args.synthetic, len(generators))) for k in range(len(generators))]
+        start = 0  # each generator draws its own indices, so no two volumes share a geometry
+        for generator, share in zip(generators, shares, strict=True):
+            with tqdm_progress("synthetic volumes", disable=args.quiet) as progress:
+                phantoms += synthetic_pairs(share, seed=args.seed, pipeline=pipeline,
+                                            progress=progress, config=generator, start=start)
+            start += share
         if not pairs:  # pretraining alone: the threshold comes from held-out synthetic volumes
             held_synthetic = synthetic_pairs(8, seed=args.seed, pipeline=pipeline,
-                                             start=args.synthetic, config=generator)
+                                             start=args.synthetic, config=generators[0])
         synthetic_note = {"volumes": args.synthetic, "seed": args.seed,
-                          "generator": generator.to_dict()}
+                          "generator": generators[0].to_dict() if len(generators) == 1 else
+                          [{"volumes": n, **g.to_dict()} for g, n in
+                           zip(generators, shares, strict=True)]}
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
     scores: dict = {}
     start = time.monotonic()
