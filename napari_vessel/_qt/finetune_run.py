@@ -48,6 +48,11 @@ class FinetuneJob:
         Segment the volume with the new model when done.
     preview_z : callable returning int, optional
         The slice to preview (the viewer's current slice).
+    segment_token : CancelToken
+        Stops the segmentation that follows the training (not the training).
+    phase : str
+        What the worker is doing: ``"training"``, ``"saving"`` or ``"segmenting"`` (set by
+        :func:`run_finetune`; *Stop* during training keeps the segmentation asked for).
     """
 
     model: str
@@ -60,6 +65,7 @@ class FinetuneJob:
     segment: bool = False
     preview_z: Callable[[], int] | None = None
     segment_token: CancelToken = field(default_factory=CancelToken)
+    phase: str = "training"
 
 
 @dataclass
@@ -95,8 +101,9 @@ def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
     job : FinetuneJob
     progress : callable(fraction, message)
     cancel : CancelToken
-        Stops the training and keeps the best state so far (the model is still saved);
-        ``job.segment_token`` stops the segmentation that follows.
+        Stops the training and keeps the best state so far (the model is still saved, and
+        segments the volume when ``job.segment``); ``job.segment_token`` stops the
+        segmentation that follows.
     on_update : callable(FinetuneUpdate), optional
         Live loss curve and preview, called from this thread.
 
@@ -110,18 +117,21 @@ def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
         Bad input (from the core), or the model could not be saved.
     """
     train_share = 0.8 if job.segment else 1.0
+    job.phase = "training"
     result = finetune(job.model, job.volume, labels=job.labels, edited_mask=job.edited_mask,
                       checked_slices=job.checked_slices, config=job.config,
                       progress=scaled(progress, 0.0, train_share), cancel=cancel,
                       on_update=on_update, preview_z=job.preview_z)
     if result.kept_parent:  # declined, guarded or stopped at once: the parent is the answer
         return FinetuneOutcome(result)
+    job.phase = "saving"
     progress(train_share, "saving the new model…")
     weights = save_finetuned(result, job.name, extra={"started_from": "napari Fine-tune dock"})
     outcome = FinetuneOutcome(result, weights)
     if job.segment:
         from ..inference import segment
 
+        job.phase = "segmenting"  # from here on, Stop stops the segmentation
         middle = (train_share + 1.0) / 2
         progress(train_share, f"segmenting with {job.name}…")
         try:

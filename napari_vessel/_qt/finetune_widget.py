@@ -38,7 +38,7 @@ from ..training.finetune import (
     trainable_models,
 )
 from ..training.finetune_loss import trainable_spec
-from ..training.finetune_save import remove_finetuned
+from ..training.finetune_save import check_name_syntax, remove_finetuned
 from ._common import notify_error, output_name, show_info, start_worker
 from .dock import ScrollDock
 from .finetune_compare import ComparePanel
@@ -46,23 +46,48 @@ from .finetune_corrections import CorrectionsPanel
 from .finetune_layers import PreviewLayer
 from .finetune_plot import LossPlot
 from .finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
-from .segment_models import card_threshold
+from .segment_models import card_threshold, models_changed, watch_models
 from .segment_results import ROLE_KEY, SegmentResults
 from .segment_widget import _DERIVED_KEY, _group, layer_volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["FinetuneWidget", "default_name"]
+__all__ = ["FinetuneWidget", "default_name", "stack_stem"]
 
 MODES = {"unsupervised (image only)": "unsupervised",
          "from my corrections (labels)": "supervised"}
 
 
+#: What the Preprocess dock appends to a layer name ("<stack> preprocessed [2]").
+_PREPROCESSED = re.compile(r"\s+preprocessed(\s*\[\d+\])?\s*$", re.IGNORECASE)
+#: Image file extensions napari layers are often named with.
+_EXTENSION = re.compile(r"\.(ome\.)?(tiff?|zarr|nii(\.gz)?|czi|lif|nd2|h5|hdf5|npy|npz|ims|lsm|"
+                        r"oib|oir|png|jpe?g)$", re.IGNORECASE)
+
+
+def stack_stem(name: str | None) -> str | None:
+    """The raw stack's name: without the Preprocess dock's suffixes and a file extension
+    (``"mouse1.tif preprocessed [2]"`` → ``"mouse1"``)."""
+    if name is None:
+        return None
+    stem, previous = str(name).strip(), None
+    while stem != previous:
+        previous = stem
+        stem = _EXTENSION.sub("", _PREPROCESSED.sub("", stem)).strip()
+    return stem or None
+
+
 def default_name(model: str | None, image: str | None) -> str:
-    """``"<model>-ft-<image>"`` with characters a model name cannot hold replaced by ``-``."""
-    text = f"{model or 'model'}-ft-{image or 'image'}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:64] or "finetuned"
+    """``"<model>-ft-<stack>"``: a valid model name (see
+    :func:`~napari_vessel.training.finetune_save.check_name_syntax`) from the model and the raw
+    stack's name (:func:`stack_stem`), other characters replaced by ``-``."""
+    text = f"{model or 'model'}-ft-{stack_stem(image) or 'image'}"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:64].rstrip("-._")
+    try:
+        return check_name_syntax(name)
+    except InputError:
+        return "finetuned"
 
 
 def _stack_name(layer: Any) -> str | None:
@@ -71,7 +96,7 @@ def _stack_name(layer: Any) -> str | None:
     if layer is None:
         return None
     source = layer.metadata.get("source") if layer.metadata.get("preprocess") else None
-    return str(source) if source else layer.name
+    return stack_stem(str(source) if source else layer.name)
 
 
 def _free_name(base: str) -> str:
@@ -207,6 +232,8 @@ class FinetuneWidget(ScrollDock):
         napari_viewer.dims.events.current_step.connect(self._slice_changed)
         self._layers_changed()
         self._mode_changed()
+        # a model saved or deleted elsewhere (another Fine-tune dock) appears without Refresh
+        self.unwatch = watch_models(self.refresh_models, self.native)
 
     @staticmethod
     def _notify(err: Any) -> None:
@@ -229,18 +256,19 @@ class FinetuneWidget(ScrollDock):
         if self.layer_combo.value is None and self.layer_combo.choices:
             self.layer_combo.value = self.layer_combo.choices[-1]
         self.corrections.layers_changed()
-        self.model_combo.reset_choices()
-        if self.model_combo.value is None and self.model_combo.choices:  # never start empty
-            recommended = registry.default_model_name()
-            self.model_combo.value = (recommended if recommended in self.model_combo.choices
-                                      else self.model_combo.choices[0])
-        self._choice_changed()
+        self.refresh_models()
 
     def refresh_models(self) -> None:
-        """Read the list of networks that can be fine-tuned again (e.g. after a new model)."""
+        """Read the list of networks that can be fine-tuned again (e.g. after a new model),
+        keeping the choice; never empty while a network is listed (the recommended first)."""
         self.model_combo.reset_choices()
         if self.model_combo.value is None and self.model_combo.choices:
-            self.model_combo.value = self.model_combo.choices[0]
+            try:
+                recommended = registry.default_model_name()
+            except InputError:
+                recommended = None
+            self.model_combo.value = (recommended if recommended in self.model_combo.choices
+                                      else self.model_combo.choices[0])
         self._choice_changed()
 
     def _choice_changed(self, _value: Any = None) -> None:
@@ -340,13 +368,19 @@ class FinetuneWidget(ScrollDock):
         return self.job
 
     def stop(self) -> None:
-        """Stop now and keep the best state so far (it is still saved); or stop segmenting."""
+        """Stop training now and keep the best state so far (it is still saved, and segments
+        the volume when asked); pressed while segmenting, stop the segmentation."""
         if self.job is None:
             return
+        job = self.run_job
+        if job is not None and job.phase == "segmenting":
+            job.segment_token.cancel()
+            self.status.value = "stopping the segmentation (the new model is saved)…"
+            return
         self.job.cancel()
-        if self.run_job is not None:
-            self.run_job.segment_token.cancel()
-        self.status.value = "stopping: keeping the best state so far…"
+        then = "; then segmenting with it (Stop again to skip)" if job is not None and \
+            job.segment else ""
+        self.status.value = f"stopping: keeping the best state so far{then}…"
 
     def _running(self, on: bool, name: str = "") -> None:
         self.start_button.enabled = not on
@@ -358,8 +392,9 @@ class FinetuneWidget(ScrollDock):
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
-        if message and not (self.job is not None and self.job.token.cancelled):
-            self.status.value = message
+        training = self.run_job is None or self.run_job.phase == "training"
+        if message and not (training and self.job is not None and self.job.token.cancelled):
+            self.status.value = message  # (while training stops, "stopping…" stays)
 
     def _on_update(self, update: FinetuneUpdate) -> None:
         self.plot.set_curves(update.losses, update.smoothed, update.best_step)
@@ -374,12 +409,15 @@ class FinetuneWidget(ScrollDock):
         if outcome.weights is None:
             if self.preview is not None:
                 self.preview.remove()
+            unsegmented = " and not segmented (no new model to segment with)" if \
+                self.run_job is not None and self.run_job.segment else ""
             if result.steps == 0 and result.stopped_early:
-                self.status.value = "stopped before the first step: nothing was saved"
-                self._info("fine-tune stopped before its first step: nothing was saved; let it "
-                           "run a little longer")
+                self.status.value = f"stopped before the first step: nothing was saved{unsegmented}"
+                self._info(f"fine-tune stopped before its first step: nothing was saved"
+                           f"{unsegmented}; let it run a little longer")
                 return
-            text = f"nothing was saved, {result.parent} stays as it is: {result.message}"
+            text = f"nothing was saved{unsegmented}, {result.parent} stays as it is: " \
+                   f"{result.message}"
             self.status.value = text
             self._info(text)
             return
@@ -400,7 +438,7 @@ class FinetuneWidget(ScrollDock):
             text += "; segmentation stopped (segment with it from the Segment dock)"
         self.status.value = text
         self._info(text)
-        self.refresh_models()
+        models_changed()  # every open Segment and Fine-tune dock lists the new model
 
     def revert(self) -> None:
         """Go back to the parent: delete the new model and remove the layers it made."""
@@ -421,7 +459,7 @@ class FinetuneWidget(ScrollDock):
         name = outcome.weights.stem
         self.outcome = None
         self.compare.clear()
-        self.refresh_models()
+        models_changed()
         self.status.value = f"reverted: '{name}' was deleted; {outcome.result.parent} is unchanged"
         self._info(self.status.value)
 

@@ -1,11 +1,14 @@
 """The model part of the Segment dock: the registry's models, the chosen model's card, the device.
 
 Models are listed only from :func:`napari_vessel.models.registry.list_models`; *Refresh* reads the
-list again, so models the user trained or fine-tuned since the dock opened appear.
+list again, so models the user trained or fine-tuned since the dock opened appear. A model saved or
+deleted from a dock in this session (the Fine-tune dock) calls :func:`models_changed`, which
+refreshes every open dock that :func:`watch_models` (no click needed).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +20,56 @@ from ..errors import InputError
 from ..models import registry
 from ..models.registry import ModelSpec
 
-__all__ = ["ModelPanel", "card_text", "card_threshold", "DEVICES"]
+__all__ = ["ModelPanel", "card_text", "card_threshold", "DEVICES", "models_changed",
+           "watch_models"]
 
 #: The device choices; "auto" is CUDA, then Apple MPS, then the CPU.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 _parameter_counts: dict[tuple, int | None] = {}
+
+#: Bound methods called when the list of models changed (weakly held: a closed dock drops out).
+_watchers: list[weakref.WeakMethod] = []
+
+
+def watch_models(method: Callable[[], Any], widget: Any = None) -> Callable[..., None]:
+    """Call the bound ``method()`` whenever :func:`models_changed` is called.
+
+    Parameters
+    ----------
+    method : bound method
+        E.g. a dock's ``refresh``; held weakly, so it never keeps a closed dock alive.
+    widget : QWidget, optional
+        Stop watching when this Qt widget is destroyed (the dock closed).
+
+    Returns
+    -------
+    callable
+        Stops watching.
+    """
+    ref = weakref.WeakMethod(method)
+    _watchers.append(ref)
+
+    def unwatch(*_args: Any) -> None:
+        _watchers[:] = [other for other in _watchers if other is not ref]
+
+    if widget is not None:
+        widget.destroyed.connect(unwatch)
+    return unwatch
+
+
+def models_changed() -> None:
+    """Tell every open dock that a model was saved or deleted: each reads its list again."""
+    for ref in list(_watchers):
+        method = ref()
+        try:
+            if method is None:
+                raise RuntimeError("its dock is gone")
+            method()
+        except RuntimeError:  # its Qt widget was deleted: stop calling it
+            _watchers[:] = [other for other in _watchers if other is not ref]
+        except Exception:  # noqa: BLE001, S110 - one broken dock must not stop the others
+            pass
 
 
 def card_threshold(spec: ModelSpec | None) -> float:
@@ -155,6 +202,8 @@ class ModelPanel(Container):
         self.device_combo.changed.connect(lambda *_: self._update_device_note())
         self.refresh_button.changed.connect(lambda *_: self.refresh())
         self.refresh()
+        # a model saved or deleted in another dock appears here without a Refresh click
+        self.unwatch = watch_models(self.refresh, self.native)
 
     @property
     def model_name(self) -> str | None:

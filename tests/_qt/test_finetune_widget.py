@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -101,8 +102,14 @@ def _unchanged(before, viewer) -> bool:
 
 
 def test_default_name_is_a_valid_model_name():
-    assert default_name("tvnet", "my stack (2).tif") == "tvnet-ft-my-stack-2-.tif"
+    from napari_vessel.training.finetune_save import check_name_syntax
+
+    assert default_name("tvnet", "my stack (2).tif") == "tvnet-ft-my-stack-2"
+    assert default_name("tvnet", "mouse1.ome.tif preprocessed [2]") == "tvnet-ft-mouse1"
+    assert default_name("tvnet", "mouse1 preprocessed preprocessed") == "tvnet-ft-mouse1"
     assert default_name(None, None) == "model-ft-image"
+    for image in ("x" * 200, "__", "a.json", "é è"):
+        assert check_name_syntax(default_name("tvnet", image))
 
 
 def test_lists_only_trainable_networks(setup, tiny_net):
@@ -113,7 +120,11 @@ def test_lists_only_trainable_networks(setup, tiny_net):
 
 
 def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setup, qtbot):
+    from napari_vessel._qt.segment_widget import SegmentWidget
+
     widget = setup.widget
+    segment_dock, other = SegmentWidget(setup.viewer), FinetuneWidget(setup.viewer)
+    assert "ft-gui-tvnet-ft-stack" not in segment_dock.models.model_combo.choices
     before = _snapshot(setup.viewer)
     setup.viewer.dims.set_current_step(0, 5)  # the preview follows the viewer's slice
     assert widget.start() is not None
@@ -133,6 +144,9 @@ def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setu
     assert "saved model 'ft-gui-tvnet-ft-stack'" in setup.infos[-1]
     assert widget.name_edit.value == "ft-gui-tvnet-ft-stack-2"  # the next free name
     assert widget.start_button.enabled and not widget.stop_button.enabled
+    # the open docks list the new model without a Refresh click
+    assert "ft-gui-tvnet-ft-stack" in segment_dock.models.model_combo.choices
+    assert "ft-gui-tvnet-ft-stack" in other.model_combo.choices
     # before / after side by side, then one click back to the parent
     compare = widget.compare
     assert compare.isVisibleTo(widget.native) and compare.images[0].pixmap() is not None
@@ -140,6 +154,7 @@ def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setu
     assert "ft-gui-tvnet-ft-stack" in compare.titles[1].text()
     widget.revert()
     assert "ft-gui-tvnet-ft-stack" not in _user_models()
+    assert "ft-gui-tvnet-ft-stack" not in segment_dock.models.model_combo.choices
     assert [layer.name for layer in setup.viewer.layers] == [name for name, _ in before]
     assert not compare.isVisibleTo(widget.native) and "reverted" in widget.status.value
     assert not list(setup.widget.viewer.layers["stack"].data.shape) == []  # the image stays
@@ -219,6 +234,71 @@ def test_stop_keeps_the_best_state_and_saves(setup, qtbot):
     assert outcome.result.stopped_early and 2 <= outcome.result.steps < 100000
     assert outcome.weights is not None and "ft-gui-tvnet-ft-stack" in _user_models()
     assert "stopped by the user" in setup.infos[-1]
+
+
+def test_stop_still_segments_with_the_kept_model_when_asked(setup, qtbot):
+    widget = setup.widget
+    widget.steps.value = 100000
+    assert widget.segment_check.value
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.losses) >= 2, timeout=30000)
+    widget.stop()
+    assert "then segmenting" in widget.status.value
+    _finish(setup, qtbot)
+    outcome = widget.outcome
+    assert not setup.errors, setup.errors
+    assert outcome.result.stopped_early and outcome.weights is not None
+    assert outcome.segmentation is not None and not outcome.segment_stopped
+    assert "stack vessels (ft-gui-tvnet-ft-stack)" in [layer.name for layer in setup.viewer.layers]
+
+
+def test_stop_while_segmenting_stops_only_the_segmentation(setup, qtbot, monkeypatch):
+    import napari_vessel.inference as inference
+    from napari_vessel.errors import Cancelled
+
+    widget = setup.widget
+
+    def slow_segment(*args, cancel, **kwargs):
+        while not cancel.cancelled:
+            cancel_seen.append(widget.run_job.phase)
+            time.sleep(0.01)
+        raise Cancelled("stopped")
+
+    cancel_seen: list[str] = []
+    monkeypatch.setattr(inference, "segment", slow_segment)
+    widget.start()
+    qtbot.waitUntil(lambda: bool(cancel_seen), timeout=30000)
+    widget.stop()
+    _finish(setup, qtbot)
+    outcome = widget.outcome
+    assert cancel_seen[0] == "segmenting" and not widget.job
+    assert outcome.weights is not None and outcome.segment_stopped
+    assert "segmentation stopped" in setup.infos[-1]
+
+
+def test_closed_docks_stop_watching_the_models(setup, qtbot):
+    from napari_vessel._qt import segment_models
+    from napari_vessel._qt.segment_widget import SegmentWidget
+
+    dock = SegmentWidget(setup.viewer)
+    count = len(segment_models._watchers)
+    dock.native.deleteLater()
+    qtbot.waitUntil(lambda: len(segment_models._watchers) == count - 1, timeout=5000)
+    segment_models.models_changed()  # the others still refresh, nothing raises
+
+
+def test_the_loss_plot_tells_a_tiny_range_apart(setup, monkeypatch):
+    import napari_vessel._qt.finetune_plot as plot_module
+
+    drawn: list[tuple[str, str]] = []
+    labels = plot_module.axis_labels
+    monkeypatch.setattr(plot_module, "axis_labels",
+                        lambda lo, hi: drawn.append(labels(lo, hi)) or drawn[-1])
+    plot = setup.widget.plot
+    plot.set_curves([1.0100, 1.0102, 1.0101], [1.0100, 1.0101, 1.0101], 2)
+    plot.resize(300, 150)
+    plot.grab()  # paints
+    assert drawn and drawn[-1][0] != drawn[-1][1], drawn
 
 
 def test_stop_at_once_saves_nothing_and_leaves_the_layers(setup, qtbot):
