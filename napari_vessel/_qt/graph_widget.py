@@ -107,6 +107,11 @@ class GraphWidget(ScrollDock):
                                  min=0, max=10**9, step=10)
         self.min_piece.tooltip = ("vessel pieces (26-connected) with fewer voxels are left out of "
                                   "the graph (0 keeps every piece)")
+        self.fill = FloatSpinBox(label="fill cavities (µm³)", value=_DEFAULT.fill_cavities_um3,
+                                 min=0.0, max=1e9, step=100.0)
+        self.fill.tooltip = ("background pockets enclosed in the vessels up to this volume are "
+                             "filled before thinning (a hole in a thick vessel would become "
+                             "loops and extra segments); 0 fills none")
         self.analyse_button = PushButton(text="Analyse")
         self.analyse_button.tooltip = (
             "measure the vessel graph of the chosen labels. Re-analyse reads the current labels "
@@ -122,7 +127,7 @@ class GraphWidget(ScrollDock):
         self.table = self.results.table
 
         inputs = Container(widgets=[self.layer_combo, self.layer_note, self.prune,
-                                    self.min_piece], labels=True)
+                                    self.min_piece, self.fill], labels=True)
         buttons = Container(widgets=[self.analyse_button, self.cancel_button, self.export_button],
                             layout="horizontal", labels=False)
         layout = self.content.layout()
@@ -186,7 +191,8 @@ class GraphWidget(ScrollDock):
         try:
             mask, grid, path = read_labels(layer)
             params = GraphParams(prune_um=float(self.prune.value),
-                                 min_object_voxels=int(self.min_piece.value))
+                                 min_object_voxels=int(self.min_piece.value),
+                                 fill_cavities_um3=float(self.fill.value))
         except InputError as err:
             self._notify(err)
             return None

@@ -174,6 +174,7 @@ def test_export_writes_the_four_files_and_asks_before_replacing(setup, qtbot, tm
     manifest = summary["manifest"]
     assert manifest["labels_layer"] == "vessels" and manifest["voxel_size_um"] == list(SCALE)
     assert manifest["params"]["prune_um"] == widget.prune.value
+    assert manifest["params"]["fill_cavities_um3"] == widget.fill.value == 1000.0
     assert {"napari-vessel", "napari", "skan", "networkx"} <= set(manifest["versions"])
     assert summary["summary"]["n_segments"] == len(graph.segments)
     assert len((out / "segments.csv").read_text().splitlines()) == 1 + len(graph.segments)
