@@ -9,24 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QApplication
-
-OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-def _wait(condition: Callable[[], bool] = lambda: False, seconds: float = 1.0) -> None:
-    """Process Qt events until ``condition()`` holds or ``seconds`` pass."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-    for _ in range(10):
-        QApplication.processEvents()
+from _shots import OUT, wait
 
 
 def main() -> None:
@@ -48,22 +33,22 @@ def main() -> None:
     widget.settings = {"preview_every_s": 1.0, "preview_size": None}
     viewer.dims.set_current_step(0, 20)
     viewer.reset_view()
-    _wait(seconds=1)
+    wait(seconds=1)
 
     # while running: the loss curve and the preview of the current slice
     widget.start()
-    _wait(lambda: len(widget.plot.losses) >= 16 and widget.preview.updates >= 3, 300)
-    _wait(seconds=1)
+    wait(lambda: len(widget.plot.losses) >= 16 and widget.preview.updates >= 3, 300)
+    wait(seconds=1)
     viewer.screenshot(OUT / "finetune-running.png", canvas_only=False)
 
     # done: the new model is saved and the volume segmented with it
-    _wait(lambda: widget.job is None, 600)
+    wait(lambda: widget.job is None, 600)
     labels = widget.results.current.labels_layer if widget.results.current else None
     image.opacity = 1.0
     if labels is not None:
         labels.opacity = 0.6
         widget.preview.layer.visible = False
-    _wait(seconds=1)
+    wait(seconds=1)
     viewer.screenshot(OUT / "finetune-result.png", canvas_only=False)
 
     # from corrections: paint a few vessel voxels, mark a slice as checked
@@ -74,7 +59,7 @@ def main() -> None:
         ys, xs = np.mgrid[110:150, 128:132]
         labels.data_setitem((np.full(ys.size, z), ys.ravel(), xs.ravel()), 1)
         widget.mark_checked()
-        _wait(seconds=1)
+        wait(seconds=1)
         viewer.screenshot(OUT / "finetune-corrections.png", canvas_only=False)
     viewer.close()
 

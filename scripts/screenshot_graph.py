@@ -9,27 +9,13 @@ prints how long the dock's analysis took (click to layers shown).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import napari
+from _shots import OUT, wait
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication
 
 from napari_vessel._napari.sample_data import sample_2pm
 from napari_vessel._qt.graph_widget import GraphWidget
-
-OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-def _wait(condition: Callable[[], bool] = lambda: False, seconds: float = 1.0) -> None:
-    """Process Qt events until ``condition()`` holds or ``seconds`` pass."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-    for _ in range(10):
-        QApplication.processEvents()
 
 
 def main() -> None:
@@ -44,12 +30,12 @@ def main() -> None:
     dock = viewer.window.add_dock_widget(widget, name="Vessel analysis", area="right")
     dock.setMinimumWidth(520)
     viewer.reset_view()
-    _wait(seconds=1)
+    wait(seconds=1)
 
     for _ in range(2):  # the first run compiles skan's kernels; the second is a re-analysis
         start = time.perf_counter()
         widget.analyse()
-        _wait(lambda: widget.job is None, 120)
+        wait(lambda: widget.job is None, 120)
         print(f"analysis in the dock: {time.perf_counter() - start:.2f} s, "
               f"{len(widget.graph.segments)} segments")
     widget.table.sortItems(1, Qt.SortOrder.DescendingOrder)  # the longest segments first
@@ -61,7 +47,7 @@ def main() -> None:
     viewer.layers["vessels"].visible = False
     viewer.scene.camera.angles = (0, 25, 80)
     viewer.scene.camera.zoom = 2.6
-    _wait(seconds=2)
+    wait(seconds=2)
     viewer.screenshot(OUT / "graph-dock.png", canvas_only=False)
 
     # 2D: one slice, centred on the thickest segment picked in the table
@@ -72,7 +58,7 @@ def main() -> None:
     viewer.scene.camera.zoom *= 2.5
     widget.table.sortItems(2, Qt.SortOrder.DescendingOrder)
     widget.table.pick_row(0)
-    _wait(seconds=2)
+    wait(seconds=2)
     viewer.screenshot(OUT / "graph-dock-2d.png", canvas_only=False)
     viewer.close()
 

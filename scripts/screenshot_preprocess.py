@@ -6,27 +6,13 @@ Writes docs/images/preprocess-preview.png, preprocess-result.png and preprocess-
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+from _shots import OUT, wait
 
 from napari_vessel._napari.sample_data import sample_2pm, sample_confocal
 from napari_vessel._qt.preprocess_widget import PreprocessWidget
-
-OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-def _wait(condition: Callable[[], bool] = lambda: False, seconds: float = 1.0) -> None:
-    """Process Qt events until ``condition()`` holds or ``seconds`` pass."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-    for _ in range(10):
-        QApplication.processEvents()
 
 
 def _viewer(sample: Callable[[], list]) -> tuple[napari.Viewer, PreprocessWidget, object]:
@@ -49,21 +35,21 @@ def two_photon() -> None:
     viewer.dims.set_current_step(0, 40)  # deep: dim and hazy before preprocessing
     widget.editor.list.setCurrentRow(1)  # show the 3D median's form
     widget.preview.toggle.value = True
-    _wait(_preview_ready(widget), 10)
+    wait(_preview_ready(widget), 10)
     viewer.grid.enabled = True  # the slice and its preview side by side
     viewer.reset_view()
-    _wait(seconds=1)
+    wait(seconds=1)
     viewer.screenshot(OUT / "preprocess-preview.png", canvas_only=False)
 
     widget.preview.toggle.value = False
     widget.apply()
-    _wait(lambda: widget.job is None, 60)
+    wait(lambda: widget.job is None, 60)
     viewer.dims.ndisplay = 3
     for layer in viewer.layers:
         layer.rendering = "mip"
     viewer.layers[-1].contrast_limits = (0, 1)
     viewer.reset_view()
-    _wait(seconds=1)
+    wait(seconds=1)
     viewer.screenshot(OUT / "preprocess-result.png", canvas_only=False)
     viewer.close()
 
@@ -74,10 +60,10 @@ def confocal() -> None:
     widget.editor.load_preset("confocal")
     widget.preview.mode.value = "MIP"
     widget.preview.toggle.value = True
-    _wait(_preview_ready(widget), 10)
+    wait(_preview_ready(widget), 10)
     image.visible = False
     viewer.reset_view()
-    _wait(seconds=1)
+    wait(seconds=1)
     viewer.screenshot(OUT / "preprocess-confocal.png", canvas_only=False)
     viewer.close()
 

@@ -6,27 +6,11 @@ Writes docs/images/segment-running.png, segment-result.png and segment-3d.png.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
-
 import napari
-from qtpy.QtWidgets import QApplication
+from _shots import OUT, wait
 
 from napari_vessel._napari.sample_data import sample_2pm
 from napari_vessel._qt.segment_widget import SegmentWidget
-
-OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-def _wait(condition: Callable[[], bool] = lambda: False, seconds: float = 1.0) -> None:
-    """Process Qt events until ``condition()`` holds or ``seconds`` pass."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-    for _ in range(10):
-        QApplication.processEvents()
 
 
 def main() -> None:
@@ -39,21 +23,21 @@ def main() -> None:
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     viewer.dims.set_current_step(0, 20)
     viewer.reset_view()
-    _wait(seconds=1)
+    wait(seconds=1)
 
     # while running: TTA makes the run long enough to catch the progress bar half-way
     widget.tta.value = True
     widget.segment()
-    _wait(lambda: widget.progress.value > 50, 120)
-    _wait(seconds=2)
+    wait(lambda: widget.progress.value > 50, 120)
+    wait(seconds=2)
     viewer.screenshot(OUT / "segment-running.png", canvas_only=False)
-    _wait(lambda: widget.job is None, 300)
+    wait(lambda: widget.job is None, 300)
 
     # the result on a slice, at the card's threshold
     labels = widget.results.current.labels_layer
     labels.opacity = 0.5
     viewer.dims.set_current_step(0, int(labels.data.sum(axis=(1, 2)).argmax()))
-    _wait(seconds=1)
+    wait(seconds=1)
     viewer.screenshot(OUT / "segment-result.png", canvas_only=False)
 
     # a lower threshold, redrawn live; the 3D view of the labels over the MIP of the image
@@ -64,7 +48,7 @@ def main() -> None:
     viewer.scene.camera.angles = (0, 30, 60)
     viewer.scene.camera.zoom = 2.2
     labels.opacity = 0.8
-    _wait(seconds=2)
+    wait(seconds=2)
     viewer.screenshot(OUT / "segment-3d.png", canvas_only=False)
     viewer.close()
 

@@ -29,8 +29,8 @@ from .data import PatchSampler as PairSampler
 from .finetune_loss import forward_parts
 from .losses import balanced_bce, soft_dice_loss
 
-__all__ = ["SYNTHETIC_VOLUMES", "match_quantiles", "matched_volumes", "SyntheticBatches",
-           "SyntheticLoss"]
+__all__ = ["SYNTHETIC_VOLUMES", "reference_quantiles", "match_quantiles", "matched_volumes",
+           "SyntheticBatches", "SyntheticLoss"]
 
 #: Synthetic volumes generated per run (about 0.2 s each on one core).
 SYNTHETIC_VOLUMES = 24
@@ -203,7 +203,3 @@ class SyntheticLoss:
         terms["total"] = float(total.detach())
         return total, terms
 
-
-def to_device(arrays: list[np.ndarray], device: Any) -> list[torch.Tensor]:
-    """The batch as tensors on ``device``."""
-    return [torch.from_numpy(a).to(device) for a in arrays]
