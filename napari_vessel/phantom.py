@@ -29,7 +29,8 @@ from .errors import InputError
 from .tubes import CAPILLARY, PIAL, centerline_mask, draw_tubes, grow_trees
 from .volume import check_spacing
 
-__all__ = ["Phantom", "make_phantom", "shifted", "draw_tubes", "poisson_gaussian", "KINDS"]
+__all__ = ["Phantom", "make_phantom", "shifted", "draw_tubes", "poisson_gaussian",
+           "visible_labels", "KINDS"]
 
 #: The kinds of microscope a phantom can imitate.
 KINDS = ("2pm", "confocal")
@@ -66,6 +67,10 @@ class Phantom:
     in_focus : ndarray of float32, shape (Y, X), or None
         Confocal only: the all-in-focus reference, the maximum projection of the sharp stack
         without noise, in the same intensity units as ``image``.
+    vessel_signal, clean_signal : ndarray of float32, shape (Z, Y, X), or None
+        With ``make_phantom(..., keep_signals=True)``: the vessels' own light and the whole
+        signal, both without noise and before the detector (the units of ``photons``); see
+        :func:`visible_labels`.
     """
 
     image: np.ndarray
@@ -76,6 +81,8 @@ class Phantom:
     spacing_zyx: tuple[float, float, float]
     params: dict
     in_focus: np.ndarray | None = None
+    vessel_signal: np.ndarray | None = None
+    clean_signal: np.ndarray | None = None
 
     @property
     def vessel_fraction(self) -> float:
@@ -215,7 +222,7 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
                  dtype: Any = np.uint8, psf_um: Sequence[float] = (1.0, 0.3, 0.3),
                  focus_um: float = 3.0, defocus: float = 0.5,
                  noise_seed: int | None = None, dimmest: float = 0.7, texture: float = 0.25,
-                 texture_um: float = 20.0) -> Phantom:
+                 texture_um: float = 20.0, keep_signals: bool = False) -> Phantom:
     """Make a synthetic vessel stack with exact ground truth.
 
     Parameters
@@ -273,6 +280,9 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
     texture, texture_um : float
         Depth (0 to 1) and scale (µm) of the mottling inside the vessels (red blood cells and flow
         streaks darken the dyed plasma unevenly; large vessels look grainy inside).
+    keep_signals : bool
+        Also return the noise-free vessel light and whole signal (``Phantom.vessel_signal``,
+        ``Phantom.clean_signal``) for :func:`visible_labels`; not part of ``params``.
 
     Returns
     -------
@@ -358,21 +368,30 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
     if any(psf):
         sigma_px = [s / d for s, d in zip(psf, spacing, strict=True)]
         vessels = ndi.gaussian_filter(vessels, sigma_px, truncate=3.0)
+    own = vessels.copy() if keep_signals else None  # the vessels' own light, followed to the end
     signal = vessels + np.float32(numbers["background"])
     if numbers["haze"] > 0:
         signal += np.float32(numbers["haze"]) * smooth_field(dims, spacing, look_rng, 60.0)
     depth = np.arange(dims[0]) / max(dims[0] - 1, 1)
-    signal *= np.exp(math.log1p(-numbers["depth_attenuation"]) * depth).astype(np.float32)[:, None,
-                                                                                         None]
+    falloff = np.exp(math.log1p(-numbers["depth_attenuation"]) * depth).astype(np.float32)
+    signal *= falloff[:, None, None]
     if shadow > 0 and pial.any():
         mu = -math.log1p(-shadow) / (2 * r_max)  # Beer-Lambert through the pial vessel
         above = np.cumsum(pial, axis=0, dtype=np.float32) - pial  # pial voxels above, exclusive
         transmission = np.exp(-mu * spacing[0] * above)
-        signal *= ndi.gaussian_filter(transmission, (0, 2 / spacing[1], 2 / spacing[2]))
+        transmission = ndi.gaussian_filter(transmission, (0, 2 / spacing[1], 2 / spacing[2]))
+        signal *= transmission
+        if own is not None:
+            own *= transmission
+    if own is not None:
+        own *= falloff[:, None, None]
     in_focus = None
     if kind_key == "confocal":
         in_focus = _detector(signal.max(axis=0), numbers["gamma"], numbers["contrast"], dtype_name)
         signal = _defocus(signal, spacing, numbers["focus_um"], numbers["defocus"])
+        if own is not None:
+            own = _defocus(own, spacing, numbers["focus_um"], numbers["defocus"])
+    clean = signal.copy() if keep_signals else None
 
     # Detection: Poisson-Gaussian noise, gamma, gain, quantisation.
     if noise:
@@ -382,7 +401,64 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, kind: str = "2pm", se
         image = np.clip(np.rint(image), 0, np.iinfo(dtype_name).max).astype(dtype_name)
     return Phantom(image=image, labels=labels.astype(np.uint8), centerlines=centerlines,
                    radius=radius, segments=segments, spacing_zyx=tuple(spacing.tolist()),
-                   params=params, in_focus=in_focus)
+                   params=params, in_focus=in_focus, vessel_signal=own, clean_signal=clean)
+
+
+def visible_labels(labels: np.ndarray, vessel_signal: np.ndarray, clean_signal: np.ndarray,
+                   spacing_zyx: Sequence[float], psf_um: Sequence[float], photons: float | None,
+                   read_noise: float, *, snr: float = 3.0) -> np.ndarray:
+    """Labels as a person would paint them: the vessels' visible extent, where they can be seen.
+
+    Exact labels stop at each tube's radius and include branches lost in the noise. A person
+    paints what stands out: the blurred vessel out to half its local peak (wider than the tube
+    along the blurred axis), and only where the vessel's own light beats the noise. A voxel is
+    kept when (a) it is inside a tube or its vessel light is at least half the highest vessel
+    light within the blur's reach, and (b) the vessel light summed over the 5 x 5 pixels around
+    it in its slice is at least ``snr`` times the noise of that sum (the Rose criterion: an
+    object is seen when its signal over its area is 3-5 noise units; the noise of one voxel is
+    ``sqrt(clean / photons + read_noise**2)``). Holes of up to two voxels that this leaves
+    inside a tube (dark mottling) are filled.
+
+    Parameters
+    ----------
+    labels : ndarray
+        Exact labels (non-zero inside the tubes).
+    vessel_signal, clean_signal : ndarray of float
+        The vessels' own light and the whole signal, noise-free, in the units of ``photons``
+        (:attr:`Phantom.vessel_signal`, :attr:`Phantom.clean_signal`), same shape as ``labels``.
+    spacing_zyx, psf_um : three floats
+        Voxel size and point-spread sigma in µm.
+    photons : float or None
+        Photons per unit signal (None: no shot noise).
+    read_noise : float
+        Gaussian read noise, same units as the signal.
+    snr : float
+        Vessel light over noise needed over a 5 x 5 patch (> 0; default 3).
+
+    Returns
+    -------
+    ndarray of uint8
+        1 where a person would paint vessel.
+    """
+    shapes = {np.shape(labels), np.shape(vessel_signal), np.shape(clean_signal)}
+    if len(shapes) != 1 or len(np.shape(labels)) != 3:
+        raise InputError(f"labels and signals must be 3-D arrays of one shape, got {sorted(shapes)}")
+    spacing = [_number(s, "spacing_zyx", open_low=True) for s in spacing_zyx]
+    psf = [_number(s, "psf_um") for s in psf_um]
+    snr = _number(snr, "snr", open_low=True)
+    own = np.asarray(vessel_signal, dtype=np.float32)
+    variance = np.float32(_number(read_noise, "read_noise") ** 2)
+    if photons is not None:
+        variance = np.clip(np.asarray(clean_signal, np.float32), 0, None) / np.float32(
+            _number(photons, "photons", open_low=True)) + variance
+    patch = (1, 5, 5)  # sums over the patch: light 25 x mean, noise sqrt(25 x mean variance)
+    seen = 5.0 * ndi.uniform_filter(own, patch) >= np.float32(snr) * np.sqrt(
+        ndi.uniform_filter(np.broadcast_to(variance, own.shape).astype(np.float32), patch))
+    reach = [2 * math.ceil((3 * p + 2.0) / d) + 1 for p, d in zip(psf, spacing, strict=True)]
+    extent = (labels > 0) | (own >= 0.5 * ndi.maximum_filter(own, size=reach))
+    painted = extent & seen & (own > 0)
+    closed = ndi.binary_closing(painted, ndi.generate_binary_structure(3, 1), iterations=2)
+    return (painted | (closed & (labels > 0))).astype(np.uint8)
 
 
 def shifted(phantom: Phantom, *, seed: int = 1, strength: float = 1.0, **changes: Any) -> Phantom:

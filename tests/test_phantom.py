@@ -259,3 +259,66 @@ def test_sample_data_layers():
     assert labels_kw["name"] == "ground truth"
     assert image_kw["scale"] == labels_kw["scale"] == (2.0, 1.0, 1.0)
     json.dumps(image_kw["metadata"])
+
+
+# ---- visible labels: what a person would paint ---------------------------------------------
+
+
+def _one_tube(**kwargs):
+    from napari_vessel.phantom import make_phantom
+    common = dict(shape=(20, 40, 40), spacing_zyx=(1.0, 1.0, 1.0), dtype="float32",
+                  tubes=[((10.0, 20.0, -5.0), (10.0, 20.0, 45.0), 2.0)], background=0.05,
+                  haze=0.0, depth_attenuation=0.0, texture=0.0, keep_signals=True)
+    return make_phantom(**{**common, **kwargs})
+
+
+def _visible(ph, **kwargs):
+    from napari_vessel.phantom import visible_labels
+    p = ph.params
+    return visible_labels(ph.labels, ph.vessel_signal, ph.clean_signal, ph.spacing_zyx,
+                          p["psf_um"], kwargs.pop("photons", p["photons"]),
+                          kwargs.pop("read_noise", p["read_noise"]), **kwargs).astype(bool)
+
+
+def test_visible_labels_keep_every_tube_voxel_without_noise_and_widen_along_the_blur():
+    sharp = _one_tube(psf_um=(0.3, 0.3, 0.3))
+    blurred = _one_tube(psf_um=(4.0, 0.3, 0.3))  # strong axial blur, as in two-photon stacks
+    assert np.array_equal(sharp.labels, blurred.labels)  # labels never depend on the optics
+    exact = sharp.labels > 0
+    for ph in (sharp, blurred):
+        seen = _visible(ph, photons=None, read_noise=0.0)
+        assert seen[exact].all()  # noise-free: every voxel of the tube can be seen
+    wide = _visible(blurred, photons=None, read_noise=0.0)
+    narrow = _visible(sharp, photons=None, read_noise=0.0)
+    assert wide.sum() > 1.3 * exact.sum() and narrow.sum() < 1.1 * exact.sum()
+    # the extra voxels lie above and below the tube (the blurred axis), next to it
+    extra = wide & ~exact
+    per_slice = extra.sum(axis=(1, 2))
+    assert per_slice[[6, 7, 13, 14]].all() and per_slice[9:12].sum() == 0  # not sideways
+    assert (extra & ~ndi.binary_dilation(exact, iterations=4)).sum() == 0
+
+
+def test_visible_labels_drop_a_vessel_lost_in_the_noise():
+    ph = _one_tube(psf_um=(1.0, 0.5, 0.5), contrast=1.0)
+    bright = _visible(ph, photons=200.0, read_noise=0.01)
+    assert bright[ph.labels > 0].mean() > 0.95
+    # the same vessel under read noise far above its light: nobody would paint it
+    assert _visible(ph, photons=200.0, read_noise=5.0).sum() == 0
+    # a stricter criterion never paints more
+    strict = _visible(ph, photons=5.0, read_noise=0.05, snr=8.0)
+    loose = _visible(ph, photons=5.0, read_noise=0.05, snr=1.0)
+    assert not (strict & ~loose).any()
+
+
+def test_visible_labels_refuse_mismatched_arrays_and_bad_settings():
+    from napari_vessel.phantom import visible_labels
+    ph = _one_tube(psf_um=(1.0, 0.5, 0.5))
+    with pytest.raises(InputError, match="one shape"):
+        visible_labels(ph.labels[1:], ph.vessel_signal, ph.clean_signal, (1, 1, 1), (1, 1, 1),
+                       10.0, 0.0)
+    with pytest.raises(InputError, match="snr"):
+        visible_labels(ph.labels, ph.vessel_signal, ph.clean_signal, (1, 1, 1), (1, 1, 1),
+                       10.0, 0.0, snr=0)
+    plain = _one_tube(psf_um=(1.0, 0.5, 0.5), keep_signals=False)
+    assert plain.vessel_signal is None and plain.clean_signal is None
+    assert np.array_equal(plain.image, ph.image)  # keeping the signals changes nothing else

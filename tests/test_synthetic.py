@@ -103,3 +103,22 @@ def test_bad_index_or_seed_is_refused():
         synthetic_volume(-1, config=SMALL)
     with pytest.raises(InputError, match="seed"):
         synthetic_volume(0, seed=1.5, config=SMALL)
+
+
+def test_visible_labels_change_the_labels_only_where_a_person_would_paint_otherwise():
+    from napari_vessel.synthetic import GENERATOR_2
+
+    exact = SyntheticConfig(shape_zyx=(8, 64, 64), radius_um=(1.0, 8.0), **GENERATOR_2)
+    visible = SyntheticConfig(shape_zyx=(8, 64, 64), radius_um=(1.0, 8.0), labels="visible",
+                              **GENERATOR_2)
+    changed = 0
+    for i in range(6):
+        a, b = (synthetic_volume(i, seed=3, config=c) for c in (exact, visible))
+        assert np.array_equal(a.image, b.image) and a.params == b.params  # same draws
+        assert b.labels.dtype == np.uint8 and set(np.unique(b.labels)) <= {0, 1}
+        kept = (a.labels > 0) & (b.labels > 0)
+        assert kept.sum() >= 0.2 * a.labels.sum()  # most vessels stay visible
+        changed += int((a.labels != b.labels).sum())
+    assert changed > 0
+    with pytest.raises(InputError, match="labels"):
+        SyntheticConfig(labels="blurred")

@@ -257,3 +257,16 @@ def test_synthetic_volumes_shared_among_two_generators(tmp_path, monkeypatch):
     card = json.loads((tmp_path / "out" / "mix.json").read_text())
     generators = card["training"]["synthetic"]["generator"]
     assert [(g["generator"], g["volumes"]) for g in generators] == [(1, 2), (2, 1)]
+
+
+def test_visible_labels_option_reaches_the_generator_and_the_card(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "TrainConfig",
+                        lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
+    command, args = _parse(["--synthetic", "1", "--generator", "2", "--labels", "visible",
+                            "--out", str(tmp_path / "out"), "--steps", "1", "--widths", "2,4,4,4",
+                            "--quiet", "--name", "vis"])
+    assert command.run(args) == 0
+    card = json.loads((tmp_path / "out" / "vis.json").read_text())
+    assert card["training"]["synthetic"]["generator"]["labels"] == "visible"
+    with pytest.raises(SystemExit):
+        _parse(["--synthetic", "1", "--labels", "blurred", "--out", str(tmp_path / "x")])

@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --synthetic: the synthetic generator (1: the one of the shipped "
                         "pretraining; 2: dim branches, grainy interiors, patchy leakage; see "
                         "docs/training.md); several: the N volumes are shared among them")
+    parser.add_argument("--labels", choices=("exact", "visible"), default="exact",
+                        help="with --synthetic: the synthetic volumes' labels (exact: every voxel "
+                        "inside a tube, however faint; visible: what a person would paint, each "
+                        "vessel's blurred extent where it stands above the noise)")
     parser.add_argument("--init", metavar="WEIGHTS", nargs="+",
                         help="start from these weights (.safetensors of the same network, e.g. "
                         "a synthetic pretraining) instead of a random initialisation; several "
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         from ..synthetic import GENERATOR_2, SyntheticConfig
         from ..training.data import synthetic_pairs
 
-        generators = [SyntheticConfig(**(GENERATOR_2 if g == 2 else {}))
+        generators = [SyntheticConfig(**(GENERATOR_2 if g == 2 else {}), labels=args.labels)
                       for g in dict.fromkeys(args.generator)]
         shares = [len(range(k, args.synthetic, len(generators))) for k in range(len(generators))]
         start = 0  # each generator draws its own indices, so no two volumes share a geometry
