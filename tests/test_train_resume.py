@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_synthetic_pretraining_then_init_from_it(tmp_path, monkeypatch):
     import napari_vessel.synthetic as synthetic
 
     small = synthetic.SyntheticConfig(shape_zyx=(8, 48, 48), radius_um=(1.0, 6.0))
-    monkeypatch.setattr(synthetic, "SyntheticConfig", lambda: small)
+    monkeypatch.setattr(synthetic, "SyntheticConfig", lambda **kw: replace(small, **kw))
     monkeypatch.setattr(train_module, "TrainConfig",
                         lambda **kw: _cfg(**{k: v for k, v in kw.items() if k != "steps"}))
     command, args = _parse(["--synthetic", "2", "--out", str(tmp_path / "out"), "--steps", "2",

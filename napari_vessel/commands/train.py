@@ -174,14 +174,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import registry
-    from ..models.weights import ModelCard, file_sha256, save_weights
+    from ..models.weights import save_weights
     from ..progress import tqdm_progress
     from ..training.data import load_pairs, training_pipeline
     from ..training.train import TrainConfig, default_patch_size, train
     from ..training.zoo_train import (
         compose_ensemble,
-        describe_loss,
-        has_paper_loss,
         trainable_spec,
     )
 
@@ -198,36 +196,13 @@ def run(args: argparse.Namespace) -> int:
         _check_output(args, unsupervised)
         return run_unsupervised(args, unsupervised)
     spec = trainable_spec(args.model)
-    if args.steps < 1:
-        raise InputError("--steps must be at least 1")
-    if spec.architecture != "tvnet" and (args.widths or args.norm):
-        raise InputError(f"--widths and --norm are TV-Net options; {spec.name!r} is trained "
-                         "with its registered configuration (see its -full variant)")
-    if args.plain_bce and has_paper_loss(spec):
-        raise InputError(f"--plain-bce changes the TV-Net recipe's cross-entropy; {spec.name!r} "
-                         "trains with its paper's own loss (see 'napari-vessel train --help')")
-    if args.members and spec.architecture != "cascade-ensemble":
-        raise InputError("--members composes the cascade ensemble; use --model cascade-ensemble")
-    if args.members and (args.loo or args.leave_out):
-        raise InputError("--members composes trained cascades: leave-one-out needs the "
-                         "members' folds (benchmarks/zoo_loo.py --compose)")
+    _check_args(args, spec)
     out, name = _check_output(args, spec)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "napari-vessel " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"]
                                             else ["train", *sys.argv[1:]])
     pipeline = training_pipeline(depth_correct=args.depth_correct)
-    if args.synthetic < 0:
-        raise InputError("--synthetic must be a whole number >= 0")
-    if not args.data and not args.synthetic:
-        raise InputError("give --data (a folder with images/ and labels/) or --synthetic N")
-    if not args.data and (args.loo or args.leave_out):
-        raise InputError("--loo and --leave-out need labelled volumes: give --data")
-    if args.calibrate_only and not (args.init and args.data):
-        raise InputError("--calibrate-only needs the weights (--init) and labelled volumes "
-                         "(--data) to choose the threshold on")
-    if args.calibrate_only and (args.synthetic or args.members):
-        raise InputError("--calibrate-only does not train: drop --synthetic and --members")
     init = _init_weights(args.init) if args.init else None
     init_names = ", ".join(args.init or [])
     pairs = load_pairs(args.data, pipeline=pipeline) if args.data else []
@@ -245,28 +220,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, patch_size=patch,
                       **extra)
     phantoms = _phantom_pairs(args.phantoms, args.seed, pipeline) if args.phantoms else []
-    synthetic_note = None
-    held_synthetic = []
-    if args.synthetic:
-        from ..synthetic import GENERATOR_2, SyntheticConfig
-        from ..training.data import synthetic_pairs
-
-        generators = [SyntheticConfig(**(GENERATOR_2 if g == 2 else {}), labels=args.labels)
-                      for g in dict.fromkeys(args.generator)]
-        shares = [len(range(k, args.synthetic, len(generators))) for k in range(len(generators))]
-        start = 0  # each generator draws its own indices, so no two volumes share a geometry
-        for generator, share in zip(generators, shares, strict=True):
-            with tqdm_progress("synthetic volumes", disable=args.quiet) as progress:
-                phantoms += synthetic_pairs(share, seed=args.seed, pipeline=pipeline,
-                                            progress=progress, config=generator, start=start)
-            start += share
-        if not pairs:  # pretraining alone: the threshold comes from held-out synthetic volumes
-            held_synthetic = synthetic_pairs(8, seed=args.seed, pipeline=pipeline,
-                                             start=args.synthetic, config=generators[0])
-        synthetic_note = {"volumes": args.synthetic, "seed": args.seed,
-                          "generator": generators[0].to_dict() if len(generators) == 1 else
-                          [{"volumes": n, **g.to_dict()} for g, n in
-                           zip(generators, shares, strict=True)]}
+    synthetic, held_synthetic, synthetic_note = _synthetic(args, pipeline, labelled=bool(pairs))
+    phantoms += synthetic
     folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
     scores: dict = {}
     start = time.monotonic()
@@ -297,6 +252,29 @@ def run(args: argparse.Namespace) -> int:
     scores = _card_scores(scores, args.scores)
     if args.loo:
         return 0
+    card = _new_card(args, spec, name=name, command=command, cfg=cfg, config=config,
+                     result=result, pipeline=pipeline, train_pairs=train_pairs, extra=phantoms,
+                     members=members if args.members else None, synthetic_note=synthetic_note,
+                     scores=scores)
+    path = save_weights(result.model, out / name, card)
+    (out / f"{name}.checkpoint.safetensors").unlink(missing_ok=True)
+    (out / f"{name}.checkpoint.json").unlink(missing_ok=True)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB) and its card ({(time.monotonic() - start) / 60:.1f} "
+          f"min); threshold {result.threshold:.3f}")
+    return 0
+
+
+def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, config: dict,
+              result, pipeline, train_pairs: list, extra: list, members: list | None,
+              synthetic_note: dict | None, scores: dict) -> ModelCard:
+    """The card of a finished run: what data, steps, settings and scores made the weights."""
+    import numpy as np
+
+    from ..models.weights import ModelCard, file_sha256
+    from ..training.zoo_train import describe_loss
+
+    init = args.init
     notes = {k: v for k, v in (spec.card.extra if spec.card else {}).items()
              if k in ("paper", "notes", "min_slices", "receptive_field_zyx",
                       "recommended_preprocessing")}
@@ -316,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
     if synthetic_note:
         training["synthetic"] = synthetic_note
-    if init is not None:
+    if init:
         training["init"] = ({"weights": Path(args.init[0]).name,
                              "sha256": file_sha256(args.init[0])} if len(args.init) == 1 else
                             {"averaged": [{"weights": Path(p).name, "sha256": file_sha256(p)}
@@ -334,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
             post, highs=np.round(np.arange(result.threshold, 0.951, 0.05), 4))
         training["train_f1_postprocessing"] = round(post_f1, 4)
     what = f"TV-Net {config['widths']}" if spec.architecture == "tvnet" else spec.description
-    card = ModelCard(
+    return ModelCard(
         name=name, architecture=spec.architecture, config=config, kind="supervised",
         description=(f"{what}"
                      + (f" (average of {len(args.init)} runs)" if len(args.init or []) > 1
@@ -344,11 +322,11 @@ def run(args: argparse.Namespace) -> int:
         if args.calibrate_only else
         f"{what}; trained on {len(train_pairs)} labelled volumes"
         + (f" and {args.synthetic} synthetic volumes" if args.synthetic else "")
-        + (" from pretrained weights" if init is not None else ""),
+        + (" from pretrained weights" if init else ""),
         trained_on=_union([list(c.trained_on) if c else [Path(p).name]
                            for c, p in zip(init_cards, args.init, strict=True)])
         if args.calibrate_only else
-        [p.name for p in train_pairs] + [p.name for p in phantoms
+        [p.name for p in train_pairs] + [p.name for p in extra
                                          if not p.name.startswith("synthetic")]
         + ([f"{args.synthetic} synthetic volumes (seed {args.seed})"] if args.synthetic else []),
         calibrated_on=[p.name for p in train_pairs] if args.calibrate_only else None,
@@ -357,13 +335,66 @@ def run(args: argparse.Namespace) -> int:
         patch_size_zyx=[32, 512, 512] if spec.architecture == "tvnet"
         else list(spec.patch_size_zyx), parent=None, extra=notes,
     )
-    path = save_weights(result.model, out / name, card)
-    (out / f"{name}.checkpoint.safetensors").unlink(missing_ok=True)
-    (out / f"{name}.checkpoint.json").unlink(missing_ok=True)
-    size = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size:.1f} MB) and its card ({(time.monotonic() - start) / 60:.1f} "
-          f"min); threshold {result.threshold:.3f}")
-    return 0
+
+
+def _check_args(args: argparse.Namespace, spec) -> None:
+    """Refuse option combinations that cannot work, before anything is loaded or trained."""
+    from ..training.zoo_train import has_paper_loss
+
+    if args.steps < 1:
+        raise InputError("--steps must be at least 1")
+    if spec.architecture != "tvnet" and (args.widths or args.norm):
+        raise InputError(f"--widths and --norm are TV-Net options; {spec.name!r} is trained "
+                         "with its registered configuration (see its -full variant)")
+    if args.plain_bce and has_paper_loss(spec):
+        raise InputError(f"--plain-bce changes the TV-Net recipe's cross-entropy; {spec.name!r} "
+                         "trains with its paper's own loss (see 'napari-vessel train --help')")
+    if args.members and spec.architecture != "cascade-ensemble":
+        raise InputError("--members composes the cascade ensemble; use --model cascade-ensemble")
+    if args.members and (args.loo or args.leave_out):
+        raise InputError("--members composes trained cascades: leave-one-out needs the "
+                         "members' folds (benchmarks/zoo_loo.py --compose)")
+    if args.synthetic < 0:
+        raise InputError("--synthetic must be a whole number >= 0")
+    if not args.data and not args.synthetic:
+        raise InputError("give --data (a folder with images/ and labels/) or --synthetic N")
+    if not args.data and (args.loo or args.leave_out):
+        raise InputError("--loo and --leave-out need labelled volumes: give --data")
+    if args.calibrate_only and not (args.init and args.data):
+        raise InputError("--calibrate-only needs the weights (--init) and labelled volumes "
+                         "(--data) to choose the threshold on")
+    if args.calibrate_only and (args.synthetic or args.members):
+        raise InputError("--calibrate-only does not train: drop --synthetic and --members")
+
+
+def _synthetic(args: argparse.Namespace, pipeline, *,
+               labelled: bool) -> tuple[list, list, dict | None]:
+    """The ``--synthetic`` training volumes, held-out ones for the threshold (when there are no
+    labelled volumes) and the card's note on them."""
+    if not args.synthetic:
+        return [], [], None
+    from ..progress import tqdm_progress
+    from ..synthetic import GENERATOR_2, SyntheticConfig
+    from ..training.data import synthetic_pairs
+
+    volumes: list = []
+    held: list = []
+    generators = [SyntheticConfig(**(GENERATOR_2 if g == 2 else {}), labels=args.labels)
+                  for g in dict.fromkeys(args.generator)]
+    shares = [len(range(k, args.synthetic, len(generators))) for k in range(len(generators))]
+    start = 0  # each generator draws its own indices, so no two volumes share a geometry
+    for generator, share in zip(generators, shares, strict=True):
+        with tqdm_progress("synthetic volumes", disable=args.quiet) as progress:
+            volumes += synthetic_pairs(share, seed=args.seed, pipeline=pipeline,
+                                       progress=progress, config=generator, start=start)
+        start += share
+    if not labelled:  # pretraining alone: the threshold comes from held-out synthetic volumes
+        held = synthetic_pairs(8, seed=args.seed, pipeline=pipeline, start=args.synthetic,
+                               config=generators[0])
+    note = {"volumes": args.synthetic, "seed": args.seed,
+            "generator": generators[0].to_dict() if len(generators) == 1 else
+            [{"volumes": n, **g.to_dict()} for g, n in zip(generators, shares, strict=True)]}
+    return volumes, held, note
 
 
 def _check_output(args: argparse.Namespace, spec) -> tuple[Path, str]:
