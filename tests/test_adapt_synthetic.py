@@ -156,3 +156,21 @@ def test_the_leash_sees_only_the_volume_s_patches(monkeypatch):
     target = (torch.rand_like(x) > 0.5).float() * mask
     total, terms = SyntheticLoss(spec, leash)(Net(), x, torch.ones_like(x), target, mask)
     assert seen == [2] and torch.isfinite(total) and {"bce", "dice", "total"} <= terms.keys()
+
+
+def test_matched_volumes_can_carry_visible_labels_and_the_config_checks_the_choice():
+    from napari_vessel.synthetic import synthetic_volume
+    from napari_vessel.training.adapt_synthetic import _synthetic_config
+    from napari_vessel.training.finetune_config import FinetuneConfig
+
+    image = np.clip(np.random.default_rng(2).normal(0.1, 0.05, (8, 48, 48)), 0, 1).astype(np.float32)
+    exact = matched_volumes(image, (2.0, 1.0, 1.0), prepare, count=2, seed=5)
+    seen = matched_volumes(image, (2.0, 1.0, 1.0), prepare, count=2, seed=5, labels="visible")
+    config = _synthetic_config((2.0, 1.0, 1.0), image.shape, "visible")
+    for i, (a, b) in enumerate(zip(exact, seen, strict=True)):
+        assert np.array_equal(a.image, b.image)  # the same volumes, other labels
+        truth = synthetic_volume(i, seed=5, config=config).labels > 0
+        assert np.array_equal(b.labels, truth)
+    assert FinetuneConfig(method="synthetic", synthetic_labels="visible").synthetic_labels == "visible"
+    with pytest.raises(InputError, match="synthetic_labels"):
+        FinetuneConfig(method="synthetic", synthetic_labels="wide")

@@ -89,12 +89,13 @@ def match_quantiles(source: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     return mapped[inverse].reshape(np.shape(source))
 
 
-def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int]):
+def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int],
+                      labels: str = "exact"):
     """Generator ranges at the volume's voxel size (the defaults when it is unknown or odd)."""
     from ..synthetic import GENERATOR_2, SyntheticConfig
 
     depth = int(min(max(int(shape[0]), 8), 24))
-    base = SyntheticConfig(shape_zyx=(depth, 160, 160), **GENERATOR_2)
+    base = SyntheticConfig(shape_zyx=(depth, 160, 160), labels=labels, **GENERATOR_2)
     if spacing_zyx is None:
         return base
     dz, dy, dx = (float(s) for s in spacing_zyx)
@@ -105,7 +106,7 @@ def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int])
         return SyntheticConfig(shape_zyx=(depth, 160, 160), spacing_z_um=(dz, dz),
                                spacing_xy_um=(dxy, dxy),
                                radius_um=(min(base.radius_um[0], 160 * dxy / 4), base.radius_um[1]),
-                               **GENERATOR_2)
+                               labels=labels, **GENERATOR_2)
     except InputError:
         return base
 
@@ -113,7 +114,8 @@ def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int])
 def matched_volumes(image: np.ndarray, spacing_zyx: Sequence[float] | None,
                     prepare: Callable[[np.ndarray, tuple], np.ndarray], *,
                     count: int = SYNTHETIC_VOLUMES, seed: int = 0,
-                    progress: Callable[[float, str], None] | None = None) -> list[Pair]:
+                    progress: Callable[[float, str], None] | None = None,
+                    labels: str = "exact") -> list[Pair]:
     """Synthetic vessel volumes with exact labels that look like ``image``.
 
     Parameters
@@ -129,11 +131,13 @@ def matched_volumes(image: np.ndarray, spacing_zyx: Sequence[float] | None,
     seed : int
         Seed of the synthetic series.
     progress : callable(fraction, message), optional
+    labels : {"exact", "visible"}
+        The synthetic labels' convention (``SyntheticConfig.labels``).
 
     Returns
     -------
     list of Pair
-        Images with ``image``'s intensity quantiles, and exact labels.
+        Images with ``image``'s intensity quantiles, and their labels.
     """
     from ..synthetic import synthetic_volume
 
@@ -141,7 +145,7 @@ def matched_volumes(image: np.ndarray, spacing_zyx: Sequence[float] | None,
         raise InputError(f"the number of synthetic volumes must be a whole number >= 1, "
                          f"not {count!r}")
     quantiles = reference_quantiles(image, seed)
-    config = _synthetic_config(spacing_zyx, image.shape)
+    config = _synthetic_config(spacing_zyx, image.shape, labels)
     pairs = []
     for i in range(count):
         vol = synthetic_volume(i, seed=int(seed), config=config)

@@ -133,6 +133,9 @@ class FinetuneConfig:
     threads : int or None
         CPU threads for torch; None: every core this process may use. One is faster when other
         programs keep the cores busy.
+    synthetic_labels : {"exact", "visible"}
+        Method "synthetic": the matched synthetic volumes' labels (``SyntheticConfig.labels``:
+        every voxel inside a tube, or what a person would paint).
     """
 
     mode: str = "unsupervised"
@@ -170,6 +173,7 @@ class FinetuneConfig:
     threshold: float | None = None
     device: str | None = "cpu"
     threads: int | None = None
+    synthetic_labels: str = "exact"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -212,6 +216,9 @@ class FinetuneConfig:
             raise InputError(f"max_voxels must be at least 1000, not {self.max_voxels}")
         if int(self.guard_every) < 1:
             raise InputError(f"guard_every must be at least 1, not {self.guard_every}")
+        if self.synthetic_labels not in ("exact", "visible"):
+            raise InputError(f"synthetic_labels must be 'exact' or 'visible', not "
+                             f"{self.synthetic_labels!r}")
         if not self.preview_every_s > 0:
             raise InputError("preview_every_s must be positive")
         object.__setattr__(self, "patch_size_zyx", tuple(int(p) for p in self.patch_size_zyx))

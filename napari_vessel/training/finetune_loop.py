@@ -142,7 +142,7 @@ class FinetuneLoop:
             self.progress(0.03 + 0.07 * fraction, message)
 
         pairs = matched_volumes(self.image, self.spacing_zyx, self.prepare, seed=self.cfg.seed,
-                                progress=progress)
+                                progress=progress, labels=self.cfg.synthetic_labels)
         self.synthetic = SyntheticBatches(pairs, self.patch, real=self.sampler)
 
     def update(self, step: int, done: bool = False) -> None:
