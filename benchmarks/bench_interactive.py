@@ -61,7 +61,7 @@ DATA = ROOT.parent / "shared" / "data" / "vesselnn"
 DEFAULT_JSONL = ROOT / "runs" / "interactive.jsonl"
 
 #: Settings that must match between the rows of one JSONL file (a resumed run continues them).
-SETTINGS = ("model", "strokes", "radius", "minutes", "steps", "loo_dir")
+SETTINGS = ("model", "strokes", "radius", "per_piece", "minutes", "steps", "loo_dir")
 
 _FULL = np.ones((3, 3, 3), bool)
 
@@ -115,7 +115,8 @@ def error_pieces(labels: np.ndarray, ref: np.ndarray, touched: np.ndarray
 
 
 def simulate_strokes(labels: np.ndarray, ref: np.ndarray, touched: np.ndarray | None = None, *,
-                     strokes: int = 20, radius: float = 4.0) -> tuple[np.ndarray, list[dict]]:
+                     strokes: int = 20, radius: float = 4.0,
+                     per_piece: int | None = None) -> tuple[np.ndarray, list[dict]]:
     """The voxels one round of a simulated user's brush strokes touches.
 
     The user looks at ``labels`` (the model's labels with the earlier edits applied) and fixes the
@@ -138,6 +139,9 @@ def simulate_strokes(labels: np.ndarray, ref: np.ndarray, touched: np.ndarray | 
         Budget of strokes for this round.
     radius : float
         Brush radius in pixels.
+    per_piece : int, optional
+        At most this many strokes on one piece (a user who fixes a little of each big error,
+        then moves on); None: no limit (the largest piece takes strokes while it stays largest).
 
     Returns
     -------
@@ -154,6 +158,9 @@ def simulate_strokes(labels: np.ndarray, ref: np.ndarray, touched: np.ndarray | 
     touched = np.zeros(ref.shape, bool) if touched is None else np.asarray(touched, bool)
     if strokes < 0 or radius < 0:
         raise ValueError(f"strokes ({strokes}) and radius ({radius}) must not be negative")
+    if per_piece is not None and per_piece < 1:
+        raise ValueError(f"per_piece ({per_piece}) must be at least 1 or None")
+    given: dict[int, int] = {}
     pieces, n_false = error_pieces(labels, ref, touched)
     sizes = np.bincount(pieces.ravel())
     boxes = ndi.find_objects(pieces)
@@ -171,6 +178,9 @@ def simulate_strokes(labels: np.ndarray, ref: np.ndarray, touched: np.ndarray | 
             if left:
                 heapq.heappush(heap, (-left, index))
             continue
+        if per_piece is not None and given.get(index, 0) >= per_piece:
+            continue  # this piece had its share: the next largest one
+        given[index] = given.get(index, 0) + 1
         zi = int(np.argmax(piece.sum(axis=(1, 2))))
         depth = ndi.distance_transform_edt(np.pad(piece[zi], 1))[1:-1, 1:-1]
         cy, cx = np.unravel_index(int(np.argmax(depth)), depth.shape)
@@ -309,7 +319,7 @@ def run_volume(name: str, volume, ref: np.ndarray, start: str, how: str, args: a
         user = pred.copy()
         user[touched] = ref[touched]
         new, strokes = simulate_strokes(user, ref, touched, strokes=args.strokes,
-                                        radius=args.radius)
+                                        radius=args.radius, per_piece=args.per_piece)
         touched = touched | new
         user[touched] = ref[touched]
         t1 = time.monotonic()
@@ -524,7 +534,9 @@ def report(rows: list[dict], args: argparse.Namespace, load: float, image: Path 
         f"{load:.1f} when the report was written), {threads} torch thread(s).  ",
         f"Starting model `{s['model']}` ({', '.join(starts)}) at its card's threshold "
         f"({levels}), kept for every round. Per "
-        f"round: up to {s['strokes']} brush strokes, each a disk of radius {s['radius']} px on "
+        f"round: up to {s['strokes']} brush strokes"
+        + (f" (at most {s['per_piece']} on one wrong piece)" if s.get("per_piece") else "")
+        + f", each a disk of radius {s['radius']} px on "
         f"one slice, then a supervised fine-tune of {budget} from all the edits so far, starting "
         "from the previous round's model. Seeds: "
         f"{', '.join(map(str, sorted({r['seed'] for r in rows})))}.", "",
@@ -561,6 +573,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--strokes", type=int, default=20, help="brush strokes per round")
     parser.add_argument("--radius", type=float, default=4.0, help="brush radius in pixels")
+    parser.add_argument("--per-piece", type=int, default=None,
+                        help="at most this many strokes on one wrong piece per round (default: "
+                        "no limit, every stroke on the largest piece while it stays largest)")
     parser.add_argument("--minutes", type=float, default=0.5, help="fine-tune budget per round")
     parser.add_argument("--steps", type=int, default=None,
                         help="fine-tune steps per round instead of --minutes")

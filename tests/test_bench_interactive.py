@@ -67,3 +67,14 @@ def test_touched_voxels_are_never_targets_and_untouched_scores_exclude_them():
     assert got["voxels"] == int(keep.sum())
     tp = np.count_nonzero(labels[keep] & ref[keep])
     assert got["f1"] == pytest.approx(2 * tp / (labels[keep].sum() + ref[keep].sum()))
+
+
+def test_a_per_piece_limit_spreads_the_strokes_over_the_pieces():
+    labels, ref = _case()
+    greedy = simulate_strokes(labels, ref, strokes=3, radius=4)[1]
+    assert all(s["kind"] == "erase" for s in greedy)  # all on the one large false blob
+    spread = simulate_strokes(labels, ref, strokes=3, radius=4, per_piece=1)[1]
+    assert {s["kind"] for s in spread} == {"erase", "paint"}  # the next piece gets its turn
+    assert sum(s["kind"] == "erase" for s in spread) == 1
+    with pytest.raises(ValueError, match="per_piece"):
+        simulate_strokes(labels, ref, strokes=3, per_piece=0)
