@@ -6,6 +6,9 @@ runs in a worker thread, so the viewer stays responsive; Cancel stops it between
 nothing is added. The output layers and the live threshold live in ``segment_results``: the
 threshold slider and the minimum size redraw the labels from the stored probability map without
 running the model again, and labels the user has edited are never overwritten.
+
+*Preview* (``segment_preview``) segments only the slice on screen, with the slab of z-context the
+model needs, in the same worker; the threshold and the minimum size redraw it too.
 """
 
 from __future__ import annotations
@@ -29,67 +32,21 @@ from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..devices import pick_device
 from ..errors import InputError
-from ..inference import check_volume_array, segment
+from ..inference import segment
 from ..models.registry import ModelSpec
-from ..volume import Volume, check_spacing
+from ..preview import segment_slice
+from ..volume import Volume
 from ._common import notify_error, show_info, start_worker
 from .dock import ScrollDock
+from .segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
 from .segment_models import ModelPanel, card_threshold
+from .segment_preview import PreviewOverlay, preview_target
 from .segment_results import ROLE_KEY, RunInput, SegmentResults
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["SegmentWidget", "layer_volume"]
-
-#: Metadata key of derived views (previews, projections) that are no input for segmentation.
-_DERIVED_KEY = "napari_vessel_output"
-
-
-def layer_volume(layer: Any) -> tuple[Volume, RunInput]:
-    """The volume of an image layer and where its outputs go, checked for segmentation.
-
-    Parameters
-    ----------
-    layer : napari.layers.Image or None
-        A single-channel 3D image layer; a singleton 4th axis is dropped. Its scale is the voxel
-        size (z, y, x) in µm.
-
-    Returns
-    -------
-    volume : Volume
-    source : RunInput
-        Name, scale and translation of the layer (for the output layers) and its file.
-
-    Raises
-    ------
-    InputError
-        No layer, an RGB layer, a 2D image, several channels, a bad voxel size.
-    """
-    if layer is None:
-        raise InputError("no image layer: open a 3D stack (File > Open) or a sample (File > "
-                         "Open Sample > napari-vessel) and choose it as the image")
-    if getattr(layer, "rgb", False):
-        raise InputError(f"'{layer.name}' is an RGB image; the models take one channel: "
-                         "right-click the layer, Split RGB, and choose the vessel channel")
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    scale, translate = list(layer.scale), list(layer.translate)
-    shape = tuple(data.shape)
-    if len(shape) == 4 and 1 in shape:  # check_volume_array drops this axis too
-        del scale[shape.index(1)], translate[shape.index(1)]
-    data = check_volume_array(data, f"image '{layer.name}'")
-    spacing = check_spacing(scale, 3)
-    path = getattr(getattr(layer, "source", None), "path", None)
-    volume = Volume(data, spacing, source=str(path) if path else layer.name)
-    return volume, RunInput(layer.name, spacing, tuple(float(t) for t in translate),
-                            str(path) if path else None)
-
-
-def already_preprocessed(layer: Any) -> bool:
-    """Whether ``layer`` is the output of the Preprocess dock (its pipeline is in the metadata):
-    segmenting it must not apply the model's preprocessing a second time."""
-    return bool(getattr(layer, "metadata", {}).get("preprocess"))
-
+__all__ = ["SegmentWidget", "layer_volume", "already_preprocessed"]
 
 def _group(title: str, widget: Any) -> QGroupBox:
     box = QGroupBox(title)
@@ -118,8 +75,10 @@ class SegmentWidget(ScrollDock):
         Probability above which a voxel is vessel; moving it redraws the current labels.
     results : SegmentResults
         The output layers of this dock.
+    previews : PreviewOverlay
+        The preview layer of this dock and the probabilities behind it.
     job : Job or None
-        The running segmentation, if any.
+        The running segmentation or preview, if any.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -127,6 +86,7 @@ class SegmentWidget(ScrollDock):
         self.viewer = napari_viewer
         self.job: Any = None
         self.results = SegmentResults(napari_viewer)
+        self.previews = PreviewOverlay(napari_viewer)
         self._quiet = False  # True while the threshold is set by code, not by the user
         self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
         self.summary = Label(label="", value="no image layer")
@@ -149,15 +109,22 @@ class SegmentWidget(ScrollDock):
         self.min_size = SpinBox(label="min size", value=0, min=0, max=10**9, step=10)
         self.min_size.tooltip = "remove vessel pieces with fewer voxels than this (0 keeps all)"
         self.target = Label(label="", value="")
+        self.visible_only = CheckBox(text="preview the visible area only", value=True)
+        self.visible_only.tooltip = ("Preview segments the slice on screen; ticked, only the part "
+                                     "of it in view (zoom in for a quicker preview)")
+        self.preview_button = PushButton(text="Preview")
+        self.preview_button.tooltip = ("segment only the slice on screen (with the slices of "
+                                       "context the model needs) to try a model and a threshold")
         self.segment_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, visible=False)
         self.progress_text = Label(value="")
         inputs = Container(widgets=[self.layer_combo, self.summary], labels=True)
         options = Container(widgets=[self.overlap, self.tta, self.threshold, self.paper_post,
-                                     self.min_size,
+                                     self.min_size, self.visible_only,
                                      self.target], labels=True)
-        buttons = Container(widgets=[self.segment_button, self.cancel_button],
+        buttons = Container(widgets=[self.preview_button, self.segment_button,
+                                     self.cancel_button],
                             layout="horizontal", labels=False)
         layout = self.content.layout()
         for title, part in (("Image", inputs), ("Model", self.models), ("Options", options)):
@@ -167,10 +134,12 @@ class SegmentWidget(ScrollDock):
         layout.addStretch(1)
         self._parts = (inputs, options, buttons)  # keep the containers alive with the widget
         self.target.native.setWordWrap(True)
+        self.progress_text.native.setWordWrap(True)
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)  # redraw once the slider rests, not on every step
         self._timer.timeout.connect(self.apply_threshold)
+        self.preview_button.changed.connect(lambda *_: self.preview())
         self.threshold.changed.connect(self._threshold_moved)
         self.min_size.changed.connect(self._threshold_moved)
         self.layer_combo.changed.connect(self._input_changed)
@@ -241,30 +210,36 @@ class SegmentWidget(ScrollDock):
             self._quiet = False
 
     # ----------------------------------------------------------------------------------- run
-    def segment(self) -> Any:
-        """Start segmenting the chosen image in a worker; returns the job, or None if refused."""
+    def _read_run(self) -> tuple[Volume, RunInput, ModelSpec, dict, dict]:
+        """The checked input, model and options of a run (InputError: say what to fix).
+
+        Returns the volume, its source, the model, the options as the dock shows them, and the
+        keyword arguments for the core (no threshold when the model's own post-processing runs).
+        """
         if self.job is not None:
-            self._notify("segmentation is already running; wait for it or press Cancel")
-            return None
-        try:
-            volume, source = layer_volume(self.layer_combo.value)
-            spec = self.models.spec()
-            device = self.models.device_combo.value
-            if spec.is_network:
-                pick_device(device)  # an unavailable device is refused before starting
-        except InputError as err:
-            self._notify(err)
-            return None
+            raise InputError("segmentation is already running; wait for it or press Cancel")
+        volume, source = layer_volume(self.layer_combo.value)
+        spec = self.models.spec()
+        device = self.models.device_combo.value
+        if spec.is_network:
+            pick_device(device)  # an unavailable device is refused before starting
         options = {"threshold": float(self.threshold.value), "min_size": int(self.min_size.value),
                    "overlap": float(self.overlap.value), "tta": bool(self.tta.value),
                    "device": device}
         if spec.preprocessing and already_preprocessed(self.layer_combo.value):
             options["preprocess"] = False  # the Preprocess dock made it: not twice
-
         own = bool(getattr(spec, "postprocessing", None)) and bool(self.paper_post.value)
+        return volume, source, spec, options, ({**options, "threshold": None} if own else options)
+
+    def segment(self) -> Any:
+        """Start segmenting the chosen image in a worker; returns the job, or None if refused."""
+        try:
+            volume, source, spec, options, run = self._read_run()
+        except InputError as err:
+            self._notify(err)
+            return None
 
         def work(progress: Any, cancel: Any) -> Any:
-            run = {**options, "threshold": None} if own else options
             return segment(volume, spec.name, progress=progress, cancel=cancel, **run)
 
         self._running(True, spec.name)
@@ -275,6 +250,44 @@ class SegmentWidget(ScrollDock):
             on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished)
         return self.job
 
+    def preview(self) -> Any:
+        """Segment only the slice on screen (the visible part) in a worker; the job, or None.
+
+        The result replaces the dock's preview layer; the user's layers are not touched.
+        """
+        try:
+            volume, source, spec, options, run = self._read_run()
+            z, box = preview_target(self.viewer, self.layer_combo.value, volume.shape,
+                                    bool(self.visible_only.value))
+        except InputError as err:
+            self.progress_text.value = f"no preview: {err}"
+            self._notify(err)
+            return None
+
+        def work(progress: Any, cancel: Any) -> Any:
+            return segment_slice(volume, z, spec.name, box_yx=box, progress=progress,
+                                 cancel=cancel, **run)
+
+        self._running(True, f"a preview of slice {z} with {spec.name}")
+        started = time.perf_counter()
+        self.job = start_worker(
+            work, on_progress=self._progress,
+            on_done=lambda result: self._previewed(result, source, options, started),
+            on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished)
+        return self.job
+
+    def _previewed(self, result: Any, source: RunInput, options: dict, started: float) -> None:
+        try:
+            self.previews.show(result, source, options["threshold"], options["min_size"])
+        except Exception as err:  # noqa: BLE001 - nothing was added; say why
+            self._failed(err)
+            return
+        h, w = result.labels.shape[-2:]
+        self.progress_text.value = (
+            f"preview of slice {result.z} ({h} × {w}) with {result.manifest['model']['name']}: "
+            f"{float(result.labels.mean()):.1%} vessel in {time.perf_counter() - started:.1f} s;"
+            " move the threshold to redraw it")
+
     def cancel(self) -> None:
         """Stop the running segmentation at its next batch; no layer is added."""
         if self.job is not None:
@@ -282,7 +295,7 @@ class SegmentWidget(ScrollDock):
             self.progress_text.value = "cancelling…"
 
     def _running(self, on: bool, model: str = "") -> None:
-        self.segment_button.enabled = not on
+        self.segment_button.enabled = self.preview_button.enabled = not on
         self.cancel_button.enabled = on
         self.progress.visible = on
         self.progress.value = 0
@@ -300,7 +313,8 @@ class SegmentWidget(ScrollDock):
         self._info("segmentation cancelled; no layer was added")
 
     def _failed(self, error: BaseException) -> None:
-        self.progress_text.value = "failed (see the message)"
+        text = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+        self.progress_text.value = f"failed: {text}"
         self._notify(error)
 
     def _done(self, result: Any, source: RunInput, options: dict, started: float) -> None:
@@ -320,6 +334,7 @@ class SegmentWidget(ScrollDock):
                                        if options.get("preprocess") is False else ""))
         verb = "updated" if reused else "added"
         self._info(f"{verb} '{output.prob_layer.name}' and '{output.labels_layer.name}'")
+        self.previews.remove()  # the full result replaces the preview
         self._update_target()
 
     def _finished(self) -> None:
@@ -328,17 +343,23 @@ class SegmentWidget(ScrollDock):
 
     # ---------------------------------------------------------------------- live threshold
     def _threshold_moved(self, _value: Any = None) -> None:
-        if not self._quiet and self.results.current is not None:
+        if not self._quiet and (self.results.current is not None
+                                or self.previews.current is not None):
             self._timer.start()
 
     def apply_threshold(self) -> Any:
         """Redraw the current labels with the slider's threshold and the minimum size.
 
         Unedited labels are updated in place; edited labels are kept and a new labels layer
-        takes the new threshold (and follows the slider from then on). Returns the labels layer
-        written, or None when there was nothing to do.
+        takes the new threshold (and follows the slider from then on). The preview, if any, is
+        redrawn from its stored probabilities too. Returns the labels layer written, or None when
+        there was nothing to do.
         """
         self._timer.stop()
+        try:
+            self.previews.relabel(self.threshold.value, self.min_size.value)
+        except InputError as err:
+            self._notify(err)
         try:
             done = self.results.relabel(self.threshold.value, self.min_size.value)
         except InputError as err:
