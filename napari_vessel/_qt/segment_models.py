@@ -14,10 +14,10 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton, TextEdit
 
-from ..commands.models import format_count, format_scores
 from ..devices import pick_device
 from ..errors import InputError
 from ..models import registry
+from ..models.card import format_count, format_scores
 from ..models.registry import ModelSpec
 
 __all__ = ["ModelPanel", "card_text", "card_threshold", "DEVICES", "models_changed",

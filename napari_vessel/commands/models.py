@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from ..models import registry
+from ..models.card import format_count, format_scores
 
 NAME = "models"
 HELP = "list the segmentation models: name, kind, parameters, scores"
@@ -29,32 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=registry.KINDS, default=None,
                         help="only models of this kind")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def format_count(n: int | None) -> str:
-    """``419978 -> '420k'``, ``76171842 -> '76.2M'``, None -> '-'."""
-    if n is None:
-        return "-"
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1_000:
-        return f"{n / 1e3:.0f}k"
-    return str(n)
-
-
-def format_scores(scores: Any) -> str:
-    """A short summary of a card's ``scores``: the mean entries first, then other numbers."""
-    if not isinstance(scores, dict) or not scores:
-        return "-"
-    numbers = {k: v for k, v in scores.items() if isinstance(v, int | float)}
-    means = {k: v for k, v in numbers.items() if "mean" in k.lower()}
-    shown = means or numbers
-    if not shown:
-        nested = scores.get("mean") if isinstance(scores.get("mean"), dict) else None
-        shown = {k: v for k, v in (nested or {}).items() if isinstance(v, int | float)}
-    if not shown:
-        return "see card"
-    return ", ".join(f"{k} {v:.3f}" for k, v in list(shown.items())[:4])
 
 
 def describe(spec: registry.ModelSpec) -> dict:

@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["FORMAT_VERSION", "CARD_FIELDS", "OPTIONAL_FIELDS", "ModelCard"]
+__all__ = ["FORMAT_VERSION", "CARD_FIELDS", "OPTIONAL_FIELDS", "ModelCard", "format_count",
+           "format_scores"]
 
 #: Version of the card layout this code writes and understands.
 FORMAT_VERSION = 1
@@ -298,3 +299,29 @@ class ModelCard:
             return cls.from_dict(data)
         except InputError as err:
             raise InputError(f"model card {path}: {err}") from err
+
+
+def format_count(n: int | None) -> str:
+    """``419978 -> '420k'``, ``76171842 -> '76.2M'``, None -> '-'."""
+    if n is None:
+        return "-"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.0f}k"
+    return str(n)
+
+
+def format_scores(scores: Any) -> str:
+    """A short summary of a card's ``scores``: the mean entries first, then other numbers."""
+    if not isinstance(scores, dict) or not scores:
+        return "-"
+    numbers = {k: v for k, v in scores.items() if isinstance(v, int | float)}
+    means = {k: v for k, v in numbers.items() if "mean" in k.lower()}
+    shown = means or numbers
+    if not shown:
+        nested = scores.get("mean") if isinstance(scores.get("mean"), dict) else None
+        shown = {k: v for k, v in (nested or {}).items() if isinstance(v, int | float)}
+    if not shown:
+        return "see card"
+    return ", ".join(f"{k} {v:.3f}" for k, v in list(shown.items())[:4])
