@@ -31,6 +31,7 @@ _LAZY = {
     "Pipeline": "preprocess",
     "segment": "inference",
     "predict": "inference",
+    "segment_to_zarr": "out_of_core",
     "list_models": "models.registry",
     "evaluate": "metrics",
     "compare": "comparison",

@@ -24,7 +24,7 @@ from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
 
 __all__ = ["pick_device", "predict", "segment", "postprocessing_recipe", "check_volume_array",
-           "versions", "resolve_spec"]
+           "versions", "resolve_spec", "prepare_input", "run_manifest"]
 
 DEFAULT_PATCH = (32, 128, 128)
 
@@ -187,7 +187,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             tta: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
             out: Any = None, block_shape: Any = None, spec: Any = None,
             threads: int | None = None, runtime: str = "auto",
-            run_info: list | None = None) -> Any:
+            run_info: list | None = None, spill_dir: Any = None) -> Any:
     """Probability map of vessels for a volume.
 
     Parameters
@@ -235,6 +235,10 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         as given, with PyTorch) and PyTorch on a GPU; a fallback to PyTorch is warned about.
     run_info : list, optional
         Receives the :class:`~napari_vessel.runtime.RuntimeInfo` of the run (for manifests).
+    spill_dir : str or Path, optional
+        With ``out`` and ``block_shape``: blocks follow the patch grid and every patch is
+        predicted once (:func:`~napari_vessel.block_window.run_blocks`); the sums carried
+        between blocks go to this folder.
 
     Returns
     -------
@@ -357,6 +361,13 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             extremes[1] = max(extremes[1], float(region.max()))
 
     def tiles():
+        if spill_dir is not None:
+            from .block_window import run_blocks
+
+            return run_blocks(plan, data, forward, weights=weights, out=out,
+                              block_shape=block_shape, scratch=spill_dir,
+                              batch_size=state["batch_size"], check_region=check_region,
+                              progress=progress, cancel=cancel)
         return run_tiles(plan, data, forward, weights=weights, batch_size=state["batch_size"],
                          out=out, block_shape=block_shape, check_region=check_region,
                          progress=progress, cancel=cancel)
@@ -537,21 +548,9 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     recipe = postprocessing_recipe(spec, threshold, min_size)
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    pre_json: Any = None
-    if not _is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
-        _check_voxels(data)
-        if data.size and float(data.min()) == float(data.max()):
-            raise _constant_error(float(data.min()))
-    if preprocess and spec.preprocessing:
-        pipeline = _pipeline(spec.preprocessing)
-        data = pipeline.apply(data, spacing_zyx=volume.spacing_zyx,
-                              progress=scaled(progress, 0.0, 0.1, "preprocessing"), cancel=cancel)
-        pre_json = _as_json_obj(pipeline.to_json())
-    elif preprocess and spec.is_network:
-        if not _is_lazy(data):
-            _check_voxels(data)
-        data = _minmax(data)
-        pre_json = {"steps": [{"name": "minmax", "note": "stretch to [0, 1] (no card pipeline)"}]}
+    data, pre_json = prepare_input(data, spec, volume.spacing_zyx, preprocess=preprocess,
+                                   progress=scaled(progress, 0.0, 0.1, "preprocessing"),
+                                   cancel=cancel)
     timing["preprocess_s"] = time.perf_counter() - started
     dev = _device(device) if spec.is_network else _CPU
     started = time.perf_counter()
@@ -566,6 +565,43 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     timing["postprocess_s"] = time.perf_counter() - started
     if progress is not None:
         progress(1.0, "done")
+    manifest = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
+        "overlap": float(overlap), "blending": blending, "tta": bool(tta),
+        "patch_size_zyx": list(patch_size or spec.patch_size_zyx), "batch_size": batch_size,
+        "preprocess": bool(preprocess)})
+    return prob, labels, manifest
+
+
+def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = True,
+                  progress: Progress | None = None, cancel: CancelToken | None = None
+                  ) -> tuple[Any, Any]:
+    """The model's expected preprocessing of ``data`` (lazy for a dask array), as :func:`segment`
+    applies it: the card's pipeline, else a min-max stretch to [0, 1] for networks.
+
+    Returns
+    -------
+    data : ndarray or dask array, shape (Z, Y, X)
+    preprocessing : dict or None
+        What was done, for the run manifest.
+    """
+    pre_json: Any = None
+    if not _is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
+        _check_voxels(data)
+        if data.size and float(data.min()) == float(data.max()):
+            raise _constant_error(float(data.min()))
+    if preprocess and spec.preprocessing:
+        pipeline = _pipeline(spec.preprocessing)
+        data = pipeline.apply(data, spacing_zyx=spacing_zyx, progress=progress, cancel=cancel)
+        pre_json = _as_json_obj(pipeline.to_json())
+    elif preprocess and spec.is_network:
+        data = _minmax(data)
+        pre_json = {"steps": [{"name": "minmax", "note": "stretch to [0, 1] (no card pipeline)"}]}
+    return data, pre_json
+
+
+def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: dict, dev: Any,
+                 run_info: list, timing: dict, parameters: dict) -> dict:
+    """The run manifest of a segmentation (model, input, preprocessing, parameters, versions)."""
     card = spec.card
     manifest = {
         "model": {"name": spec.name, "kind": spec.kind, "architecture": spec.architecture,
@@ -578,9 +614,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         "preprocessing": pre_json,
         "parameters": {"threshold": float(recipe.get("level", recipe.get("low", 0.5))),
                        "min_size": int(recipe.get("min_size", 0)), "postprocessing": recipe,
-                       "overlap": float(overlap), "blending": blending, "tta": bool(tta),
-                       "patch_size_zyx": list(patch_size or spec.patch_size_zyx),
-                       "batch_size": batch_size, "preprocess": bool(preprocess)},
+                       **parameters},
         "device": str(dev),
         "runtime": run_info[0].to_dict() if run_info else None,
         "cpu": cpu_features() if dev.type == "cpu" else None,
@@ -588,4 +622,4 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return prob, labels, manifest
+    return manifest

@@ -18,7 +18,8 @@ import numpy as np
 from .errors import InputError
 from .io_common import ChunkReader, Header, atomic_path, region, to_micrometres
 
-__all__ = ["is_zarr", "read_zarr_header", "write_zarr", "CHUNKS"]
+__all__ = ["is_zarr", "read_zarr_header", "write_zarr", "create_zarr", "mark_complete",
+           "CHUNKS"]
 
 #: Chunk shape (z, y, x) of written arrays: a few MB each, so dask and viewers stream them well.
 CHUNKS = (32, 256, 256)
@@ -244,18 +245,17 @@ def _level0_scale(multiscales: dict) -> list[float] | None:
     return scale
 
 
-def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *, kind: str,
-               metadata: dict | None = None, overwrite: bool = False) -> Path:
-    """Write a 3D stack as a chunked OME-Zarr image (level 0 only) with its voxel size.
+def create_zarr(path: Path, shape: tuple[int, ...], dtype: Any,
+                spacing_zyx: tuple[float, float, float], *, kind: str,
+                metadata: dict | None = None) -> Any:
+    """Create an empty OME-Zarr image (level 0, :data:`CHUNKS`) at ``path`` to fill block by block.
 
-    Dask arrays are written chunk by chunk, so a stack larger than memory can be saved. See
-    :func:`napari_vessel.io.save_volume` for the parameters.
+    Returns the ``zarr.Array``; call :func:`mark_complete` on it once every voxel is written.
+    ``path`` is created as is (no atomic publishing): give it a temporary name.
     """
     import zarr
 
-    if np.dtype(data.dtype).kind == "b":
-        data = data.astype(np.uint8)
-    chunks = tuple(min(c, s) for c, s in zip(CHUNKS, data.shape, strict=True))
+    chunks = tuple(min(c, s) for c, s in zip(CHUNKS, shape, strict=True))
     axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
     multiscales = [{
         "version": "0.4", "name": path.name.split(".")[0], "axes": axes,
@@ -263,14 +263,33 @@ def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *
             {"type": "scale", "scale": [float(s) for s in spacing_zyx]}]}],
     }]
     own = json.loads(json.dumps({"kind": kind, "metadata": metadata or {}}, default=str))
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    array = group.create_array("0", shape=tuple(shape), dtype=dtype, chunks=chunks,
+                               config={"write_empty_chunks": True})
+    group.attrs.update({"multiscales": multiscales, "napari_vessel": own})
+    return array
+
+
+def mark_complete(array: Any) -> None:
+    """Mark an array as holding every chunk (:data:`ALL_CHUNKS`): a missing one is then damage."""
+    array.attrs[ALL_CHUNKS[0]] = ALL_CHUNKS[1]
+
+
+def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *, kind: str,
+               metadata: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a 3D stack as a chunked OME-Zarr image (level 0 only) with its voxel size.
+
+    Dask arrays are written chunk by chunk, so a stack larger than memory can be saved. See
+    :func:`napari_vessel.io.save_volume` for the parameters.
+    """
+    if np.dtype(data.dtype).kind == "b":
+        data = data.astype(np.uint8)
     with atomic_path(path, overwrite) as tmp:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        array = group.create_array("0", shape=tuple(data.shape), dtype=data.dtype, chunks=chunks,
-                                   config={"write_empty_chunks": True})
+        array = create_zarr(tmp, tuple(data.shape), data.dtype, spacing_zyx, kind=kind,
+                            metadata=metadata)
         if hasattr(data, "dask"):
-            data.rechunk(chunks).store(array, lock=False)
+            data.rechunk(array.chunks).store(array, lock=False)
         else:
             array[...] = np.asarray(data)
-        array.attrs[ALL_CHUNKS[0]] = ALL_CHUNKS[1]  # a missing chunk will mean a damaged copy
-        group.attrs.update({"multiscales": multiscales, "napari_vessel": own})
+        mark_complete(array)  # a missing chunk will mean a damaged copy
     return path

@@ -18,15 +18,18 @@ from .errors import InputError
 __all__ = ["output_paths", "write_json", "check_writable", "publish_set"]
 
 
-def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Where ``segment`` (and ``batch``, per stack) writes for one input."""
+def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 zarr: bool = False) -> dict[str, Path]:
+    """Where ``segment`` (and ``batch``, per stack) writes for one input: TIFFs, or OME-Zarr
+    stores with ``zarr`` (the out-of-core path, :mod:`napari_vessel.out_of_core`)."""
     name = Path(input_path).name
     for ending in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".ome.zarr", ".zarr"):
         if name.lower().endswith(ending):
             name = name[: -len(ending)]
             break
     out = Path(out_dir)
-    return {"labels": out / f"{name}_labels.tif", "prob": out / f"{name}_prob.tif",
+    ending = ".zarr" if zarr else ".tif"
+    return {"labels": out / f"{name}_labels{ending}", "prob": out / f"{name}_prob{ending}",
             "manifest": out / f"{name}_manifest.json"}
 
 
@@ -74,11 +77,14 @@ def publish_set(paths: dict[str, Path], write) -> None:
     tag = uuid.uuid4().hex[:8]
     tmp = {k: p.with_name(f".{p.name}.{tag}.partial{''.join(p.suffixes[-1:])}")
            for k, p in paths.items()}
+    old = {k: p.with_name(f".{p.name}.{tag}.partial.old") for k, p in paths.items()}
     try:
         write(tmp)
         paths["manifest"].unlink(missing_ok=True)  # from here on the set is incomplete
         for key in sorted(paths, key=lambda k: k == "manifest"):
+            if paths[key].is_dir():  # a Zarr store: a folder is not replaced in one step
+                os.replace(paths[key], old[key])
             os.replace(tmp[key], paths[key])
     finally:
-        for path in tmp.values():
+        for path in (*tmp.values(), *old.values()):
             remove_path(path)

@@ -33,6 +33,7 @@ __all__ = [
     "reflect_indices",
     "read_region",
     "run_tiles",
+    "patch_work",
 ]
 
 
@@ -194,6 +195,35 @@ def _block_ranges(total: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, total)) for s in range(0, total, block)]
 
 
+def _touching_blocks(plan: TilePlan, block_shape: Sequence[int] | None) -> list[tuple]:
+    """Output blocks of :func:`run_tiles`: per axis ``(lo, hi, starts of the patches touching it)``."""
+    block_shape = tuple(plan.padded_shape) if block_shape is None else tuple(block_shape)
+    per_axis_blocks = []
+    for a in range(3):
+        blocks = []
+        for b0, b1 in _block_ranges(plan.padded_shape[a], max(1, int(block_shape[a]))):
+            # only blocks that hold source voxels matter
+            s0, s1 = plan.pad_before[a], plan.pad_before[a] + plan.shape[a]
+            if b1 <= s0 or b0 >= s1:
+                continue
+            touching = [s for s in plan.starts[a] if s < b1 and s + plan.patch[a] > b0]
+            blocks.append((max(b0, s0), min(b1, s1), touching))
+        per_axis_blocks.append(blocks)
+    return list(itertools.product(*per_axis_blocks))
+
+
+def patch_work(plan: TilePlan, block_shape: Sequence[int] | None = None) -> float:
+    """Patch predictions :func:`run_tiles` makes with ``block_shape``, per distinct patch.
+
+    1.0 means no patch is predicted twice; a block re-predicts every patch it shares with its
+    neighbours, so small blocks cost more (:func:`napari_vessel.block_window.run_blocks` predicts
+    each patch once whatever the block).
+    """
+    runs = sum(int(np.prod([len(b[2]) for b in blk]))
+               for blk in _touching_blocks(plan, block_shape))
+    return runs / plan.n_tiles
+
+
 def run_tiles(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray], np.ndarray], *,
               weights: np.ndarray, batch_size: int = 1, out: Any = None,
               block_shape: Sequence[int] | None = None,
@@ -229,21 +259,8 @@ def run_tiles(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray],
     progress = progress or no_progress
     if out is None:
         out = np.empty(plan.shape, dtype=np.float32)
-    block_shape = tuple(plan.padded_shape) if block_shape is None else tuple(block_shape)
     patch = plan.patch
-    # per block and axis: the patches touching the block
-    per_axis_blocks = []
-    for a in range(3):
-        blocks = []
-        for b0, b1 in _block_ranges(plan.padded_shape[a], max(1, int(block_shape[a]))):
-            # only blocks that hold source voxels matter
-            s0, s1 = plan.pad_before[a], plan.pad_before[a] + plan.shape[a]
-            if b1 <= s0 or b0 >= s1:
-                continue
-            touching = [s for s in plan.starts[a] if s < b1 and s + patch[a] > b0]
-            blocks.append((max(b0, s0), min(b1, s1), touching))
-        per_axis_blocks.append(blocks)
-    block_list = list(itertools.product(*per_axis_blocks))
+    block_list = _touching_blocks(plan, block_shape)
     total = sum(int(np.prod([len(b[2]) for b in blk])) for blk in block_list)
     done = 0
     for blk in block_list:

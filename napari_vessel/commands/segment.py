@@ -21,6 +21,9 @@ default when --model is not given). Writes, in the output folder:
   STEM_labels.tif       vessel labels (uint8, 1 = vessel), with the voxel size
   STEM_prob.tif         the probability map (float32), to re-threshold without re-running
   STEM_manifest.json    model, weights hash, preprocessing, parameters, device, versions, timing
+With --zarr (or when the in-memory run would need more than --memory-budget GB) the stack is
+segmented out of core, block by block, into STEM_prob.zarr and STEM_labels.zarr (OME-Zarr):
+memory is bounded by --block-size, not by the stack, and the result equals the in-memory one.
 Existing files are never replaced unless --overwrite is given. The model's own preprocessing
 (from its model card) is applied first, and its post-processing last (unless --threshold is given).
 
@@ -28,6 +31,7 @@ examples:
   napari-vessel segment stack.tif -o results
   napari-vessel segment stack.tif -o results --model frangi --threshold 0.4
   napari-vessel segment big.zarr -o results --device cuda --tta --overwrite
+  napari-vessel segment huge.zarr -o results --memory-budget 8 --threads 2
 """
 
 
@@ -66,6 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph", action="store_true",
                         help="also build the vessel graph of the labels (as 'napari-vessel "
                         "graph') into OUTDIR/STEM_graph/")
+    parser.add_argument("--zarr", action="store_true",
+                        help="segment out of core into OME-Zarr stores (STEM_prob.zarr, "
+                        "STEM_labels.zarr), block by block")
+    parser.add_argument("--memory-budget", type=float, default=None, metavar="GB",
+                        help="segment out of core (as --zarr) when the in-memory run would need "
+                        "more than this (about 17 bytes per voxel)")
+    parser.add_argument("--block-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="voxels per block out of core (default: one patch deep, two wide)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the network (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -76,6 +90,15 @@ def run(args: argparse.Namespace) -> int:
     from ..io import load_volume, save_volume
     from ..progress import tqdm_progress
 
+    if getattr(args, "zarr", False) or getattr(args, "memory_budget", None) is not None:
+        from ..io import describe_file
+        from ..out_of_core import needs_out_of_core
+
+        shape = describe_file(args.input)["stack_shape"] or ()
+        if args.zarr or needs_out_of_core(shape, args.memory_budget):
+            return _run_out_of_core(args)
+    if getattr(args, "block_size", None) is not None:
+        raise InputError("--block-size applies out of core only: add --zarr (or --memory-budget)")
     paths = output_paths(args.input, args.out)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.overwrite:
@@ -95,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             volume, spec, threshold=args.threshold, preprocess=not args.no_preprocess,
             min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
             batch_size=args.batch_size, device=args.device, tta=args.tta, progress=progress,
-            runtime=args.runtime)
+            runtime=args.runtime, threads=getattr(args, "threads", None))
     manifest["command"] = ["napari-vessel", "segment", *sys.argv[2:]] if sys.argv[1:2] == [
         "segment"] else None
     manifest["outputs"] = {k: str(v) for k, v in paths.items()}
@@ -119,4 +142,31 @@ def run(args: argparse.Namespace) -> int:
             "input": str(paths["labels"]), "segmentation_manifest": str(paths["manifest"]),
             "spacing_known": bool(volume.spacing_known)}, overwrite=args.overwrite,
             quiet=args.quiet)
+    return 0
+
+
+def _run_out_of_core(args: argparse.Namespace) -> int:
+    """Segment block by block into OME-Zarr stores (:func:`~napari_vessel.segment_to_zarr`)."""
+    from ..io import load_volume
+    from ..out_of_core import segment_to_zarr
+    from ..progress import tqdm_progress
+
+    if getattr(args, "graph", False):
+        raise InputError("--graph needs the labels in memory; run 'napari-vessel graph' on "
+                         "STEM_labels.zarr afterwards, or segment without --zarr")
+    volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing,
+                         lazy=True)
+    print(f"segmenting {args.input} {volume.shape} out of core ...", file=sys.stderr)
+    with tqdm_progress("segment (out of core)", disable=args.quiet) as progress:
+        manifest = segment_to_zarr(
+            volume, args.out, args.model, threshold=args.threshold,
+            preprocess=not args.no_preprocess, min_size=args.min_size, overlap=args.overlap,
+            patch_size=args.patch_size, batch_size=args.batch_size, device=args.device,
+            tta=args.tta, block_shape=args.block_size, overwrite=args.overwrite,
+            progress=progress, runtime=args.runtime, threads=args.threads)
+    outputs, done = manifest["outputs"], manifest["out_of_core"]
+    print(f"wrote {outputs['labels']}, {outputs['prob']} ({done['patches']} patches in "
+          f"{'x'.join(map(str, done['blocks']))} blocks; post-processing: "
+          f"{', '.join(done['postprocessing_steps'])}) in {sum(manifest['timing'].values()):.1f} s",
+          file=sys.stderr)
     return 0

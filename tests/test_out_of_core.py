@@ -1,0 +1,136 @@
+"""Out-of-core segmentation: block by block into OME-Zarr, equal to the in-memory path."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import napari_vessel.out_of_core as ooc
+from napari_vessel.commands import segment as segment_cmd
+from napari_vessel.errors import InputError
+from napari_vessel.inference import segment
+from napari_vessel.io import describe_file, load_volume, save_volume
+from napari_vessel.models import registry
+from napari_vessel.models.umis import build_umis
+from napari_vessel.models.weights import save_weights
+from napari_vessel.out_of_core import segment_to_zarr
+from napari_vessel.phantom import make_phantom
+
+TINY = {"width": 2, "blocks": [1, 1], "strides": [[1, 2, 2], [2, 2, 2]],
+        "stem_kernel": [3, 3, 3], "stem_stride": [1, 1, 1], "morph_iterations": 1}
+PATCH = (8, 32, 32)
+BLOCK = (8, 32, 32)  # one patch per block: 2 x 3 x 3 blocks on the stack below
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(registry.MODELS_ENV, str(folder))
+    save_weights(build_umis(**TINY), folder / "tiny-umis",
+                 {"architecture": "umis", "config": TINY, "kind": "unsupervised"})
+    yield "tiny-umis"
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    phantom = make_phantom((12, 80, 72), seed=3)
+    path = tmp_path_factory.mktemp("in") / "stack.zarr"
+    return save_volume(path, phantom.image, phantom.spacing_zyx)
+
+
+def _level(prob: np.ndarray, quantile: float) -> float:
+    """A threshold near ``quantile`` in the widest gap between voxel values (so float rounding,
+    which differs between the two paths by about 1e-7, cannot decide a voxel)."""
+    values = np.unique(prob)
+    middle = int(quantile * len(values))
+    window = values[middle - 200:middle + 200]
+    gap = int(np.argmax(np.diff(window)))
+    return float(window[gap] + window[gap + 1]) / 2
+
+
+def _read(path):
+    return np.asarray(load_volume(path, lazy=False).data)
+
+
+def test_equals_in_memory_with_min_size_across_blocks(model, stack, tmp_path):
+    volume = load_volume(stack)
+    prob, _, _ = segment(load_volume(stack, lazy=False), model, patch_size=PATCH, threads=1)
+    level = _level(prob, 0.8)
+    mem_prob, mem_labels, _ = segment(load_volume(stack, lazy=False), model, threshold=level,
+                                      min_size=40, patch_size=PATCH, threads=1)
+    manifest = segment_to_zarr(volume, tmp_path, model, threshold=level, min_size=40,
+                               patch_size=PATCH, block_shape=BLOCK, threads=1)
+    out = manifest["outputs"]
+    np.testing.assert_allclose(_read(out["prob"]), mem_prob, atol=1e-5)
+    labels = _read(out["labels"])
+    np.testing.assert_array_equal(labels, mem_labels)
+    assert manifest["out_of_core"]["blocks"] == [2, 3, 3]
+    # the removal was global: a piece crossing block borders was kept, small pieces went
+    pieces, count = ndi.label(labels, ndi.generate_binary_structure(3, 3))
+    spans = [sl for sl in ndi.find_objects(pieces)]
+    assert count and any((s[1].start < 32 <= s[1].stop - 1) for s in spans)
+    assert mem_labels.sum() < (mem_prob > level).sum()
+
+
+def test_stores_are_ome_zarr_and_published_with_a_manifest(model, stack, tmp_path):
+    manifest = segment_to_zarr(load_volume(stack), tmp_path, model, patch_size=PATCH,
+                               block_shape=(8, 64, 64), threads=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "stack_labels.zarr", "stack_manifest.json", "stack_prob.zarr"]
+    for role, kind in (("prob", "image"), ("labels", "labels")):
+        info = describe_file(manifest["outputs"][role])
+        assert info["format"] == "OME-Zarr" and info["kind"] == kind
+        assert info["stack_shape"] == (12, 80, 72) and info["voxel_size_um"] == (2.0, 1.0, 1.0)
+    attrs = json.loads((tmp_path / "stack_prob.zarr" / ".zattrs").read_text())
+    assert attrs["multiscales"][0]["datasets"][0]["path"] == "0"
+    saved = json.loads((tmp_path / "stack_manifest.json").read_text())
+    assert saved["out_of_core"]["patch_predictions_per_patch"] == 1.0
+
+
+def test_cli_zarr_and_bad_input(model, stack, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    segment_cmd.add_arguments(parser)
+    argv = [str(stack), "-o", str(tmp_path), "--model", model, "--zarr", "--quiet",
+            "--patch-size", *map(str, PATCH), "--block-size", "8", "48", "48", "--threads", "1"]
+    assert segment_cmd.run(parser.parse_args(argv)) == 0
+    assert (tmp_path / "stack_labels.zarr").is_dir()
+    with pytest.raises(InputError, match="--overwrite"):
+        segment_cmd.run(parser.parse_args(argv))
+    small = argv[:-6] + ["--block-size", "4", "32", "32", "--overwrite"]
+    with pytest.raises(InputError, match="smaller than a patch"):
+        segment_cmd.run(parser.parse_args(small))
+    with pytest.raises(InputError, match="out of core only"):
+        segment_cmd.run(parser.parse_args([str(stack), "-o", str(tmp_path / "b"),
+                                           "--block-size", "8", "32", "32"]))
+    with pytest.raises(InputError, match="classical"):
+        segment_to_zarr(load_volume(stack), tmp_path / "c", "frangi")
+    with pytest.raises(InputError, match="memory budget"):
+        segment_cmd.run(parser.parse_args([str(stack), "-o", str(tmp_path),
+                                           "--memory-budget", "0"]))
+    assert ooc.needs_out_of_core((256, 2048, 2048), 8) and not ooc.needs_out_of_core((8, 8, 8), 8)
+
+
+def test_unwritable_output_is_refused(model, stack, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="not a writable folder"):
+        segment_to_zarr(load_volume(stack), blocker / "out", model, patch_size=PATCH)
+    assert blocker.read_text() == "x"
+
+
+def test_interrupted_write_leaves_nothing_finished(model, stack, tmp_path, monkeypatch):
+    from napari_vessel import postprocess_blocks
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(postprocess_blocks, "postprocess_blocks", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        segment_to_zarr(load_volume(stack), tmp_path, model, patch_size=PATCH, threads=1)
+    assert list(tmp_path.iterdir()) == []  # no store, no manifest, no scratch
