@@ -36,13 +36,18 @@ def _supported_text() -> str:
     return ", ".join(SUPPORTED)
 
 
-def read_header(path: str | os.PathLike) -> Header:
-    """Check ``path`` and read its header (axes, shape, dtype, voxel size); no voxels are read."""
+def read_header(path: str | os.PathLike, level: int = 0) -> Header:
+    """Check ``path`` and read its header (axes, shape, dtype, voxel size); no voxels are read.
+
+    ``level`` picks a lower resolution of an OME-Zarr pyramid (0: full resolution)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path} does not exist; check the spelling and the folder")
     if is_zarr(path):
-        return read_zarr_header(str(path))
+        return read_zarr_header(str(path), level)
+    if level != 0:
+        raise InputError(f"{path} has one resolution level; level {level} exists only in "
+                         "OME-Zarr pyramids")
     if path.is_dir():
         if path.name.lower().endswith(".zarr"):
             raise InputError(f"{path} is a folder named .zarr but holds no Zarr data (no "
@@ -92,7 +97,7 @@ def _choose(header: Header, channel: int | None, frame: int | None) -> tuple[tup
 
 
 def load_volume(path: str | os.PathLike, *, channel: int | None = None, frame: int | None = None,
-                spacing: Any = None, lazy: bool | None = None) -> Volume:
+                spacing: Any = None, lazy: bool | None = None, level: int = 0) -> Volume:
     """Read a 3D stack and its voxel size from a TIFF, OME-TIFF, ImageJ, Zarr or OME-Zarr file.
 
     Parameters
@@ -109,6 +114,9 @@ def load_volume(path: str | os.PathLike, *, channel: int | None = None, frame: i
     lazy : bool, optional
         Return a dask array instead of reading the voxels now. Default: True for Zarr and for
         TIFFs larger than :data:`LAZY_BYTES`.
+    level : int
+        Resolution level of an OME-Zarr pyramid: 0 (the default) is the full resolution, the one
+        to segment; higher levels are smaller views for display (their voxel size is the level's).
 
     Returns
     -------
@@ -120,9 +128,9 @@ def load_volume(path: str | os.PathLike, *, channel: int | None = None, frame: i
     ------
     InputError
         Missing, empty, corrupt or unsupported file; 2D image; several channels or frames and
-        none chosen; invalid voxel size.
+        none chosen; invalid voxel size; a level that does not exist or is missing or damaged.
     """
-    header = read_header(path)
+    header = read_header(path, level)
     index, order, chosen = _choose(header, channel, frame)
     if lazy is None:
         lazy = "Zarr" in header.format or header.nbytes > LAZY_BYTES
@@ -140,7 +148,8 @@ def load_volume(path: str | os.PathLike, *, channel: int | None = None, frame: i
         known = False  # saved by this package from a stack whose voxel size was a guess
     metadata = {"format": header.format, "axes_in_file": header.axes,
                 "shape_in_file": header.shape, "kind": header.kind,
-                "spacing_in_file": dict(header.spacing), **chosen, "stored": stored}
+                "spacing_in_file": dict(header.spacing), **chosen, "stored": stored,
+                "level": int(level), "levels": int(header.extra.get("levels", 1))}
     return Volume(data, spacing_zyx, source=str(path), spacing_known=known, metadata=metadata)
 
 
@@ -174,7 +183,7 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_volume(path: str | os.PathLike, data: Any, spacing_zyx: Any, *, overwrite: bool = False,
-                kind: str = "image", metadata: dict | None = None) -> Path:
+                kind: str = "image", metadata: dict | None = None, pyramid: bool = False) -> Path:
     """Write a 3D stack with its voxel size to TIFF or Zarr, atomically.
 
     Parameters
@@ -193,6 +202,9 @@ def save_volume(path: str | os.PathLike, data: Any, spacing_zyx: Any, *, overwri
         that fit are written as uint8/uint16 TIFFs.
     metadata : dict, optional
         Extra JSON-able information stored with the stack (e.g. the run's parameters).
+    pyramid : bool
+        Zarr only: add lower resolutions (2x steps until y and x fit in 256 voxels; mean for
+        images, max for labels) so that napari opens the stack as a fast multiscale layer.
 
     Returns
     -------
@@ -209,7 +221,11 @@ def save_volume(path: str | os.PathLike, data: Any, spacing_zyx: Any, *, overwri
     spacing = check_spacing(spacing_zyx, 3)
     name = path.name.lower()
     if name.endswith(".zarr"):
-        return write_zarr(path, data, spacing, kind=kind, metadata=metadata, overwrite=overwrite)
+        return write_zarr(path, data, spacing, kind=kind, metadata=metadata, overwrite=overwrite,
+                          pyramid=pyramid)
+    if pyramid:
+        raise InputError(f"{path.name}: pyramids are written to OME-Zarr only; end the name in "
+                         ".zarr, or save without pyramid")
     if name.endswith(_TIFF_ENDINGS):
         return write_tiff(path, data, spacing, kind=kind, metadata=metadata, overwrite=overwrite)
     raise InputError(f"cannot save as '{path.suffix or path.name}'; end the name in .tif, .tiff, "

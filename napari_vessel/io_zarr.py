@@ -1,8 +1,10 @@
 """Zarr and OME-Zarr: read the header, open the voxels lazily with dask, write a chunked stack.
 
 Reads OME-Zarr 0.4 (Zarr v2, ``multiscales`` in the attributes) and 0.5 (Zarr v3, under ``ome``),
-plain Zarr arrays and groups holding one array. Writes OME-Zarr 0.4 (Zarr v2 format), the version
-most viewers read today. Used through :mod:`napari_vessel.io`.
+plain Zarr arrays and groups holding one array; any multiscale level can be opened (``level``).
+Writes OME-Zarr 0.4 (Zarr v2 format), the version most viewers read today, with labels marked
+``image-label`` (NGFF) and, when asked, a pyramid of lower resolutions (:mod:`.io_pyramid`). Used
+through :mod:`napari_vessel.io`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .errors import InputError
 from .io_common import ChunkReader, Header, atomic_path, region, to_micrometres
 
 __all__ = ["is_zarr", "read_zarr_header", "write_zarr", "create_zarr", "mark_complete",
-           "CHUNKS"]
+           "level_scale", "CHUNKS"]
 
 #: Chunk shape (z, y, x) of written arrays: a few MB each, so dask and viewers stream them well.
 CHUNKS = (32, 256, 256)
@@ -38,18 +40,29 @@ def is_zarr(path: Path) -> bool:
         (path / marker).is_file() for marker in ("zarr.json", ".zarray", ".zgroup", ".zattrs"))
 
 
-def read_zarr_header(path: str) -> Header:
+def read_zarr_header(path: str, level: int = 0) -> Header:
     """Read what a Zarr or OME-Zarr holds without reading the voxels.
 
     Parameters
     ----------
     path : str
-        A Zarr folder: an array, a group with one array, or an OME-Zarr image (level 0 is used).
+        A Zarr folder: an array, a group with one array, or an OME-Zarr image.
+    level : int
+        Which multiscale level of an OME-Zarr image: 0 is the full resolution; a plain array has
+        level 0 only.
 
     Returns
     -------
     Header
-        Axes normalised to letters from ``"TCZYX"``; ``open_array`` returns a dask array when lazy.
+        Axes normalised to letters from ``"TCZYX"``; ``open_array`` returns a dask array when lazy;
+        ``extra["levels"]`` is the number of levels, ``shape`` and ``spacing`` are those of
+        ``level``.
+
+    Raises
+    ------
+    InputError
+        Not a readable Zarr; a level that does not exist; a level listed in the metadata that is
+        missing or unreadable (an incomplete copy), naming the store and the level.
     """
     import zarr
 
@@ -59,20 +72,27 @@ def read_zarr_header(path: str) -> Header:
         raise InputError(f"{path} is not a readable Zarr ({err}); check the folder") from err
     fmt, names, units, scale = "Zarr", None, {}, None
     attrs = dict(node.attrs)
+    level = int(level)
+    label = path if level == 0 else f"{path} (level {level})"  # errors name the level
     if isinstance(node, zarr.Array):
         array = node
         multiscales = _parent_multiscales(Path(path))
     else:
         multiscales = _multiscales(attrs)
         if multiscales:
-            array = node[multiscales["datasets"][0]["path"]]
+            arrays = _levels(node, multiscales, path)
+            array = arrays[min(level, len(arrays) - 1)]
         else:
             array = _only_array(node, path)
             attrs = {**attrs, **dict(array.attrs)}
+    count = len(multiscales["datasets"]) if multiscales and not isinstance(node, zarr.Array) else 1
+    if not 0 <= level < count:
+        raise InputError(f"{path} has {count} resolution level{'s' * (count != 1)} "
+                         f"(0..{count - 1}); level {level} does not exist")
     if multiscales:
         fmt = "OME-Zarr"
         names, units = _ome_axes(multiscales.get("axes"))
-        scale = _level0_scale(multiscales)
+        scale = level_scale(multiscales, level if count > 1 else 0)
     ndim = len(array.shape)
     if names is None or len(names) != ndim:
         if ndim not in _DEFAULT_AXES:
@@ -80,6 +100,7 @@ def read_zarr_header(path: str) -> Header:
                              "(z, y, x), 4 (c, z, y, x) or 5 (t, c, z, y, x)")
         names = _DEFAULT_AXES[ndim]
     stored = attrs.get("napari_vessel", {}) if isinstance(attrs.get("napari_vessel"), dict) else {}
+    kind = stored.get("kind") or ("labels" if "image-label" in attrs else None)
     spacing = {}
     if scale is not None and len(scale) == ndim:
         for letter, value in zip(names, scale, strict=True):
@@ -90,20 +111,39 @@ def read_zarr_header(path: str) -> Header:
     dtype = np.dtype(str(array.dtype)) if not isinstance(array.dtype, np.dtype) else array.dtype
     header = Header(
         path=path, format=fmt, axes=names, shape=tuple(int(s) for s in array.shape), dtype=dtype,
-        spacing=spacing, kind=stored.get("kind"), nbytes=int(np.prod(array.shape)) * dtype.itemsize,
+        spacing=spacing, kind=kind, nbytes=int(np.prod(array.shape)) * dtype.itemsize,
         extra={"chunks": tuple(int(c) for c in array.chunks), "metadata": stored.get("metadata", {}),
                "zarr_format": int(array.metadata.zarr_format)},
     )
     if multiscales:
-        header.extra["levels"] = len(multiscales["datasets"])
+        header.extra["levels"] = count
     complete = array.attrs.get(ALL_CHUNKS[0]) == ALL_CHUNKS[1]
-    check = _chunk_check(array, path, names, complete)
+    check = _chunk_check(array, label, names, complete)
     if complete and check is not None and array.nchunks_initialized < array.nchunks:
-        reader = ChunkReader(array, names, _corrupt(array, path), check)
+        reader = ChunkReader(array, names, _corrupt(array, label), check)
         for index in reader.blocks():  # refused now, not after minutes of work
             check(index)
-    header.open_array = lambda lazy: _open(array, path, names, check, lazy)
+    header.open_array = lambda lazy: _open(array, label, names, check, lazy)
     return header
+
+
+def _levels(group: Any, multiscales: dict, path: str) -> list[Any]:
+    """Every level's array (metadata only): a level listed but missing is an incomplete store."""
+    arrays = []
+    for k, dataset in enumerate(multiscales["datasets"]):
+        name = str(dataset.get("path", ""))
+        try:
+            arrays.append(group[name])
+        except Exception as err:  # KeyError, or the decoders' errors for broken metadata
+            raise InputError(
+                f"{path}: level {k} (the array '{name}') is listed in the multiscales metadata "
+                f"but is missing or unreadable ({type(err).__name__}: {err}); the store is "
+                "incomplete or damaged: copy it again, or write it again") from err
+        if len(arrays[-1].shape) != len(arrays[0].shape):
+            raise InputError(f"{path}: level {k} (the array '{name}') has "
+                             f"{len(arrays[-1].shape)} axes, level 0 has {len(arrays[0].shape)}; "
+                             "the multiscales metadata does not match the arrays")
+    return arrays
 
 
 def _open(array: Any, path: str, names: str, check: Any, lazy: bool) -> Any:
@@ -233,9 +273,11 @@ def _ome_axes(axes: Any) -> tuple[str | None, dict[str, str]]:
     return "".join(names), units
 
 
-def _level0_scale(multiscales: dict) -> list[float] | None:
+def level_scale(multiscales: dict, level: int = 0) -> list[float] | None:
+    """The voxel size of one level, in the file's units: the level's ``scale`` transformation
+    times the image-wide one (NGFF ``coordinateTransformations``); None when there is none."""
     scale = None
-    for transforms in (multiscales["datasets"][0].get("coordinateTransformations"),
+    for transforms in (multiscales["datasets"][level].get("coordinateTransformations"),
                        multiscales.get("coordinateTransformations")):
         for transform in transforms or []:
             if transform.get("type") == "scale":
@@ -247,18 +289,20 @@ def _level0_scale(multiscales: dict) -> list[float] | None:
 
 def create_zarr(path: Path, shape: tuple[int, ...], dtype: Any,
                 spacing_zyx: tuple[float, float, float], *, kind: str,
-                metadata: dict | None = None) -> Any:
+                metadata: dict | None = None, image_label: dict | None = None) -> Any:
     """Create an empty OME-Zarr image (level 0, :data:`CHUNKS`) at ``path`` to fill block by block.
 
-    Returns the ``zarr.Array``; call :func:`mark_complete` on it once every voxel is written.
-    ``path`` is created as is (no atomic publishing): give it a temporary name.
+    Returns the ``zarr.Array``; call :func:`mark_complete` on it once every voxel is written, then
+    :func:`~napari_vessel.io_pyramid.write_pyramid` for lower resolutions. ``path`` is created as
+    is (no atomic publishing): give it a temporary name. Labels (``kind="labels"``) carry the NGFF
+    ``image-label`` attribute, with the fields of ``image_label`` (e.g. ``colors``, ``source``).
     """
     import zarr
 
     chunks = tuple(min(c, s) for c, s in zip(CHUNKS, shape, strict=True))
     axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
     multiscales = [{
-        "version": "0.4", "name": path.name.split(".")[0], "axes": axes,
+        "version": "0.4", "name": path.name.lstrip(".").split(".")[0], "axes": axes,
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": [float(s) for s in spacing_zyx]}]}],
     }]
@@ -266,7 +310,10 @@ def create_zarr(path: Path, shape: tuple[int, ...], dtype: Any,
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     array = group.create_array("0", shape=tuple(shape), dtype=dtype, chunks=chunks,
                                config={"write_empty_chunks": True})
-    group.attrs.update({"multiscales": multiscales, "napari_vessel": own})
+    attrs: dict[str, Any] = {"multiscales": multiscales, "napari_vessel": own}
+    if kind == "labels":
+        attrs["image-label"] = {"version": "0.4", **(image_label or {})}
+    group.attrs.update(attrs)
     return array
 
 
@@ -276,12 +323,18 @@ def mark_complete(array: Any) -> None:
 
 
 def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *, kind: str,
-               metadata: dict | None = None, overwrite: bool = False) -> Path:
-    """Write a 3D stack as a chunked OME-Zarr image (level 0 only) with its voxel size.
+               metadata: dict | None = None, overwrite: bool = False, pyramid: bool = False,
+               smallest: int | None = None) -> Path:
+    """Write a 3D stack as a chunked OME-Zarr image with its voxel size.
 
-    Dask arrays are written chunk by chunk, so a stack larger than memory can be saved. See
-    :func:`napari_vessel.io.save_volume` for the parameters.
+    Dask arrays are written chunk by chunk, so a stack larger than memory can be saved. With
+    ``pyramid`` the lower resolutions follow (:func:`~napari_vessel.io_pyramid.write_pyramid`:
+    2x steps until y and x fit in ``smallest`` voxels, mean for images, max for labels), inside
+    the temporary store, so the published store has every level. See
+    :func:`napari_vessel.io.save_volume` for the other parameters.
     """
+    from .io_pyramid import SMALLEST, write_pyramid
+
     if np.dtype(data.dtype).kind == "b":
         data = data.astype(np.uint8)
     with atomic_path(path, overwrite) as tmp:
@@ -292,4 +345,7 @@ def write_zarr(path: Path, data: Any, spacing_zyx: tuple[float, float, float], *
         else:
             array[...] = np.asarray(data)
         mark_complete(array)  # a missing chunk will mean a damaged copy
+        if pyramid:
+            write_pyramid(tmp, method="max" if kind == "labels" else "mean",
+                          smallest=SMALLEST if smallest is None else smallest)
     return path

@@ -9,7 +9,10 @@ bounded by the block size instead of the stack size:
    (:mod:`napari_vessel.block_window`), into ``STEM_prob.zarr``;
 3. the post-processing runs on blocks with the global answer (:mod:`.postprocess_blocks`) into
    ``STEM_labels.zarr``;
-4. both stores and ``STEM_manifest.json`` are written under temporary names and moved into place
+4. each store gets its pyramid of lower resolutions, level by level from the one before
+   (:mod:`.io_pyramid`: probabilities by mean, labels by max), so napari opens them as fast
+   multiscale layers; the labels store is an NGFF ``image-label`` pointing at the probabilities;
+5. both stores and ``STEM_manifest.json`` are written under temporary names and moved into place
    together, manifest last (:func:`~napari_vessel.outputs.publish_set`); the scratch goes away.
 """
 
@@ -73,10 +76,11 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                     overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
                     batch_size: int | None = None, device: Any = None, tta: bool = False,
                     block_shape: Any = None, overwrite: bool = False,
+                    pyramid_smallest: int | None = None,
                     progress: Progress | None = None, cancel: CancelToken | None = None,
                     runtime: str = "auto", threads: int | None = None) -> dict:
     """Segment a volume out of core into ``out_dir``: ``NAME_prob.zarr``, ``NAME_labels.zarr``
-    (OME-Zarr, level 0) and ``NAME_manifest.json``.
+    (OME-Zarr pyramids, level 0 at full resolution) and ``NAME_manifest.json``.
 
     Parameters
     ----------
@@ -92,6 +96,9 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
         patch along each axis. Memory grows with it, the result does not depend on it.
     overwrite : bool
         Replace existing outputs; without it existing ones raise :class:`InputError`.
+    pyramid_smallest : int, optional
+        The stores' lower resolutions halve y and x until both fit in this many voxels (default
+        :data:`~napari_vessel.io_pyramid.SMALLEST`, 256); 0 writes level 0 only.
     batch_size : int, optional
         Patches per network call; default 1 (out of core the network's working memory for one
         patch is the largest part of the peak, so one patch at a time keeps it bounded).
@@ -119,6 +126,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
         resolve_spec,
         run_manifest,
     )
+    from .io_pyramid import SMALLEST, plan_levels, write_pyramid
     from .io_zarr import create_zarr, mark_complete
     from .outputs import check_writable, output_paths, publish_set, write_json
 
@@ -140,6 +148,9 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     if existing and not overwrite:
         raise InputError(f"{', '.join(existing)} already exist(s); add --overwrite to replace")
     check_writable(Path(out_dir))
+    smallest = SMALLEST if pyramid_smallest is None else pyramid_smallest
+    if smallest:
+        plan_levels(data.shape, volume.spacing_zyx, smallest=smallest)  # a bad size: refused now
     patch = tuple(patch_size or spec.patch_size_zyx)
     block = _check_blocks(block_shape or default_block_shape(patch), tuple(data.shape), patch,
                           overlap, spec.input_multiple_zyx)
@@ -175,7 +186,10 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
             prob = create_zarr(tmp["prob"], pre.shape, np.float32, volume.spacing_zyx,
                                kind="image", metadata=meta)
             labels = create_zarr(tmp["labels"], pre.shape, np.uint8, volume.spacing_zyx,
-                                 kind="labels", metadata=meta)
+                                 kind="labels", metadata=meta, image_label={
+                                     "colors": [{"label-value": 1, "rgba": [255, 64, 64, 255]}],
+                                     "properties": [{"label-value": 1, "class": "vessel"}],
+                                     "source": {"image": f"../{paths['prob'].name}"}})
             started, run_info = time.perf_counter(), []
             predict(spec, Volume(pre, volume.spacing_zyx), overlap=overlap, patch_size=patch,
                     blending=blending, batch_size=batch_size, device=dev, tta=tta,
@@ -188,9 +202,17 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
             post_block = tuple(max(c, b - b % c) for c, b in zip(prob.chunks, block, strict=True))
             steps = postprocess_blocks(prob, labels, recipe, block=post_block,
                                        scratch=scratch / "labels",
-                                       progress=scaled(progress, 0.85, 1.0), cancel=cancel)
+                                       progress=scaled(progress, 0.85, 0.95), cancel=cancel)
             mark_complete(labels)
             timing["postprocess_s"] = time.perf_counter() - started
+            started, levels = time.perf_counter(), {}
+            if smallest:
+                for role, method, start in (("prob", "mean", 0.95), ("labels", "max", 0.975)):
+                    shapes = write_pyramid(tmp[role], method=method, smallest=smallest,
+                                           progress=scaled(progress, start, start + 0.025),
+                                           cancel=cancel)
+                    levels[role] = [list(s) for s in shapes]
+                timing["pyramid_s"] = time.perf_counter() - started
             manifest.update(run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
                 "overlap": float(overlap), "blending": blending, "tta": bool(tta),
                 "patch_size_zyx": list(patch), "batch_size": batch_size,
@@ -199,7 +221,9 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
             manifest["out_of_core"] = {
                 "block_shape_zyx": list(block), "blocks": list(block_grid(plan, block).counts),
                 "patches": plan.n_tiles, "patch_predictions_per_patch": 1.0,
-                "postprocessing_steps": steps, "postprocessing_skipped": []}
+                "postprocessing_steps": steps, "postprocessing_skipped": [],
+                "pyramid_levels_zyx": levels.get("prob", [list(pre.shape)]),
+                "pyramid_methods": {"prob": "mean", "labels": "max"}}
             manifest["outputs"] = {k: str(v) for k, v in paths.items()}
             write_json(tmp["manifest"], manifest, False)
 

@@ -136,3 +136,22 @@ def test_a_dim_8bit_stack_opens_with_percentile_contrast(tmp_path):
     (layer_data, attributes, kind), = read_stack(str(tmp_path / "dim.tif"))
     lo, hi = attributes["contrast_limits"]
     assert kind == "image" and lo <= 1 and 25 <= hi <= 120
+
+
+def test_ome_zarr_pyramid_makes_multiscale_napari_layers(tmp_path, image):
+    """The reader's tuples build real napari layers (no viewer, no Qt): one multiscale layer per
+    store, level 0 first, downsampling factors from the level shapes."""
+    from napari.layers import Layer
+
+    from napari_vessel.io_zarr import write_zarr
+
+    big = np.tile(image, (1, 6, 6))  # (5, 72, 84)
+    write_zarr(tmp_path / "p.zarr", big, SPACING, kind="image", pyramid=True, smallest=24)
+    write_zarr(tmp_path / "l.zarr", big > 500, SPACING, kind="labels", pyramid=True, smallest=24)
+    for name, kind in (("p.zarr", "image"), ("l.zarr", "labels")):
+        [(data, meta, layer_type)] = read_stack(str(tmp_path / name))
+        assert layer_type == kind and isinstance(data, list)
+        layer = Layer.create(data, meta, layer_type)
+        assert layer.multiscale and layer.scale.tolist() == list(SPACING)
+        assert [tuple(s) for s in layer.level_shapes] == [(5, 72, 84), (5, 36, 42), (5, 18, 21)]
+        assert layer.downsample_factors[-1].tolist() == [1.0, 4.0, 4.0]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from test_zarr_pyramid import reference  # the pyramid levels' independent reference
 
 import napari_vessel.out_of_core as ooc
 from napari_vessel.commands import segment as segment_cmd
@@ -65,11 +66,23 @@ def test_equals_in_memory_with_min_size_across_blocks(model, stack, tmp_path):
     mem_prob, mem_labels, _ = segment(load_volume(stack, lazy=False), model, threshold=level,
                                       min_size=40, patch_size=PATCH, threads=1)
     manifest = segment_to_zarr(volume, tmp_path, model, threshold=level, min_size=40,
-                               patch_size=PATCH, block_shape=BLOCK, threads=1)
+                               patch_size=PATCH, block_shape=BLOCK, threads=1,
+                               pyramid_smallest=32)
     out = manifest["outputs"]
     np.testing.assert_allclose(_read(out["prob"]), mem_prob, atol=1e-5)
     labels = _read(out["labels"])
     np.testing.assert_array_equal(labels, mem_labels)
+    # both stores carry a pyramid: z kept at 2 µm until y/x reach it, mean / max of the level above
+    shapes = [[12, 80, 72], [12, 40, 36], [6, 20, 18]]
+    assert manifest["out_of_core"]["pyramid_levels_zyx"] == shapes
+    for role, method in (("prob", "mean"), ("labels", "max")):
+        levels = [np.asarray(load_volume(out[role], level=k, lazy=False).data) for k in range(3)]
+        assert [list(lv.shape) for lv in levels] == shapes
+        for k, factor in ((1, (1, 2, 2)), (2, (2, 2, 2))):
+            np.testing.assert_allclose(levels[k], reference(levels[k - 1], factor, method),
+                                       rtol=1e-6)
+        assert load_volume(out[role], level=2).spacing_zyx == (4.0, 4.0, 4.0)
+    assert set(np.unique(levels[2])) <= {0, 1} and levels[2].sum() > 0
     assert manifest["out_of_core"]["blocks"] == [2, 3, 3]
     # the removal was global: a piece crossing block borders was kept, small pieces went
     pieces, count = ndi.label(labels, ndi.generate_binary_structure(3, 3))
@@ -89,6 +102,10 @@ def test_stores_are_ome_zarr_and_published_with_a_manifest(model, stack, tmp_pat
         assert info["stack_shape"] == (12, 80, 72) and info["voxel_size_um"] == (2.0, 1.0, 1.0)
     attrs = json.loads((tmp_path / "stack_prob.zarr" / ".zattrs").read_text())
     assert attrs["multiscales"][0]["datasets"][0]["path"] == "0"
+    assert len(attrs["multiscales"][0]["datasets"]) == 1  # 80 x 72 fits the default 256
+    labels = json.loads((tmp_path / "stack_labels.zarr" / ".zattrs").read_text())
+    assert labels["image-label"]["source"] == {"image": "../stack_prob.zarr"}  # NGFF labels
+    assert labels["image-label"]["colors"][0]["label-value"] == 1
     saved = json.loads((tmp_path / "stack_manifest.json").read_text())
     assert saved["out_of_core"]["patch_predictions_per_patch"] == 1.0
 
@@ -124,13 +141,23 @@ def test_unwritable_output_is_refused(model, stack, tmp_path):
     assert blocker.read_text() == "x"
 
 
-def test_interrupted_write_leaves_nothing_finished(model, stack, tmp_path, monkeypatch):
-    from napari_vessel import postprocess_blocks
+@pytest.mark.parametrize("where", ["postprocess_blocks", "io_pyramid"])
+def test_interrupted_write_leaves_nothing_finished(model, stack, tmp_path, monkeypatch, where):
+    from napari_vessel import io_pyramid, postprocess_blocks
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(postprocess_blocks, "postprocess_blocks", crash)
+    real = io_pyramid.downsample
+
+    def crash_in_labels(block, factor, method):  # the probabilities' pyramid is done by then
+        return crash() if method == "max" else real(block, factor, method)
+
+    if where == "io_pyramid":
+        monkeypatch.setattr(io_pyramid, "downsample", crash_in_labels)
+    else:
+        monkeypatch.setattr(postprocess_blocks, "postprocess_blocks", crash)
     with pytest.raises(RuntimeError, match="killed"):
-        segment_to_zarr(load_volume(stack), tmp_path, model, patch_size=PATCH, threads=1)
+        segment_to_zarr(load_volume(stack), tmp_path, model, patch_size=PATCH, threads=1,
+                        pyramid_smallest=32)
     assert list(tmp_path.iterdir()) == []  # no store, no manifest, no scratch

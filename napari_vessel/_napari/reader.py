@@ -3,7 +3,10 @@
 Each 3D stack becomes a layer whose ``scale`` is the voxel size in µm. A file with several channels
 opens as one layer per channel (the user keeps the vessel channel); a time series keeps its time
 axis first (scale 1). Stacks this package saved as labels, files with "label" in their name and
-integer stacks with only a few distinct values open as Labels layers.
+integer stacks with only a few distinct values open as Labels layers. An OME-Zarr pyramid opens as
+one multiscale layer: a list of lazy dask arrays, level 0 (full resolution) first; its ``scale``
+is level 0's voxel size (napari derives the other levels' from their shapes; the file's scale of
+every level is kept in ``metadata["level_scales_zyx"]``), so a huge stack opens and browses fast.
 
 Errors: a broken file raises :class:`~napari_vessel.errors.InputError` from the reader function,
 as npe2 expects. napari 0.9 wraps it in a ``ReaderPluginError`` that carries the message; from the
@@ -74,23 +77,23 @@ def read_stack(path: str | list[str]) -> list[LayerData]:
         path = path[0]
     facts = describe_file(path)
     channels = range(facts["channels"]) if facts["channels"] > 1 else [None]
+    frames = range(facts["frames"]) if facts["frames"] > 1 else [None]
+    levels = range(int(facts["details"].get("levels", 1)))
     layers = []
     for channel in channels:
-        if facts["frames"] > 1:
-            frames = [load_volume(path, channel=channel, frame=t) for t in range(facts["frames"])]
-            layers.append(_layer(frames, facts, channel))
-        else:
-            layers.append(_layer([load_volume(path, channel=channel)], facts, channel))
+        pyramid = [[load_volume(path, channel=channel, frame=t, level=k) for t in frames]
+                   for k in levels]  # every level is checked before a layer is made
+        layers.append(_layer(pyramid, facts, channel))
     return layers
 
 
-def _layer(volumes: list[Volume], facts: dict, channel: int | None) -> LayerData:
+def _layer(pyramid: list[list[Volume]], facts: dict, channel: int | None) -> LayerData:
+    """One layer from ``pyramid[level][frame]``: an array, or a list of them for several levels."""
+    volumes = pyramid[0]
     first = volumes[0]
-    if len(volumes) == 1:
-        data, scale = first.data, first.spacing_zyx
-    else:
-        data = _stack([v.data for v in volumes])
-        scale = (1.0, *first.spacing_zyx)
+    levels = [v[0].data if len(v) == 1 else _stack([f.data for f in v]) for v in pyramid]
+    data = levels[0] if len(levels) == 1 else levels
+    scale = first.spacing_zyx if len(volumes) == 1 else (1.0, *first.spacing_zyx)
     name = Path(str(first.source)).name
     for ending in (".ome.tiff", ".ome.tif", ".ome.zarr", *_TIFF, ".zarr"):
         if name.lower().endswith(ending):
@@ -103,9 +106,12 @@ def _layer(volumes: list[Volume], facts: dict, channel: int | None) -> LayerData
                 "frames": len(volumes) if len(volumes) > 1 else None,
                 "format": facts["format"], "axes_in_file": facts["axes"],
                 "stored": first.metadata.get("stored", {})}
-    kind = "labels" if _looks_like_labels(data, name, facts.get("kind")) else "image"
+    kind = "labels" if _looks_like_labels(levels[0], name, facts.get("kind")) else "image"
     attributes = {"name": name, "scale": tuple(scale), "metadata": metadata}
-    if kind == "image":
+    if len(levels) > 1:
+        attributes["multiscale"] = True
+        metadata["level_scales_zyx"] = [tuple(v[0].spacing_zyx) for v in pyramid]
+    elif kind == "image":
         limits = contrast_from_percentiles(data)
         if limits is not None:
             attributes["contrast_limits"] = limits
