@@ -13,19 +13,35 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..errors import Cancelled, InputError
 from ..progress import CancelToken
 
-__all__ = ["notify_error", "show_info", "show_warning", "output_name", "start_worker", "Job"]
+__all__ = ["notify_error", "error_text", "show_info", "show_warning", "output_name", "group_box",
+           "start_worker", "Job"]
+
+
+def error_text(err: BaseException | str) -> str:
+    """What the user is told about ``err``: the message of an :class:`InputError` (or a plain
+    string) as it is, any other exception with its type (``"RuntimeError: boom"``)."""
+    if isinstance(err, InputError | str):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
 
 
 def notify_error(err: BaseException | str) -> None:
     """Show a user-facing error as a napari notification (no traceback dialog)."""
-    if isinstance(err, InputError | str):
-        show_error(str(err))
-    else:
-        show_error(f"{type(err).__name__}: {err}")
+    show_error(error_text(err))
+
+
+def group_box(title: str, widget: Any) -> QGroupBox:
+    """A titled frame around a magicgui widget, for the sections of a dock."""
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.addWidget(widget.native)
+    return box
 
 
 def output_name(source: str, suffix: str, existing: Any = ()) -> str:

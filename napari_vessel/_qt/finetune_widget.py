@@ -39,16 +39,17 @@ from ..training.finetune import (
 )
 from ..training.finetune_loss import trainable_spec
 from ..training.finetune_save import check_name_syntax, remove_finetuned
-from ._common import notify_error, output_name, show_info, start_worker
+from ._common import group_box, notify_error, output_name, show_info
 from .dock import ScrollDock
 from .finetune_compare import ComparePanel
 from .finetune_corrections import CorrectionsPanel
 from .finetune_layers import PreviewLayer
 from .finetune_plot import LossPlot
 from .finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
+from .runner import DockRunner, RunnerMixin
 from .segment_models import card_threshold, models_changed, watch_models
 from .segment_results import ROLE_KEY, SegmentResults
-from .segment_widget import _DERIVED_KEY, _group, layer_volume
+from .segment_widget import _DERIVED_KEY, layer_volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -116,7 +117,7 @@ class _UpdateRelay(QObject):
     update = Signal(object)
 
 
-class FinetuneWidget(ScrollDock):
+class FinetuneWidget(RunnerMixin, ScrollDock):
     """Fine-tune a registered network on an image layer and save it as a new model.
 
     Parameters
@@ -128,6 +129,8 @@ class FinetuneWidget(ScrollDock):
     settings : dict
         Extra :class:`FinetuneConfig` fields for the next run (e.g. ``{"threads": 1}``); the dock
         sets the mode and the budget.
+    runner : DockRunner
+        Runs the fine-tune: buttons, progress, Stop, errors (Stop keeps the result).
     job : Job or None
         The running fine-tune.
     plot : LossPlot
@@ -144,7 +147,6 @@ class FinetuneWidget(ScrollDock):
         super().__init__(labels=False)
         self.viewer = napari_viewer
         self.settings: dict[str, Any] = {}
-        self.job: Any = None
         self.run_job: FinetuneJob | None = None
         self.preview: PreviewLayer | None = None
         self.outcome: FinetuneOutcome | None = None
@@ -204,9 +206,9 @@ class FinetuneWidget(ScrollDock):
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
                             labels=False)
         layout = self.content.layout()
-        self._corrections_box = _group("Corrections", self.corrections)
-        for box in (_group("Input", self._inputs), self._corrections_box,
-                    _group("Run", self._options)):
+        self._corrections_box = group_box("Corrections", self.corrections)
+        for box in (group_box("Input", self._inputs), self._corrections_box,
+                    group_box("Run", self._options)):
             layout.addWidget(box)
         for part in (buttons, self.progress, self.status):
             layout.addWidget(part.native)
@@ -219,6 +221,12 @@ class FinetuneWidget(ScrollDock):
         for label in (self.model_note, self.name_note, self.status):
             label.native.setWordWrap(True)
 
+        # Stop is not Cancel: the core keeps the best state so far and returns it, so a stopped
+        # run still saves (and segments); while training stops, "stopping…" stays.
+        self.runner = DockRunner(
+            buttons=(self.start_button,), cancel_button=self.stop_button, progress=self.progress,
+            status=self.status, notify=self._notify, info=self._info, stop_keeps_result=True,
+            hold_status=self._stopping_training)
         self.refresh_button.changed.connect(lambda *_: self.refresh_models())
         self.model_combo.changed.connect(self._choice_changed)
         self.layer_combo.changed.connect(self._choice_changed)
@@ -356,16 +364,15 @@ class FinetuneWidget(ScrollDock):
             source.scale, source.translate)
         self.plot.clear()
         self.compare.clear()
-        self._running(True, job.name)
 
         def work(progress: Any, cancel: Any) -> FinetuneOutcome:
             return run_finetune(job, progress=progress, cancel=cancel,
                                 on_update=self._relay.update.emit)
 
-        self.job = start_worker(work, on_progress=self._progress,
-                                on_done=lambda outcome: self._done(outcome, source),
-                                on_error=self._failed, on_finished=self._finished)
-        return self.job
+        return self.runner.start(work, lambda outcome: self._done(outcome, source),
+                                 starting=f"preparing {job.name}…",
+                                 on_cancelled=self._remove_preview,
+                                 on_failed=self._remove_preview)
 
     def stop(self) -> None:
         """Stop training now and keep the best state so far (it is still saved, and segments
@@ -377,24 +384,15 @@ class FinetuneWidget(ScrollDock):
             job.segment_token.cancel()
             self.status.value = "stopping the segmentation (the new model is saved)…"
             return
-        self.job.cancel()
         then = "; then segmenting with it (Stop again to skip)" if job is not None and \
             job.segment else ""
-        self.status.value = f"stopping: keeping the best state so far{then}…"
+        self.runner.cancel(f"stopping: keeping the best state so far{then}…")
 
-    def _running(self, on: bool, name: str = "") -> None:
-        self.start_button.enabled = not on
-        self.stop_button.enabled = on
-        self.progress.visible = on
-        self.progress.value = 0
-        if on:
-            self.status.value = f"preparing {name}…"
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+    def _stopping_training(self, job: Any) -> bool:
+        """Stop was pressed while training: keep "stopping…" (messages of the later
+        segmentation show again)."""
         training = self.run_job is None or self.run_job.phase == "training"
-        if message and not (training and self.job is not None and self.job.token.cancelled):
-            self.status.value = message  # (while training stops, "stopping…" stays)
+        return training and job.token.cancelled
 
     def _on_update(self, update: FinetuneUpdate) -> None:
         self.plot.set_curves(update.losses, update.smoothed, update.best_step)
@@ -463,12 +461,6 @@ class FinetuneWidget(ScrollDock):
         self.status.value = f"reverted: '{name}' was deleted; {outcome.result.parent} is unchanged"
         self._info(self.status.value)
 
-    def _failed(self, err: BaseException) -> None:
+    def _remove_preview(self, _err: Any = None) -> None:
         if self.preview is not None:
             self.preview.remove()  # the viewer is left as it was
-        self.status.value = "failed (see the message)"
-        self._notify(err)
-
-    def _finished(self) -> None:
-        self.job = None
-        self._running(False)

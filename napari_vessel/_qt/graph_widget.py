@@ -21,12 +21,12 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 from ..errors import InputError
 from ..graph import GraphParams, vessel_graph, write_graph
 from ..volume import check_spacing
-from ._common import notify_error, show_info, start_worker
+from ._common import group_box, notify_error, show_info, start_worker
 from .dock import ScrollDock
 from .graph_export import OUTPUT_FILES, ask_folder, confirm_replace, existing_files, versions
 from .graph_layers import OUTPUT_KEY, GraphLayers, Grid, centre_on
 from .graph_table import ResultsPanel
-from .segment_widget import _group
+from .runner import DockRunner, RunnerMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -57,7 +57,7 @@ def read_labels(layer: Any) -> tuple[Any, Grid, str | None]:
     return mask, Grid(layer.name, spacing, tuple(layer.translate)[-3:]), str(path) if path else None
 
 
-class GraphWidget(ScrollDock):
+class GraphWidget(RunnerMixin, ScrollDock):
     """The vessel graph of a Labels layer: layers, table, summary, histograms and export.
 
     Parameters
@@ -74,6 +74,8 @@ class GraphWidget(ScrollDock):
         Its layers in the viewer.
     results : ResultsPanel
         The summary, the table of segments (also ``table``) and the histograms.
+    runner : DockRunner
+        Runs the analysis: buttons, progress, Cancel, errors.
     job, export_job : Job or None
         The running analysis / export.
     stale : bool
@@ -85,7 +87,6 @@ class GraphWidget(ScrollDock):
         self.viewer = napari_viewer
         self.graph: Any = None
         self.grid: Grid | None = None
-        self.job: Any = None
         self.export_job: Any = None
         self.stale = False
         self.manifest: dict[str, Any] = {}
@@ -131,7 +132,7 @@ class GraphWidget(ScrollDock):
         buttons = Container(widgets=[self.analyse_button, self.cancel_button, self.export_button],
                             layout="horizontal", labels=False)
         layout = self.content.layout()
-        layout.addWidget(_group("Labels", inputs))
+        layout.addWidget(group_box("Labels", inputs))
         for part in (buttons, self.progress, self.status):
             layout.addWidget(part.native)
         layout.addWidget(self.results)
@@ -141,6 +142,10 @@ class GraphWidget(ScrollDock):
         for label in (self.layer_note, self.status):
             label.native.setWordWrap(True)
 
+        self.runner = DockRunner(
+            buttons=(self.analyse_button, self.export_button), cancel_button=self.cancel_button,
+            progress=self.progress, status=self.status, notify=self._notify, info=self._info,
+            on_idle=self._idle)
         self.layer_combo.changed.connect(self._choice_changed)
         self.analyse_button.changed.connect(lambda *_: self.analyse())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
@@ -184,8 +189,7 @@ class GraphWidget(ScrollDock):
     # --------------------------------------------------------------------------------- run
     def analyse(self) -> Any:
         """Measure the graph of the chosen labels in a worker; returns the job, or None (notified)."""
-        if self.job is not None:
-            self._notify("an analysis is already running; wait for it or press Cancel")
+        if self.runner.refuse("an analysis is already running; wait for it or press Cancel"):
             return None
         layer = self.layer_combo.value
         try:
@@ -196,7 +200,6 @@ class GraphWidget(ScrollDock):
         except InputError as err:
             self._notify(err)
             return None
-        self._running(True)
         self._watch(layer)
         edits, started = self._edits, time.perf_counter()
 
@@ -208,30 +211,15 @@ class GraphWidget(ScrollDock):
             if self.graph is not None and self._edits != edits:  # painted while it ran
                 self._mark_stale()
 
-        self.job = start_worker(work, on_progress=self._progress, on_done=done,
-                                on_error=self._failed, on_cancelled=self._cancelled,
-                                on_finished=self._finished)
-        return self.job
+        return self.runner.start(work, done, starting="reading the labels…",
+                                 on_cancelled=self._not_shown, on_failed=self._not_shown)
 
     def cancel(self) -> None:
         """Stop the running analysis; nothing is added and the graph shown stays."""
-        if self.job is not None:
-            self.job.cancel()
-            self.status.value = "cancelling…"
+        self.runner.cancel()
 
-    def _running(self, on: bool) -> None:
-        self.analyse_button.enabled = not on
-        self.cancel_button.enabled = on
-        self.export_button.enabled = not on and self.graph is not None
-        self.progress.visible = on
-        self.progress.value = 0
-        if on:
-            self.status.value = "reading the labels…"
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
-        if message and not (self.job is not None and self.job.token.cancelled):
-            self.status.value = message
+    def _idle(self) -> None:
+        self.export_button.enabled = self.graph is not None
 
     def _show(self, graph: Any, grid: Grid, layer: Any, path: str | None, seconds: float) -> None:
         if not graph.segments:  # nothing to draw: the graph of these labels is empty
@@ -278,19 +266,8 @@ class GraphWidget(ScrollDock):
         self.stale = True
         self.status.value = "the labels were edited: press Re-analyse to update the graph"
 
-    def _cancelled(self) -> None:
+    def _not_shown(self, _err: Any = None) -> None:
         self._watch(self._source)  # the graph shown is still that of its own labels
-        self.status.value = "cancelled; nothing was changed"
-        self._info(self.status.value)
-
-    def _failed(self, err: BaseException) -> None:
-        self._watch(self._source)
-        self.status.value = "failed (see the message)"
-        self._notify(err)
-
-    def _finished(self) -> None:
-        self.job = None
-        self._running(False)
 
     # --------------------------------------------------------------------------- the table
     def centre_on_segment(self, segment: Any) -> np.ndarray | None:

@@ -13,16 +13,16 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
-from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..errors import InputError
 from ..preprocess import Pipeline, compute
 from ..progress import CancelToken, Progress, scaled
-from ._common import notify_error, output_name, show_info, start_worker
+from ._common import group_box, notify_error, output_name, show_info
 from .dock import ScrollDock
 from .preprocess_editor import PipelineEditor
 from .preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
 from .preprocess_reference import ReferencePanel
+from .runner import DockRunner, RunnerMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -43,15 +43,7 @@ def run_pipeline(pipeline: Pipeline, data: Any, spacing_zyx: Any = None, *,
     return compute(lazy, progress=scaled(progress, 0.2, 1.0), cancel=cancel)
 
 
-def _group(title: str, widget: Any) -> QGroupBox:
-    box = QGroupBox(title)
-    layout = QVBoxLayout(box)
-    layout.setContentsMargins(4, 4, 4, 4)
-    layout.addWidget(widget.native)
-    return box
-
-
-class PreprocessWidget(ScrollDock):
+class PreprocessWidget(RunnerMixin, ScrollDock):
     """Build a preprocessing pipeline, preview it live and apply it to an image layer.
 
     Parameters
@@ -67,6 +59,8 @@ class PreprocessWidget(ScrollDock):
         The histogram-scaling reference picker.
     preview : PreviewPanel
         The live preview (``preview.toggle.value = True`` turns it on).
+    runner : DockRunner
+        Runs Apply: buttons, progress, Cancel, errors.
     job : Job or None
         The running Apply, if any.
     """
@@ -74,7 +68,6 @@ class PreprocessWidget(ScrollDock):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=False)
         self.viewer = napari_viewer
-        self.job: Any = None
         self._watched: Any = None  # the input layer whose data changes refresh the preview
         self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
         self.summary = Label(value="no image layer")
@@ -94,11 +87,15 @@ class PreprocessWidget(ScrollDock):
         layout.addWidget(inputs.native)
         for title, part in (("Pipeline", self.editor), ("Histogram-scaling reference",
                                                         self.reference)):
-            layout.addWidget(_group(title, part))
+            layout.addWidget(group_box(title, part))
         for part in (self.preview, run, self.progress, self.progress_text):
             layout.addWidget(part.native)
         layout.addStretch(1)
         self._parts = (inputs, run)  # keep the containers alive with the widget
+        self.runner = DockRunner(
+            buttons=(self.apply_button,), cancel_button=self.cancel_button,
+            progress=self.progress, status=self.progress_text, notify=self._notify,
+            info=self._info, cancelled="preprocessing cancelled; no layer was added")
         self.layer_combo.changed.connect(self._input_changed)
         self.apply_button.changed.connect(lambda *_: self.apply())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
@@ -109,6 +106,10 @@ class PreprocessWidget(ScrollDock):
     @staticmethod
     def _notify(err: Any) -> None:
         notify_error(err)  # looked up at call time, so tests can capture it
+
+    @staticmethod
+    def _info(text: str) -> None:
+        show_info(text)
 
     # ------------------------------------------------------------------------------- the input
     def _image_layers(self, _widget: Any = None) -> list:
@@ -171,8 +172,7 @@ class PreprocessWidget(ScrollDock):
         The result becomes a new image layer ``"<image> preprocessed"`` with the input's scale and
         translation and the pipeline in ``metadata["preprocess"]``.
         """
-        if self.job is not None:
-            self._notify("preprocessing is already running; wait for it or press Cancel")
+        if self.runner.refuse("preprocessing is already running; wait for it or press Cancel"):
             return None
         layer, pipeline = self.input_layer(), self.editor.pipeline
         try:
@@ -182,30 +182,12 @@ class PreprocessWidget(ScrollDock):
             return None
         source = {"name": layer.name, "scale": tuple(layer.scale),
                   "translate": tuple(layer.translate), "metadata": dict(layer.metadata)}
-        self._running(True)
-        self.job = start_worker(
-            partial(run_pipeline, pipeline, layer.data, layer_spacing(layer)),
-            on_progress=self._progress, on_done=lambda result: self._add_result(result, pipeline,
-                                                                                source),
-            on_error=self._notify, on_cancelled=self._cancelled, on_finished=self._finished)
-        return self.job
+        return self.runner.start(partial(run_pipeline, pipeline, layer.data, layer_spacing(layer)),
+                                 lambda result: self._add_result(result, pipeline, source))
 
     def cancel(self) -> None:
         """Stop the running Apply (no layer is added)."""
-        if self.job is not None:
-            self.job.cancel()
-            self.progress_text.value = "cancelling…"
-
-    def _running(self, on: bool) -> None:
-        self.apply_button.enabled = not on
-        self.cancel_button.enabled = on
-        self.progress.visible = on
-        self.progress.value = 0
-        self.progress_text.value = "starting…" if on else ""
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
-        self.progress_text.value = message
+        self.runner.cancel()
 
     def _add_result(self, result: Any, pipeline: Pipeline, source: dict) -> None:
         # not marked as a derived view (napari_vessel_output): it is an input for segmentation
@@ -215,11 +197,5 @@ class PreprocessWidget(ScrollDock):
         name = output_name(source["name"], "preprocessed", self.viewer.layers)
         self.viewer.add_image(result, name=name, scale=source["scale"],
                               translate=source["translate"], metadata=metadata, colormap="gray")
-        show_info(f"added '{name}' ({', '.join(pipeline.names)})")
-
-    def _cancelled(self) -> None:
-        show_info("preprocessing cancelled; no layer was added")
-
-    def _finished(self) -> None:
-        self.job = None
-        self._running(False)
+        self.progress_text.value = f"added '{name}'"
+        self._info(f"added '{name}' ({', '.join(pipeline.names)})")

@@ -28,7 +28,6 @@ from magicgui.widgets import (
     SpinBox,
 )
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..devices import pick_device
 from ..errors import InputError
@@ -36,8 +35,9 @@ from ..inference import segment
 from ..models.registry import ModelSpec
 from ..preview import segment_slice
 from ..volume import Volume
-from ._common import notify_error, show_info, start_worker
+from ._common import group_box, notify_error, show_info
 from .dock import ScrollDock
+from .runner import DockRunner, RunnerMixin
 from .segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
 from .segment_models import ModelPanel, card_threshold
 from .segment_preview import PreviewOverlay, preview_target
@@ -48,16 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SegmentWidget", "layer_volume", "already_preprocessed"]
 
-def _group(title: str, widget: Any) -> QGroupBox:
-    box = QGroupBox(title)
-    layout = QVBoxLayout(box)
-    layout.setContentsMargins(4, 4, 4, 4)
-    layout.addWidget(widget.native)
-    return box
-
-
-
-class SegmentWidget(ScrollDock):
+class SegmentWidget(RunnerMixin, ScrollDock):
     """Segment vessels in an image layer with a model from the registry.
 
     Parameters
@@ -77,6 +68,8 @@ class SegmentWidget(ScrollDock):
         The output layers of this dock.
     previews : PreviewOverlay
         The preview layer of this dock and the probabilities behind it.
+    runner : DockRunner
+        Runs the segmentation or preview: buttons, progress, Cancel, errors.
     job : Job or None
         The running segmentation or preview, if any.
     """
@@ -84,7 +77,6 @@ class SegmentWidget(ScrollDock):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=False)
         self.viewer = napari_viewer
-        self.job: Any = None
         self.results = SegmentResults(napari_viewer)
         self.previews = PreviewOverlay(napari_viewer)
         self._quiet = False  # True while the threshold is set by code, not by the user
@@ -128,13 +120,17 @@ class SegmentWidget(ScrollDock):
                             layout="horizontal", labels=False)
         layout = self.content.layout()
         for title, part in (("Image", inputs), ("Model", self.models), ("Options", options)):
-            layout.addWidget(_group(title, part))
+            layout.addWidget(group_box(title, part))
         for part in (buttons, self.progress, self.progress_text):
             layout.addWidget(part.native)
         layout.addStretch(1)
         self._parts = (inputs, options, buttons)  # keep the containers alive with the widget
         self.target.native.setWordWrap(True)
         self.progress_text.native.setWordWrap(True)
+        self.runner = DockRunner(
+            buttons=(self.segment_button, self.preview_button), cancel_button=self.cancel_button,
+            progress=self.progress, status=self.progress_text, notify=self._notify,
+            info=self._info, cancelled="segmentation cancelled; no layer was added")
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)  # redraw once the slider rests, not on every step
@@ -242,13 +238,9 @@ class SegmentWidget(ScrollDock):
         def work(progress: Any, cancel: Any) -> Any:
             return segment(volume, spec.name, progress=progress, cancel=cancel, **run)
 
-        self._running(True, spec.name)
         started = time.perf_counter()
-        self.job = start_worker(
-            work, on_progress=self._progress,
-            on_done=lambda result: self._done(result, source, options, started),
-            on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished)
-        return self.job
+        return self.runner.start(work, lambda result: self._done(result, source, options, started),
+                                 starting=f"starting {spec.name}…")
 
     def preview(self) -> Any:
         """Segment only the slice on screen (the visible part) in a worker; the job, or None.
@@ -268,20 +260,13 @@ class SegmentWidget(ScrollDock):
             return segment_slice(volume, z, spec.name, box_yx=box, progress=progress,
                                  cancel=cancel, **run)
 
-        self._running(True, f"a preview of slice {z} with {spec.name}")
         started = time.perf_counter()
-        self.job = start_worker(
-            work, on_progress=self._progress,
-            on_done=lambda result: self._previewed(result, source, options, started),
-            on_error=self._failed, on_cancelled=self._cancelled, on_finished=self._finished)
-        return self.job
+        return self.runner.start(
+            work, lambda result: self._previewed(result, source, options, started),
+            starting=f"starting a preview of slice {z} with {spec.name}…")
 
     def _previewed(self, result: Any, source: RunInput, options: dict, started: float) -> None:
-        try:
-            self.previews.show(result, source, options["threshold"], options["min_size"])
-        except Exception as err:  # noqa: BLE001 - nothing was added; say why
-            self._failed(err)
-            return
+        self.previews.show(result, source, options["threshold"], options["min_size"])
         h, w = result.labels.shape[-2:]
         self.progress_text.value = (
             f"preview of slice {result.z} ({h} × {w}) with {result.manifest['model']['name']}: "
@@ -290,42 +275,12 @@ class SegmentWidget(ScrollDock):
 
     def cancel(self) -> None:
         """Stop the running segmentation at its next batch; no layer is added."""
-        if self.job is not None:
-            self.job.cancel()
-            self.progress_text.value = "cancelling…"
-
-    def _running(self, on: bool, model: str = "") -> None:
-        self.segment_button.enabled = self.preview_button.enabled = not on
-        self.cancel_button.enabled = on
-        self.progress.visible = on
-        self.progress.value = 0
-        self.progress_text.value = f"starting {model}…" if on else self.progress_text.value
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.progress.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
-        if self.job is not None and self.job.token.cancelled:
-            return  # keep "cancelling…"
-        if message:
-            self.progress_text.value = message
-
-    def _cancelled(self) -> None:
-        self.progress_text.value = "cancelled"
-        self._info("segmentation cancelled; no layer was added")
-
-    def _failed(self, error: BaseException) -> None:
-        text = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
-        self.progress_text.value = f"failed: {text}"
-        self._notify(error)
+        self.runner.cancel()
 
     def _done(self, result: Any, source: RunInput, options: dict, started: float) -> None:
         prob, labels, manifest = result
-        try:
-            output, reused = self.results.show(prob, labels, manifest, source,
-                                               options["threshold"], options["min_size"])
-        except Exception as err:  # noqa: BLE001 - show_results added nothing; say why
-            self.progress_text.value = "failed (see the message)"
-            self._notify(err)
-            return
+        output, reused = self.results.show(prob, labels, manifest, source,  # all or nothing
+                                           options["threshold"], options["min_size"])
         seconds = time.perf_counter() - started
         self.progress_text.value = (f"{manifest['model']['name']} on {manifest['device']}: "
                                     f"{float(labels.mean()):.1%} vessel in {seconds:.1f} s"
@@ -336,10 +291,6 @@ class SegmentWidget(ScrollDock):
         self._info(f"{verb} '{output.prob_layer.name}' and '{output.labels_layer.name}'")
         self.previews.remove()  # the full result replaces the preview
         self._update_target()
-
-    def _finished(self) -> None:
-        self.job = None
-        self._running(False)
 
     # ---------------------------------------------------------------------- live threshold
     def _threshold_moved(self, _value: Any = None) -> None:
