@@ -28,7 +28,11 @@ def smoothed(points_um: np.ndarray, sigma_um: float) -> np.ndarray:
     step = float(np.linalg.norm(np.diff(points_um, axis=0), axis=1).mean())
     sigma = sigma_um / max(step, 1e-9)
     pad = int(min(math.ceil(4 * sigma), 4 * n))
-    padded = np.pad(points_um, ((pad, pad), (0, 0)), mode="reflect", reflect_type="odd")
+    if pad < n:  # one reflection: what np.pad(mode="reflect", reflect_type="odd") computes
+        padded = np.concatenate([2 * points_um[:1] - points_um[pad:0:-1], points_um,
+                                 2 * points_um[-1:] - points_um[-2:-pad - 2:-1]])
+    else:
+        padded = np.pad(points_um, ((pad, pad), (0, 0)), mode="reflect", reflect_type="odd")
     out = ndi.gaussian_filter1d(padded, sigma, axis=0, mode="nearest")[pad:pad + n]
     out[0], out[-1] = points_um[0], points_um[-1]
     return out

@@ -66,13 +66,14 @@ class GraphParams:
         lengthens a ring by about 6 %) while bending a 25 µm radius by under 0.5 %. 0 measures
         the raw voxel path.
     max_radius_um : float
-        Reach of the distance transform (default 30 µm): radii up to this are exact, larger
-        ones are reported as this value. Bounds the memory of the distance transform, which
-        runs in tiles with this margin.
+        Reach of the radius search (default 30 µm): radii up to this are exact (the distance
+        transform's values), larger ones are reported as this value. Bounds the work per
+        centreline point and the size of the search table.
     max_voxels : int
         Largest working grid (the labels' bounding box after isotropic resampling, default
-        1e9 voxels; the peak memory is about 7 bytes a working voxel on top of the labels, so
-        about 7 GB). A larger one raises :class:`InputError` before any work: crop the stack.
+        1e9 voxels; the peak memory is about 3 bytes a working voxel plus 25 bytes a vessel
+        voxel on top of the labels, so 3-6 GB). A larger one raises :class:`InputError` before
+        any work: crop the stack.
     fill_cavities_um3 : float
         Enclosed background cavities up to this volume (µm³, default 1000: a ball of 6 µm
         radius) are filled before thinning: 6-connected pieces of background that touch no face
