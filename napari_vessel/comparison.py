@@ -35,6 +35,10 @@ __all__ = ["Comparison", "PeakMemory", "load_folder", "choose_models", "compare"
 #: Score keys of :func:`napari_vessel.metrics.evaluate` shown in the table, with their titles.
 SCORES = {"ap": "AP", "dice": "F1", "sensitivity": "Sens", "specificity": "Spec",
           "jaccard": "Jaccard", "mcc": "MCC", "cldice": "clDice", "hd95": "HD95"}
+#: Graph columns of ``compare(..., graph=True)`` (:func:`napari_vessel.graph.graph_scores`).
+GRAPH_TITLES = {"lc": "LC", "d_total_length_um": "Δ length µm", "d_n_segments": "Δ segments",
+                "d_n_junctions": "Δ junctions", "d_n_end_points": "Δ end points",
+                "d_mean_diameter_um": "Δ diameter µm"}
 
 #: Why a network without trained weights is skipped.
 NO_WEIGHTS = "no trained weights"
@@ -197,7 +201,7 @@ def _as_pairs(data: Any, spacing_zyx: Any) -> list[tuple[str, Volume, np.ndarray
 
 def _mean(rows: list[dict], spec: Any) -> dict:
     out: dict[str, Any] = {"model": spec.name}
-    for key in SCORES:
+    for key in (*SCORES, *GRAPH_TITLES):
         values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
         if values:
             out[key] = float(np.mean(values))
@@ -214,7 +218,7 @@ def _mean(rows: list[dict], spec: Any) -> dict:
 
 def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cpu",
             spacing_zyx: Any = None, progress: Progress | None = None,
-            cancel: CancelToken | None = None) -> Comparison:
+            cancel: CancelToken | None = None, graph: bool = False) -> Comparison:
     """Segment every pair with every model and score the labels against the references.
 
     Parameters
@@ -232,6 +236,11 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
         ``progress(fraction, message)``.
     cancel : CancelToken, optional
         Checked between and during runs; raises :class:`~napari_vessel.errors.Cancelled`.
+    graph : bool
+        Also compare the vessel graphs of the labels and the reference: paper 001's length
+        correlation and the differences of length, segments, junctions, end points and mean
+        diameter (:func:`napari_vessel.graph.graph_scores`; lengths in µm when the voxel size
+        is known, else in voxels).
 
     Returns
     -------
@@ -276,6 +285,10 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
                 break
             scores = evaluate(labels, reference, prob,
                               volume.spacing_zyx if volume.spacing_known else None)
+            if graph:
+                from .graph import graph_scores
+
+                scores.update(graph_scores(labels, reference, volume.spacing_zyx)[0])
             voxels = int(np.prod(volume.shape))
             rows.append({"model": spec.name, "volume": name, **scores, "seconds": seconds,
                          "voxels": voxels, "voxels_per_s": voxels / max(seconds, 1e-9),
@@ -339,9 +352,10 @@ def format_markdown(result: Comparison, *, per_volume: bool = False) -> str:
     -------
     str
     """
-    keys = [*SCORES, "seconds", "voxels_per_s", "peak_rss_mb"]
+    graph = [k for k in GRAPH_TITLES if any(k in row for row in result.means)]
+    keys = [*SCORES, *graph, "seconds", "voxels_per_s", "peak_rss_mb"]
     titles = [*(f"HD95 ({result.hd95_unit})" if k == "hd95" else t for k, t in SCORES.items()),
-              "s/volume", "voxels/s", "peak RSS MB"]
+              *(GRAPH_TITLES[k] for k in graph), "s/volume", "voxels/s", "peak RSS MB"]
     marked = any(row["seen_in_training"] for row in result.means)
     body = [[row["model"] + (" †" if row["seen_in_training"] else ""),
              *(_cell(k, row.get(k)) for k in keys), row["labels_by"]] for row in result.means]

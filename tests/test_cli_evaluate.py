@@ -11,6 +11,7 @@ import tifffile
 
 from napari_vessel.commands import evaluate as cmd
 from napari_vessel.errors import InputError
+from napari_vessel.graph import GRAPH_COLUMNS
 from napari_vessel.io import save_volume
 
 
@@ -138,14 +139,14 @@ def test_graph_columns_self_and_half(phantom_stacks, tmp_path, capsys):
                        "--ref", phantom_stacks["ref"], phantom_stacks["ref"]])
     captured = capsys.readouterr()
     header = captured.out.splitlines()[0]
-    for column in cmd.GRAPH_COLUMNS:
+    for column in GRAPH_COLUMNS:
         assert column in header
         assert column in rows[0]
     assert "lc: length correlation" in captured.out and "in µm." in captured.out
     same, half, mean = rows
     assert [r["name"] for r in rows] == ["same.tif", "half.tif", "mean"]
     assert float(same["lc"]) == 1.0
-    for column in cmd.GRAPH_COLUMNS[1:]:
+    for column in GRAPH_COLUMNS[1:]:
         assert float(same[column]) == 0.0
     assert 0.0 < float(half["lc"]) < 0.9
     assert float(half["d_total_length_um"]) < 0

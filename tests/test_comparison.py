@@ -208,3 +208,29 @@ def test_failing_model_is_skipped_and_cancel_stops(folder):
     token.cancel()
     with pytest.raises(Cancelled):
         compare(folder, ["frangi"], cancel=token)
+
+
+def test_graph_columns_equal_the_graph_comparison_of_the_same_labels(folder, capsys):
+    from napari_vessel.graph import GRAPH_COLUMNS, compare_graphs, vessel_graph
+
+    result = compare(folder, ["frangi"], device="cpu", graph=True)
+    for row in result.rows:  # independent route: segment, two graphs, compare_graphs
+        volume = load_volume(folder / "images" / f"{row['volume']}.tif")
+        reference = load_volume(folder / "labels" / f"{row['volume']}.tif").to_numpy() > 0
+        _, labels, _ = segment(volume, "frangi", device="cpu")
+        spacing = volume.spacing_zyx
+        expected = compare_graphs(vessel_graph(labels, spacing), vessel_graph(reference, spacing),
+                                  labels, reference)
+        assert row["lc"] == pytest.approx(expected.lc)
+        assert row["d_n_segments"] == int(expected.differences["n_segments"])
+        assert row["d_total_length_um"] == pytest.approx(expected.differences["total_length_um"])
+    mean = result.means[0]
+    assert set(GRAPH_COLUMNS) <= set(mean)
+    assert mean["lc"] == pytest.approx(np.mean([r["lc"] for r in result.rows]))
+    header = format_markdown(result).splitlines()[0]
+    assert " LC " in header and " Δ segments " in header
+    plain = format_markdown(compare(folder, ["frangi"], device="cpu")).splitlines()[0]
+    assert " LC " not in plain  # only when asked
+    assert cli.main(["benchmark", "--data", str(folder), "--models", "frangi", "--device", "cpu",
+                     "--graph", "--quiet"]) == 0
+    assert " LC " in capsys.readouterr().out

@@ -25,6 +25,7 @@ examples:
   napari-vessel benchmark --data ~/vesselnn
   napari-vessel benchmark --data ~/vesselnn --models tvnet frangi --per-volume --out table.md
   napari-vessel benchmark --data ~/vesselnn --json rows.json --spacing 5 1 1
+  napari-vessel benchmark --data ~/vesselnn --models tvnet frangi --graph
 """
 
 
@@ -45,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write every row (per volume and mean) as JSON")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing --out / --json files")
+    parser.add_argument("--graph", action="store_true",
+                        help="also compare the vessel graphs with the references': paper 001's "
+                        "length correlation (LC) and the differences of total length, segments, "
+                        "junctions, end points and mean diameter (docs/graph.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"comparing {len(runnable)} model(s) on {len(pairs)} volume(s) from {args.data} ...",
           file=sys.stderr)
     with tqdm_progress("benchmark", disable=args.quiet) as progress:
-        result = compare(pairs, args.models, device=args.device, progress=progress)
+        result = compare(pairs, args.models, device=args.device, progress=progress,
+                         graph=args.graph)
     command = ["napari-vessel", *sys.argv[1:]] if sys.argv[1:2] == ["benchmark"] else None
     result.settings["command"] = command
     table = format_markdown(result, per_volume=args.per_volume)

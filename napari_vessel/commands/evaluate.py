@@ -85,31 +85,19 @@ def _check_probability(prob: np.ndarray, path: str) -> None:
                          "that segment writes (*_prob.tif), or labels with --pred")
 
 
-#: Graph morphometrics (``Morphometrics`` fields) whose difference ``pred - ref`` --graph reports.
-GRAPH_METRICS = ("total_length_um", "n_segments", "n_junctions", "n_end_points",
-                 "mean_diameter_um")
-#: Columns that --graph adds, after the segmentation scores.
-GRAPH_COLUMNS = ("lc", *(f"d_{name}" for name in GRAPH_METRICS))
-
-
 def _graph_scores(labels: np.ndarray, reference: np.ndarray, spacing_zyx, name: str) -> dict:
-    """LC and the ``d_*`` differences of the graphs of ``labels`` and ``reference``."""
-    from ..graph import compare_graphs, vessel_graph
+    """LC and the ``d_*`` differences of the two graphs (notes go to stderr)."""
+    from ..graph.compare import graph_scores
 
-    pred_graph = vessel_graph(labels, spacing_zyx)
-    ref_graph = vessel_graph(reference, spacing_zyx)
-    for what, graph in (("prediction", pred_graph), ("reference", ref_graph)):
-        if graph.summary.note:
-            print(f"note: {name}: {what} graph: {graph.summary.note}", file=sys.stderr)
-    result = compare_graphs(pred_graph, ref_graph, labels, reference)
-    out: dict = {"lc": result.lc}
-    for key in GRAPH_METRICS:
-        value = result.differences[key]
-        out[f"d_{key}"] = int(value) if key.startswith("n_") else value
-    return out
+    scores, notes = graph_scores(labels, reference, spacing_zyx)
+    for note in notes:
+        print(f"note: {name}: {note}", file=sys.stderr)
+    return scores
 
 
 def _write_csv(path: str, rows: list[dict], overwrite: bool) -> None:
+    from ..graph.compare import GRAPH_COLUMNS
+
     keys = ["name"] + [k for k in (*COLUMNS, *GRAPH_COLUMNS) if any(k in row for row in rows)]
     with atomic_path(Path(path).expanduser(), overwrite=overwrite) as tmp, \
             open(tmp, "w", newline="", encoding="utf-8") as handle:

@@ -28,6 +28,9 @@ _LAZY = {
     "compare_graphs": "compare",
     "length_correlation": "compare",
     "GraphComparison": "compare",
+    "graph_scores": "compare",
+    "GRAPH_METRICS": "compare",
+    "GRAPH_COLUMNS": "compare",
     "write_graph": "export",
     "OUTPUT_FILES": "export",
 }

@@ -12,7 +12,14 @@ from ..errors import InputError
 from .grid import vessel_mask
 from .types import Morphometrics, VesselGraph
 
-__all__ = ["GraphComparison", "compare_graphs", "length_correlation"]
+__all__ = ["GraphComparison", "compare_graphs", "length_correlation", "graph_scores",
+           "GRAPH_METRICS", "GRAPH_COLUMNS"]
+
+#: Morphometrics whose difference ``pred - ref`` the score tables report (``d_NAME`` columns).
+GRAPH_METRICS = ("total_length_um", "n_segments", "n_junctions", "n_end_points",
+                 "mean_diameter_um")
+#: The columns :func:`graph_scores` returns, in table order.
+GRAPH_COLUMNS = ("lc", *(f"d_{name}" for name in GRAPH_METRICS))
 
 
 def _flat(voxels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -130,3 +137,39 @@ def compare_graphs(pred: VesselGraph, ref: VesselGraph, pred_labels: Any,
     differences = {f.name: float(getattr(pred.summary, f.name)) - float(getattr(ref.summary, f.name))
                    for f in fields(Morphometrics) if f.name != "note"}
     return GraphComparison(lc=lc, pred=pred.summary, ref=ref.summary, differences=differences)
+
+
+def graph_scores(labels: Any, reference: Any, spacing_zyx: Any) -> tuple[dict[str, Any], list[str]]:
+    """LC and the ``d_*`` differences of the graphs of a segmentation and its reference.
+
+    The one place the score tables (``napari-vessel evaluate --graph`` and ``benchmark
+    --graph``) get their graph columns from.
+
+    Parameters
+    ----------
+    labels, reference : array_like, shape (Z, Y, X)
+        The segmentation and the reference labels (non-zero = vessel).
+    spacing_zyx : (float, float, float)
+        Voxel size in µm.
+
+    Returns
+    -------
+    scores : dict
+        :data:`GRAPH_COLUMNS`: ``lc`` (paper 001) and ``d_NAME`` = prediction - reference for
+        each of :data:`GRAPH_METRICS` (counts as int).
+    notes : list of str
+        The graphs' own notes (e.g. empty labels), prefixed with "prediction" or "reference".
+    """
+    from .extract import vessel_graph
+
+    pred_graph = vessel_graph(labels, spacing_zyx)
+    ref_graph = vessel_graph(reference, spacing_zyx)
+    notes = [f"{what} graph: {graph.summary.note}"
+             for what, graph in (("prediction", pred_graph), ("reference", ref_graph))
+             if graph.summary.note]
+    result = compare_graphs(pred_graph, ref_graph, labels, reference)
+    scores: dict[str, Any] = {"lc": result.lc}
+    for key in GRAPH_METRICS:
+        value = result.differences[key]
+        scores[f"d_{key}"] = int(value) if key.startswith("n_") else value
+    return scores, notes
