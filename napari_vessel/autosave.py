@@ -1,8 +1,11 @@
-"""Never lose an edit: save labels to a recovery file in the background while they are painted.
+"""Save labels to a recovery file in the background while they are painted.
 
-:class:`AutoSaver` writes the labels at most every ``interval_s`` seconds after
-:meth:`AutoSaver.mark_dirty`, in a background thread; painting never waits for a copy or a write,
-and a recovery file never holds half of an edit (see the class docstring for how).
+:class:`AutoSaver` writes the labels soon after each :meth:`AutoSaver.mark_dirty` (a finished
+stroke or edit), in a background thread: at once if the last save is ``interval_s`` seconds old
+(1 s by default), else when it is -- longer for labels so large that a save takes more than a
+quarter of that (``max_busy``). So a crash loses at most the edits of the last second or so.
+Painting never waits for a copy or a write, and a recovery file never holds half of an edit (see
+the class docstring for how).
 
 Files are written to a temporary name and moved into place (``os.replace``), so a crash or a kill
 leaves the previous complete recovery file. A recovery file ``<image stem>.vessel-recovery.npz``
@@ -205,7 +208,7 @@ def _entries(region: Any, data: Any) -> list[tuple[Any, np.ndarray]]:
 
 
 class AutoSaver:
-    """Save a labels array to a recovery file in a background thread, at most every N seconds.
+    """Save a labels array to a recovery file in a background thread, soon after each edit.
 
     The saver keeps its own copy of the labels (the *shadow*, taken by :meth:`start`). Telling it
     what changed -- ``mark_dirty(region)`` with the changed box or voxels, as a napari paint event
@@ -223,7 +226,12 @@ class AutoSaver:
     path : path
         The recovery file (see :func:`recovery_path`).
     interval_s : float
-        Minimum time between two saves.
+        Minimum time between two saves (the throttle): an edit is in the file at most this long
+        after it was marked (plus the time the save takes), unless ``max_busy`` stretches it.
+    max_busy : float
+        Largest fraction of the time spent writing: after a save that took ``w`` seconds the next
+        one waits at least ``w / max_busy`` (large labels are saved less often, never
+        back-to-back).
     layer_name, image_path : str, optional
         Stored in the metadata; :func:`find_recovery` matches on ``image_path``.
     metadata : dict, optional
@@ -238,16 +246,21 @@ class AutoSaver:
         Compress the file (labels are mostly background, so files are small).
     """
 
-    def __init__(self, source: Any, path: str | os.PathLike, *, interval_s: float = 10.0,
+    def __init__(self, source: Any, path: str | os.PathLike, *, interval_s: float = 1.0,
+                 max_busy: float = 0.25,
                  layer_name: str = "", image_path: str | os.PathLike | None = None,
                  metadata: dict | None = None, on_saved: Callable[[Path], None] | None = None,
                  on_error: Callable[[InputError], None] | None = None,
                  compress: bool = True) -> None:
         if not interval_s > 0:
             raise InputError(f"autosave interval {interval_s} s must be a positive number of seconds")
+        if not 0 < max_busy <= 1:
+            raise InputError(f"max_busy {max_busy} must be a fraction of the time in (0, 1]")
         self._source = source if callable(source) else (lambda: source)
         self.path = Path(path).expanduser()
         self.interval_s = float(interval_s)
+        self.max_busy = float(max_busy)
+        self.write_s = 0.0  # how long the last save took
         self.layer_name = layer_name
         self.image_path = str(Path(image_path).expanduser().resolve()) if image_path else None
         self.metadata = dict(metadata or {})
@@ -368,7 +381,7 @@ class AutoSaver:
     def _run(self) -> None:
         retry = 0.005
         while not self._stop.is_set():
-            wait = (self.last_saved or 0.0) + self.interval_s - time.time()
+            wait = (self.last_saved or 0.0) + self.gap_s - time.time()
             if not self.dirty or wait > 0:
                 self._stop.wait(min(max(wait, 0.0), 0.05) if self.dirty else 0.02)
                 continue
@@ -381,6 +394,11 @@ class AutoSaver:
             else:  # an edit overlapped the full copy: try again soon
                 self._stop.wait(retry)
                 retry = min(2 * retry, 0.5)
+
+    @property
+    def gap_s(self) -> float:
+        """The time between two saves now: ``interval_s``, or more after a long save."""
+        return max(self.interval_s, self.write_s / self.max_busy)
 
     def _drain(self) -> bool:
         """Apply journalled regions to the shadow; False if a full copy is needed first."""
@@ -413,6 +431,7 @@ class AutoSaver:
                 "dtype": str(data.dtype), "image_path": self.image_path, "saved_at": time.time(),
                 "format": 1}
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        start = time.perf_counter()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
@@ -427,7 +446,8 @@ class AutoSaver:
             self._report(InputError(_explain(err, path)))
             return False
         self._saved_generation = generation
-        self.last_saved, self.last_error = meta["saved_at"], None
+        self.write_s = time.perf_counter() - start
+        self.last_saved, self.last_error = time.time(), None
         self.saves += 1
         if self.on_saved is not None:
             self.on_saved(path)

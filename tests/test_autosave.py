@@ -253,3 +253,30 @@ def test_killed_while_painting_leaves_a_consistent_recovery(image_path):
     assert np.all(per_slice == per_slice[:, :1]), "a slice was saved half-painted"
     counts = per_slice[:, 0].astype(int)
     assert counts[0] >= 1 and np.all(np.diff(counts) <= 0) and counts[0] - counts[-1] <= 1
+
+
+def test_a_mark_after_a_save_is_written_within_the_throttle(tmp_path):
+    labels = np.zeros((2, 8, 8), dtype=np.uint8)
+    saved = []
+    saver = AutoSaver(labels, tmp_path / "t.vessel-recovery.npz", on_saved=saved.append)
+    assert saver.interval_s == 1.0  # the default throttle (it was 10 s)
+    with saver:
+        with saver.editing():
+            labels[0, 0, 0] = 1
+        assert _wait_for(lambda: len(saved) == 1)
+        with saver.editing((slice(1, 2), slice(0, 1), slice(0, 1))):  # right after that save
+            labels[1, 0, 0] = 2
+        start = time.monotonic()
+        assert _wait_for(lambda: not saver.dirty)
+        assert time.monotonic() - start < saver.gap_s + 1.0
+    assert load_recovery(saved[-1])[0][1, 0, 0] == 2
+
+
+def test_a_long_save_stretches_the_gap(tmp_path):
+    saver = AutoSaver(np.zeros((1, 2, 2)), tmp_path / "g.vessel-recovery.npz", interval_s=1.0,
+                      max_busy=0.25)
+    assert saver.gap_s == 1.0
+    saver.write_s = 2.0  # a save of very large labels took 2 s: write at most 1/4 of the time
+    assert saver.gap_s == 8.0
+    with pytest.raises(InputError, match="max_busy"):
+        AutoSaver(np.zeros((1, 2, 2)), tmp_path / "r.npz", max_busy=0)

@@ -7,6 +7,7 @@ is forwarded to the main thread through the worker's ``yielded`` signal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,8 @@ from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 from ..errors import Cancelled, InputError
 from ..progress import CancelToken
 
-__all__ = ["notify_error", "error_text", "show_info", "show_warning", "output_name", "group_box",
-           "start_worker", "Job"]
+__all__ = ["notify_error", "error_text", "show_info", "show_warning", "output_name", "name_metadata",
+           "full_name", "shorten", "group_box", "start_worker", "Job", "MAX_NAME", "FULL_NAME_KEY"]
 
 
 def error_text(err: BaseException | str) -> str:
@@ -44,14 +45,71 @@ def group_box(title: str, widget: Any) -> QGroupBox:
     return box
 
 
+#: Longest output layer name (characters): napari's layer list shows about this many.
+MAX_NAME = 32
+#: The suffix keeps at most this many characters when the name is too long (e.g. a model name).
+MAX_SUFFIX = 20
+#: ``metadata[FULL_NAME_KEY]`` of an output layer: its name before shortening.
+FULL_NAME_KEY = "napari_vessel_full_name"
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis in the middle (start and end kept).
+
+    Examples
+    --------
+    >>> shorten("mouse3_cortex_2024-05-17_stack", 16)
+    'mouse3_c…7_stack'
+    """
+    if len(text) <= width:
+        return text
+    if width < 3:
+        return text[:width]
+    head, tail = width // 2, (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - tail:]}"
+
+
+def _shorten_suffix(suffix: str, width: int) -> str:
+    """Like :func:`shorten`, but a final ``"(…)"`` (a model name) is cut first."""
+    match = re.fullmatch(r"(.*\()(.+)(\))", suffix)
+    if match is None or len(suffix) <= width:
+        return shorten(suffix, width)
+    head, inner, tail = match.groups()
+    room = width - len(head) - len(tail)
+    return f"{head}{shorten(inner, room)}{tail}" if room >= 5 else shorten(suffix, width)
+
+
+def full_name(source: str, suffix: str) -> str:
+    """The unshortened name ``"<source> <suffix>"`` (kept in ``metadata[FULL_NAME_KEY]``)."""
+    return f"{source} {suffix}".strip()
+
+
 def output_name(source: str, suffix: str, existing: Any = ()) -> str:
-    """Name of an output layer: ``"<source> <suffix>"``, made unique among ``existing`` names."""
+    """Name of an output layer: ``"<source> <suffix>"``, short, unique among ``existing`` names.
+
+    A name longer than :data:`MAX_NAME` is shortened in the middle of each part (the suffix to
+    :data:`MAX_SUFFIX` characters first, cutting a model name in parentheses, then the source),
+    so the layer list shows its start and end, e.g. ``"mouse3_co…05-17 vessels (tvnet)"``; the
+    full name goes in the layer's
+    ``metadata[FULL_NAME_KEY]`` (see :func:`name_metadata`). A taken name gets ``" [2]"``,
+    ``" [3]"``, … .
+    """
     names = {getattr(layer, "name", layer) for layer in existing}
-    base = f"{source} {suffix}".strip()
+    base = full_name(source, suffix)
+    if len(base) > MAX_NAME:
+        suffix = _shorten_suffix(suffix.strip(),
+                                 max(MAX_SUFFIX, MAX_NAME - 1 - len(source.strip())))
+        source = shorten(source.strip(), max(MAX_NAME - 1 - len(suffix), 8))
+        base = full_name(source, suffix)
     name, k = base, 2
     while name in names:
         name, k = f"{base} [{k}]", k + 1
     return name
+
+
+def name_metadata(source: str, suffix: str) -> dict[str, str]:
+    """``{FULL_NAME_KEY: "<source> <suffix>"}``, to add to an output layer's metadata."""
+    return {FULL_NAME_KEY: full_name(source, suffix)}
 
 
 class Job:

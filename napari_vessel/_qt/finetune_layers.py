@@ -102,10 +102,14 @@ class PreviewLayer:
         Name of the layer when it is added.
     scale, translate : tuple of 3 float
         The image's grid (z, y, x); the preview uses its y and x.
+    metadata : dict, optional
+        More metadata of the layer (e.g. its full name).
     """
 
-    def __init__(self, viewer: Any, name: str, scale: tuple, translate: tuple) -> None:
+    def __init__(self, viewer: Any, name: str, scale: tuple, translate: tuple,
+                 metadata: dict | None = None) -> None:
         self.viewer, self.name = viewer, name
+        self.metadata = dict(metadata or {})
         self.scale, self.translate = tuple(scale), tuple(translate)
         self.layer: Any = None
         self.updates = 0
@@ -120,7 +124,7 @@ class PreviewLayer:
             self.layer = self.viewer.add_image(
                 data, name=self.name, colormap="magma", blending="additive",
                 contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
-                metadata={PREVIEW_KEY: "finetune-preview"})
+                metadata={**self.metadata, PREVIEW_KEY: "finetune-preview"})
         else:
             self.layer.data = data
             self.layer.translate = translate

@@ -39,7 +39,7 @@ from ..training.finetune import (
 )
 from ..training.finetune_loss import trainable_spec
 from ..training.finetune_save import check_name_syntax, remove_finetuned
-from ._common import group_box, notify_error, output_name, show_info
+from ._common import group_box, name_metadata, notify_error, output_name, show_info
 from .dock import ScrollDock
 from .finetune_compare import ComparePanel
 from .finetune_corrections import CorrectionsPanel
@@ -359,9 +359,11 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
             self._notify(err)
             return None
         self.run_job = job
-        self.preview = PreviewLayer(self.viewer, output_name(
-            source.name, f"fine-tune preview ({job.name})", self.viewer.layers),
-            source.scale, source.translate)
+        suffix = f"fine-tune preview ({job.name})"
+        self.preview = PreviewLayer(self.viewer, output_name(source.name, suffix,
+                                                             self.viewer.layers),
+                                    source.scale, source.translate,
+                                    metadata=name_metadata(source.name, suffix))
         self.plot.clear()
         self.compare.clear()
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import output_name
+from ._common import name_metadata, output_name
 
 __all__ = ["GraphLayers", "Grid", "centre_on", "OUTPUT_KEY", "ROLES"]
 
@@ -133,7 +133,8 @@ class GraphLayers:
 
     @staticmethod
     def _metadata(role: str, grid: Grid) -> dict:
-        return {OUTPUT_KEY: "vessel-graph", "graph_role": role, "graph_source": grid.name}
+        return {OUTPUT_KEY: "vessel-graph", "graph_role": role, "graph_source": grid.name,
+                **name_metadata(grid.name, ROLES[role])}
 
     def _add(self, graph: Any, grid: Grid) -> None:
         names = self._names(grid)

@@ -100,7 +100,8 @@ class PipelineEditor(Container):
         self.step_combo = QComboBox()
         for name, cls in STEPS.items():
             self.step_combo.addItem(f"{cls.title} ({name})", name)
-        self.add_button = _button("Add", "add the chosen step at the end",
+        self.add_button = _button("Add", "add the chosen step at the end, but before a final "
+                                  "normalisation (which stays last)",
                                   lambda: self.add_step(self.step_combo.currentData()))
         self.remove_button = _button("Remove", "remove the selected step", self.remove_step)
         self.up_button = _button("Up", "run the selected step earlier",

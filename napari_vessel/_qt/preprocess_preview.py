@@ -1,10 +1,11 @@
 """Live preview of a preprocessing pipeline on the current slice or on the MIP of a stack.
 
 Every change (a parameter, the step list, the slice shown) restarts a short timer; when it fires,
-the pipeline runs on one plane and a 2D image layer ``"<image> preview"`` shows the result. A plane
-that took less than :data:`FAST_MS` last time is computed at once on the main thread; slower ones
-(or lazy stacks) run in a worker, one at a time, and a result is shown only if nothing newer was
-asked for in the meantime.
+the pipeline runs on one plane and a 2D image layer ``"<image> preview"`` shows the result. The
+first preview of an input, a pipeline or a mode runs in a worker, where it is timed; only when that
+took less than :data:`FAST_MS` are the next planes (e.g. while the slider moves) computed at once on
+the main thread. Slower ones (or lazy stacks) run in a worker, one at a time, and a result is shown
+only if nothing newer was asked for in the meantime.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ __all__ = ["PreviewPanel", "preview_image", "check_image_layer", "PREVIEW_ROLE",
 
 #: Milliseconds of quiet after the last change before the preview is computed.
 DEBOUNCE_MS = 100
-#: A preview that took less than this (ms) runs on the main thread next time.
+#: A preview that took less than this (ms) runs on the main thread next time, for the same input,
+#: pipeline and mode (the first one always runs in a worker).
 FAST_MS = 50
 #: ``metadata["napari_vessel_output"]`` of the preview layer.
 PREVIEW_ROLE = "preprocess preview"
@@ -122,7 +124,7 @@ class PreviewPanel(Container):
         self._request = 0  # id of the newest request; older results are dropped
         self._busy = False
         self._pending = False
-        self._last_ms = 0.0
+        self._timing: tuple[Any, float] | None = None  # ((input, pipeline, mode), ms) last run
         self._last_error: str | None = None
         self._mip: tuple[Any, np.ndarray] | None = None  # (key, MIP) of the input
         self.toggle.changed.connect(self._toggled)
@@ -201,15 +203,16 @@ class PreviewPanel(Container):
         pipeline, data, request = self._get_pipeline(), layer.data, self._request
         spacing = layer_spacing(layer)
 
+        what = (key, pipeline, use_mip)
+
         def run(progress: Any = None, cancel: Any = None) -> tuple:
             start = time.perf_counter()
             plane, new_mip = preview_image(pipeline, data, z=z, spacing_zyx=spacing, mip=mip,
                                            use_mip=use_mip)
-            return plane, new_mip, (time.perf_counter() - start) * 1000
+            return plane, new_mip, what, (time.perf_counter() - start) * 1000
 
         where = "MIP" if use_mip else (f"slice {z}" if layer.ndim == 3 else "image")
-        lazy = not isinstance(data, np.ndarray)
-        if self._last_ms < FAST_MS and not lazy and not (use_mip and mip is None):
+        if self._fast(what, data) and not (use_mip and mip is None):
             try:
                 out = run()
             except Exception as err:  # noqa: BLE001 - every failure becomes a notification
@@ -222,6 +225,13 @@ class PreviewPanel(Container):
         start_worker(run, on_done=lambda out: self._show(out, request, layer, key, where),
                      on_error=lambda err: self._failed(err, request),
                      on_finished=self._worker_finished)
+
+    def _fast(self, what: Any, data: Any) -> bool:
+        """True when the same input, pipeline and mode were timed under :data:`FAST_MS`."""
+        if not isinstance(data, np.ndarray) or self._timing is None:
+            return False  # a lazy stack, or nothing timed yet: never on the GUI thread
+        timed, ms = self._timing
+        return ms < FAST_MS and timed == what
 
     def _worker_finished(self) -> None:
         self._busy = False
@@ -238,8 +248,8 @@ class PreviewPanel(Container):
             self._notify(err)
 
     def _show(self, out: tuple, request: int, source: Any, key: Any, where: str) -> None:
-        plane, mip, ms = out
-        self._last_ms = ms
+        plane, mip, what, ms = out
+        self._timing = (what, ms)
         if mip is not None:
             self._mip = (key, mip)
         if request != self._request or not self.active:

@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 from ..errors import InputError
 from ..preprocess import Pipeline, compute
 from ..progress import CancelToken, Progress, scaled
-from ._common import group_box, notify_error, output_name, show_info
+from ._common import group_box, name_metadata, notify_error, output_name, show_info
 from .dock import ScrollDock
 from .preprocess_editor import PipelineEditor
 from .preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
@@ -123,7 +123,10 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         return self.layer_combo.value
 
     def _reset_choices(self, _event: Any = None) -> None:
+        chosen = self.layer_combo.value
         self.layer_combo.reset_choices()
+        if chosen is not None and any(layer is chosen for layer in self.layer_combo.choices):
+            self.layer_combo.value = chosen  # kept even if renamed (magicgui matches by name)
         if self.layer_combo.value is None and self.layer_combo.choices:
             self.layer_combo.value = self.layer_combo.choices[-1]
         self.reference.reset_choices()
@@ -193,7 +196,8 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         # not marked as a derived view (napari_vessel_output): it is an input for segmentation
         metadata = {key: value for key, value in source["metadata"].items()
                     if key != "napari_vessel_output"}
-        metadata.update(preprocess=pipeline.to_dict(), source=source["name"])
+        metadata.update(preprocess=pipeline.to_dict(), source=source["name"],
+                        **name_metadata(source["name"], "preprocessed"))
         name = output_name(source["name"], "preprocessed", self.viewer.layers)
         self.viewer.add_image(result, name=name, scale=source["scale"],
                               translate=source["translate"], metadata=metadata, colormap="gray")

@@ -1,9 +1,11 @@
-"""The autosave panel of the Review & refine widget: never lose an edit.
+"""The autosave panel of the Review & refine widget: a crash loses at most the last second of edits.
 
 Every 3D Labels layer gets an :class:`~napari_vessel.autosave.AutoSaver` that writes it to a
-recovery file in the background, at most every N seconds, after each finished stroke, tool edit,
-undo or redo. When an image is opened whose recovery file exists, the user is asked whether to
-restore the edits (as a new labels layer), discard them or keep them for later.
+recovery file in the background after each finished stroke, tool edit, undo or redo: at once, or
+(throttled) when the last save is N seconds old -- 1 s by default, longer for labels so large that
+one save takes more than a quarter of that. When an image is opened whose recovery file exists,
+the user is asked whether to restore the edits (as a new labels layer), discard them or keep them
+for later.
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ from ..autosave import (
     recovery_path,
 )
 from ..errors import InputError
-from ._common import output_name, show_info
+from ._common import name_metadata, output_name, show_info
 from .review_sync import OUTPUT_KEY
 from .review_watch import EditWatcher, defer
 
-__all__ = ["AutosavePanel", "image_source", "restore_dialog", "ask_restore_dialog"]
+__all__ = ["AutosavePanel", "image_source", "restore_dialog", "ask_restore_dialog",
+           "DEFAULT_INTERVAL_S"]
+
+#: Seconds between two saves at most, after a finished stroke (the throttle; it used to be 10 s,
+#: which could lose the strokes of the last 10 s).
+DEFAULT_INTERVAL_S = 1
 
 
 def image_source(layer: Any) -> str | None:
@@ -114,7 +121,9 @@ class AutosavePanel(Container):
         super().__init__(labels=True)
         self.viewer, self.get_image, self.notify = viewer, get_image, notify
         self.autosave_on = CheckBox(text="autosave edits", value=True)
-        self.interval = SpinBox(label="at most every (s)", value=10, min=1, max=3600)
+        self.interval = SpinBox(label="at most every (s)", value=DEFAULT_INTERVAL_S, min=1,
+                                max=3600, tooltip="a finished stroke is saved at once, or this "
+                                "long after the previous save (longer for very large labels)")
         self.folder = LineEdit(label="recovery folder", value="",
                                tooltip="empty: next to the image file (or your home folder)")
         self.folder.native.setPlaceholderText("next to the image")
@@ -299,10 +308,11 @@ class AutosavePanel(Container):
         grid = {}
         if data.ndim == image.ndim:
             grid = {"scale": image.scale, "translate": image.translate}
+        stem = info.layer_name or Path(path).stem
         layer = self.viewer.add_labels(
-            data, name=output_name(info.layer_name or Path(path).stem, "recovered",
-                                   self.viewer.layers),
-            metadata={"image_path": path, "recovered_from": str(info.path)}, **grid)
+            data, name=output_name(stem, "recovered", self.viewer.layers),
+            metadata={"image_path": path, "recovered_from": str(info.path),
+                      **name_metadata(stem, "recovered")}, **grid)
         entry = self.entries.get(id(layer))
         if entry is not None:
             entry.edited = True

@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from ..errors import InputError
 from ..projection import LabelMIP
 from ..review_core import erase_columns, paint_on_projection, projected_geometry, stroke_pixels
-from ._common import output_name
+from ._common import name_metadata, output_name
 from .review_watch import EditWatcher, defer
 
 __all__ = ["LabelMipOverlay", "apply_edit_to_layer", "OUTPUT_KEY", "LABEL_MIP_COLOUR",
@@ -89,7 +89,8 @@ class LabelMipOverlay:
         self.layer = viewer.add_labels(
             self.mip.mip, name=output_name(labels_layer.name, "label MIP", viewer.layers),
             scale=scale, translate=translate, opacity=0.5, colormap=_one_colour(LABEL_MIP_COLOUR),
-            metadata={OUTPUT_KEY: "label MIP", "source_layer": labels_layer.name},
+            metadata={OUTPUT_KEY: "label MIP", "source_layer": labels_layer.name,
+                      **name_metadata(labels_layer.name, "label MIP")},
         )
         self.outline = False
         self.layer.editable = False

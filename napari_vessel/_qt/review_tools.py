@@ -19,7 +19,7 @@ from ..refine import fill_holes, keep_components_at, remove_small_components
 from ..refine_branch import erase_branch_at
 from ..refine_paths import bridge_gap
 from ..review_core import still_valid
-from ._common import output_name, show_info
+from ._common import name_metadata, output_name, show_info
 from .review_sync import OUTPUT_KEY, apply_edit_to_layer
 from .review_watch import run_in_background
 
@@ -226,7 +226,8 @@ class ToolsPanel(Container):
                 np.empty((0, labels.ndim)), ndim=labels.ndim,
                 name=output_name(labels.name, "points", self.viewer.layers),
                 scale=labels.scale, translate=labels.translate, size=max(3 * min(labels.scale), 1),
-                face_color="yellow", metadata={OUTPUT_KEY: "points"})
+                face_color="yellow",
+                metadata={OUTPUT_KEY: "points", **name_metadata(labels.name, "points")})
         self.viewer.layers.selection.active = self.points
         self.points.mode = "add"
         return self.points

@@ -128,12 +128,13 @@ class PreviewOverlay:
             self.layer.translate = translate
             self.layer.data = preview.labels
         else:
-            from ._common import output_name
+            from ._common import name_metadata, output_name
 
             self.layer = self.viewer.add_image(
                 preview.labels, name=output_name(source.name, "preview", self.viewer.layers),
                 colormap=_colormap(), contrast_limits=(0.0, 1.0), opacity=0.7,
-                blending="translucent", scale=scale, translate=translate, metadata=metadata)
+                blending="translucent", scale=scale, translate=translate,
+                metadata={**metadata, **name_metadata(source.name, "preview")})
         self.current, self.source = preview, source
         return self.layer
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..postprocess import probability_to_labels
-from ._common import output_name
+from ._common import name_metadata, output_name
 
 __all__ = ["ROLE_KEY", "RunInput", "LabelsTracker", "SegmentOutput", "SegmentResults"]
 
@@ -205,10 +205,12 @@ class SegmentResults:
                 prob, name=output_name(source.name, f"probability ({model})", layers),
                 colormap="magma", blending="additive", contrast_limits=(0.0, 1.0),
                 visible=False, metadata={ROLE_KEY: "probability", "source_layer": source.name,
-                                         "model": model, "manifest": manifest}, **grid)
+                                         "model": model, "manifest": manifest,
+                                         **name_metadata(source.name, f"probability ({model})")},
+                **grid)
             labels_layer = self.viewer.add_labels(
                 labels, name=output_name(source.name, f"vessels ({model})", layers),
-                opacity=0.6, **grid)
+                opacity=0.6, metadata=name_metadata(source.name, f"vessels ({model})"), **grid)
         except Exception:
             if prob_layer is not None and prob_layer in layers:  # nothing half-added
                 layers.remove(prob_layer)
@@ -249,7 +251,8 @@ class SegmentResults:
         layer = self.viewer.add_labels(
             labels, name=output_name(output.source.name, f"vessels ({output.model})",
                                      self.viewer.layers),
-            scale=output.source.scale, translate=output.source.translate, opacity=0.6)
+            scale=output.source.scale, translate=output.source.translate, opacity=0.6,
+            metadata=name_metadata(output.source.name, f"vessels ({output.model})"))
         output.tracker.close()
         output.replaced.append(edited)
         output.tracker = LabelsTracker(layer)

@@ -70,3 +70,23 @@ def test_cancel_stops_the_work(qtbot, captured):
 def test_output_name_is_unique():
     assert _common.output_name("img", "vessels", ["img vessels"]) == "img vessels [2]"
     assert _common.output_name("img", "vessels", []) == "img vessels"
+
+
+def test_output_names_are_short_unique_and_keep_start_and_end():
+    from napari_vessel._qt._common import FULL_NAME_KEY, MAX_NAME, name_metadata, output_name
+
+    assert output_name("stack", "preprocessed") == "stack preprocessed"  # short: as it is
+    assert output_name("stack", "preprocessed", ["stack preprocessed"]) == "stack preprocessed [2]"
+    long_stem = "mouse3_cortex_2024-05-17_stack_ch1 preprocessed"
+    name = output_name(long_stem, "vessels (tvnet)")
+    assert len(name) == MAX_NAME and name.startswith("mouse3") and "…" in name
+    assert name.endswith("essed vessels (tvnet)")  # the suffix, the part that differs, is whole
+    model = "vessel-unet-2pm-finetuned-mouse-cortex-v3"
+    probability = output_name(long_stem, f"probability ({model})")
+    labels = output_name(long_stem, f"vessels ({model})")
+    assert len(probability) <= MAX_NAME and len(labels) <= MAX_NAME and probability != labels
+    assert probability.endswith("v3)") and "probability (" in probability
+    second = output_name(long_stem, "vessels (tvnet)", [name])
+    assert second == f"{name} [2]"
+    assert name_metadata(long_stem, "vessels (tvnet)") == {
+        FULL_NAME_KEY: f"{long_stem} vessels (tvnet)"}

@@ -11,6 +11,7 @@ import torch
 
 import napari_vessel._qt.finetune_run as run_module
 import napari_vessel._qt.finetune_widget as module
+from napari_vessel._qt._common import output_name
 from napari_vessel._qt.finetune_widget import FinetuneWidget, default_name
 from napari_vessel.errors import InputError
 from napari_vessel.models import registry
@@ -138,7 +139,7 @@ def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setu
     assert preview in setup.viewer.layers and preview.data.shape == SHAPE[1:]
     assert tuple(preview.scale) == (1.0, 1.0) and preview.metadata["preview_z"] == 5
     names = [layer.name for layer in setup.viewer.layers]
-    assert "stack vessels (ft-gui-tvnet-ft-stack)" in names
+    assert output_name("stack", "vessels (ft-gui-tvnet-ft-stack)") in names  # shortened
     for (name, data), layer in zip(before, setup.viewer.layers, strict=False):
         assert layer.name == name and np.array_equal(layer.data, data)  # inputs untouched
     assert "saved model 'ft-gui-tvnet-ft-stack'" in setup.infos[-1]
@@ -249,7 +250,8 @@ def test_stop_still_segments_with_the_kept_model_when_asked(setup, qtbot):
     assert not setup.errors, setup.errors
     assert outcome.result.stopped_early and outcome.weights is not None
     assert outcome.segmentation is not None and not outcome.segment_stopped
-    assert "stack vessels (ft-gui-tvnet-ft-stack)" in [layer.name for layer in setup.viewer.layers]
+    assert output_name("stack", "vessels (ft-gui-tvnet-ft-stack)") in [
+        layer.name for layer in setup.viewer.layers]
 
 
 def test_stop_while_segmenting_stops_only_the_segmentation(setup, qtbot, monkeypatch):

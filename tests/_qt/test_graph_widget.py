@@ -188,3 +188,21 @@ def test_export_writes_the_four_files_and_asks_before_replacing(setup, qtbot, tm
     assert widget.export() is not None
     _finish(qtbot, widget)
     assert "exported" in setup.infos[-1] and (out / "summary.json").stat().st_mtime_ns != stamp
+
+
+def test_a_failed_status_is_replaced_by_the_next_successful_run(setup, qtbot, monkeypatch):
+    original = module.vessel_graph
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(module, "vessel_graph", failing)
+    widget = setup.widget
+    assert widget.analyse() is not None
+    _finish(qtbot, widget)
+    assert widget.status.value == "failed: RuntimeError: boom"
+    monkeypatch.setattr(module, "vessel_graph", original)
+    widget.analyse_button.clicked.emit()
+    assert not widget.status.value.startswith("failed")  # the old failure is gone at once
+    _finish(qtbot, widget)
+    assert widget.graph is not None and "segments" in widget.status.value

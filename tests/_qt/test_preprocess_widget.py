@@ -175,6 +175,44 @@ def test_slow_previews_run_in_a_worker_and_stale_results_are_dropped(setup, qtbo
     assert widget.preview.status.value.startswith("slice 5")
 
 
+def test_the_first_preview_runs_in_a_worker_then_fast_slices_on_the_gui(setup, qtbot,
+                                                                       monkeypatch):
+    """The first preview of an input (and of every new pipeline) is computed in a worker, where
+    it is timed; it used to run on the GUI thread, however slow the pipeline was."""
+    import napari_vessel._qt.preprocess_preview as preview_module
+
+    threads: list[bool] = []  # True: computed on the GUI thread
+    original = preview_module.preview_image
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(preview_module, "preview_image", spy)
+    monkeypatch.setattr(preview_module, "FAST_MS", 1e9)  # whatever this machine's speed
+    viewer, widget = setup.viewer, setup.widget
+    widget.preview.toggle.value = True
+    widget.preview.timer.stop()  # the test calls refresh() itself, as the timer would
+    widget.preview.refresh()  # not on the GUI thread
+    assert widget.preview._busy and widget.preview.status.value.endswith("computing…")
+    qtbot.waitUntil(lambda: len(_preview_layers(viewer)) == 1, timeout=5000)
+    assert threads == [False]
+    qtbot.waitUntil(lambda: not widget.preview._busy, timeout=5000)
+    viewer.dims.set_current_step(0, 5)  # timed as fast: the next slice is shown at once
+    widget.preview.timer.stop()
+    widget.preview.refresh()
+    assert threads == [False, True]
+    widget.editor.set_parameter(2, "high", 99.0)  # a new pipeline is timed again in a worker
+    widget.preview.timer.stop()
+    widget.preview.refresh()
+    assert widget.preview._busy  # handed to a worker
+    qtbot.waitUntil(lambda: not widget.preview._busy, timeout=5000)
+    assert threads == [False, True, False]
+    expected = widget.editor.pipeline.preview_plane(setup.image.data, 5, spacing_zyx=SCALE)
+    qtbot.waitUntil(lambda: np.array_equal(_preview_layers(viewer)[0].data, expected),
+                    timeout=5000)
+
+
 def test_preview_error_is_shown_once_and_adds_nothing(setup, qtbot):
     viewer = setup.viewer
     flat = viewer.add_image(np.full(SHAPE, 7.0, np.float32), name="flat")
@@ -204,6 +242,27 @@ def test_apply_adds_a_new_layer_and_leaves_the_input_alone(setup, qtbot):
     assert widget.apply_button.enabled and not widget.cancel_button.enabled
     _apply_and_wait(qtbot, widget)  # a second run gets a new name
     assert viewer.layers[-1].name == "stack preprocessed [2]"
+    assert setup.messages == []
+
+
+def test_a_long_input_name_gives_a_short_unique_output_name(setup, qtbot):
+    """Long layer names were cut in the layer list: outputs get a name of at most MAX_NAME
+    characters (start and end kept), the full one in the metadata."""
+    from napari_vessel._qt._common import FULL_NAME_KEY, MAX_NAME
+
+    long_name = "2024-05-17_mouse3_cortex_region2_920nm_stack_ch1"
+    setup.image.name = long_name
+    widget, viewer = setup.widget, setup.viewer
+    assert widget.layer_combo.value is setup.image
+    _apply_and_wait(qtbot, widget)
+    assert widget.layer_combo.value is setup.image
+    _apply_and_wait(qtbot, widget)
+    first, second = viewer.layers[-2], viewer.layers[-1]
+    assert len(first.name) <= MAX_NAME and first.name.startswith("2024-05")
+    assert first.name.endswith("ch1 preprocessed") and "…" in first.name
+    assert second.name == f"{first.name} [2]"
+    assert first.metadata[FULL_NAME_KEY] == f"{long_name} preprocessed"
+    assert first.metadata["source"] == long_name
     assert setup.messages == []
 
 
@@ -370,10 +429,27 @@ def test_add_puts_a_new_step_before_the_final_normalisation(setup):
 
     editor = setup.widget.editor
     assert isinstance(editor.pipeline.steps[-1], Normalize)
-    editor.add_step("clahe")
+    editor.step_combo.setCurrentIndex(editor.step_combo.findData("clahe"))
+    editor.add_button.click()  # as the user does: no Up clicks needed afterwards
     steps = editor.pipeline.steps
     assert isinstance(steps[-1], Normalize) and isinstance(steps[-2], Clahe)
     assert editor.current_row == len(steps) - 2  # the new step is selected
     editor.add_step("normalize")  # a normalisation itself goes last
     assert isinstance(editor.pipeline.steps[-1], Normalize) and len(editor.pipeline.steps) == \
         len(steps) + 1
+
+
+def test_a_failed_status_is_replaced_by_the_next_successful_run(setup, qtbot, monkeypatch):
+    original = module.run_pipeline
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(module, "run_pipeline", failing)
+    _apply_and_wait(qtbot, setup.widget)
+    assert setup.widget.progress_text.value == "failed: RuntimeError: disk full"
+    monkeypatch.setattr(module, "run_pipeline", original)
+    setup.widget.apply_button.clicked.emit()
+    assert setup.widget.progress_text.value == "starting…"  # the old failure is gone at once
+    qtbot.waitUntil(lambda: setup.widget.job is None, timeout=10000)
+    assert setup.widget.progress_text.value == "added 'stack preprocessed'"

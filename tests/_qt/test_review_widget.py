@@ -385,3 +385,57 @@ def test_autosave_writes_a_recovery_file_and_restore_adds_a_layer(make_napari_vi
     remaining = find_recovery(source)  # the old file is replaced by the restored layer's one
     assert [info.layer_name for info in remaining] == ["vessels recovered"]
     widget2.autosave.stop_all(flush=False)
+
+
+def test_a_finished_stroke_is_in_the_recovery_file_within_the_throttle(setup, qtbot):
+    """A stroke right after a save is saved about a second later (the throttle), not after a
+    10-second interval as before, which could lose the last strokes of a crash."""
+    import time
+
+    from napari_vessel._qt.review_autosave import DEFAULT_INTERVAL_S
+    from napari_vessel.autosave import load_recovery
+
+    _viewer, widget, _image_layer, labels, messages = setup
+    assert widget.autosave.interval.value == DEFAULT_INTERVAL_S <= 1
+    saver = widget.autosave.saver_for(labels)
+    labels.brush_size = 1
+    labels.paint((5, 40, 40), 9)  # a first stroke: saved at once
+    qtbot.waitUntil(lambda: saver.saves == 1 and not saver.dirty, timeout=5000)
+    labels.paint((6, 20, 20), 8)  # the last stroke before a crash, right after that save
+    ended = time.monotonic()
+    qtbot.waitUntil(lambda: saver.saves == 2 and not saver.dirty,
+                    timeout=int(1000 * (saver.gap_s + 3)))
+    assert time.monotonic() - ended < saver.gap_s + 2.5  # the throttle, not a long interval
+    data, _info = load_recovery(saver.path)
+    assert data[6, 20, 20] == 8 and data[5, 40, 40] == 9
+    assert not messages
+
+
+def test_show_mip_of_a_large_stack_returns_before_the_projection(setup, qtbot, monkeypatch):
+    """'Show MIP' on 25 × 512 × 512 blocked the viewer (projected on the GUI thread up to 8
+    million voxels); now such a stack is projected in a worker and the layer comes after it."""
+    import threading
+
+    import napari_vessel._qt.review_mip as mip_module
+
+    viewer, widget, image, _labels_layer, messages = setup
+    panel = widget.mip
+    assert panel.sync_voxels == mip_module.SYNC_VOXELS < 25 * 512 * 512
+    panel.sync_voxels = image.data.size - 1  # this small stack counts as large
+    gate, threads = threading.Event(), []
+    original = mip_module.project
+
+    def gated(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        assert gate.wait(10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mip_module, "project", gated)
+    panel.show_button.native.click()  # returns while the projection waits in the worker
+    assert not _output(viewer, "image") and panel.status.value == mip_module._BACKGROUND
+    assert _output(viewer, "label MIP")  # the label MIP (cheap, kept in sync) is shown at once
+    gate.set()
+    qtbot.waitUntil(lambda: bool(_output(viewer, "image")) and panel._job is None, timeout=5000)
+    assert threads == [False]
+    np.testing.assert_array_equal(_output(viewer, "image")[0].data, image.data.max(axis=0))
+    assert panel.status.value == "MIP of 10 slices along z" and not messages

@@ -353,3 +353,23 @@ def test_a_layer_the_preprocess_dock_made_is_not_preprocessed_twice(setup, qtbot
     output = _run(setup, qtbot)
     assert output.labels_layer.metadata["manifest"]["parameters"]["preprocess"] is True
     assert "already preprocessed" not in widget.progress_text.value
+
+
+def test_a_failed_status_is_replaced_by_the_next_successful_run(setup, qtbot, monkeypatch):
+    original = module.segment
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(module, "segment", failing)
+    widget = setup.widget
+    _run_and_wait = lambda: qtbot.waitUntil(lambda: widget.job is None, timeout=20000)  # noqa: E731
+    assert widget.segment() is not None
+    _run_and_wait()
+    assert widget.progress_text.value.startswith("failed:") and "boom" in widget.progress_text.value
+    monkeypatch.setattr(module, "segment", original)
+    widget.segment_button.clicked.emit()
+    assert not widget.progress_text.value.startswith("failed")  # the old failure is gone at once
+    _run_and_wait()
+    assert widget.results.current is not None
+    assert "failed" not in widget.progress_text.value and widget.progress_text.value
