@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 from .progress import CancelToken, Progress, no_progress
-from .sliding_window import TilePlan, read_region
+from .sliding_window import TilePlan, add_tiles, read_region
 
 __all__ = ["BlockGrid", "block_grid", "run_blocks"]
 
@@ -122,7 +122,12 @@ def run_blocks(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray]
     grid = block_grid(plan, block_shape)
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    patch, done, total = plan.patch, 0, plan.n_tiles
+    count, total = [0], plan.n_tiles
+
+    def step(n: int) -> None:
+        count[0] += n
+        progress(count[0] / total, f"patch {count[0]}/{total}")
+
     for index in itertools.product(*(range(n) for n in grid.counts)):
         spans = [grid.extent(a, i) for a, i in enumerate(index)]
         lo = [s[0] for s in spans]
@@ -136,19 +141,9 @@ def run_blocks(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray]
         region = read_region(source, plan, lo, [s[1] for s in spans])
         if check_region is not None:
             check_region(region)
-        tiles = list(itertools.product(*(grid.axes[a][i][2] for a, i in enumerate(index))))
-        for first in range(0, len(tiles), batch_size):
-            if cancel is not None:
-                cancel.check()
-            chunk = tiles[first:first + batch_size]
-            slices = [tuple(slice(t[a] - lo[a], t[a] - lo[a] + patch[a]) for a in range(3))
-                      for t in chunk]
-            pred = predict_batch(np.stack([region[s] for s in slices]))
-            for s, p in zip(slices, pred, strict=True):
-                sums[(0, *s)] += p * weights
-                sums[(1, *s)] += weights
-            done += len(chunk)
-            progress(done / total, f"patch {done}/{total}")
+        tiles = itertools.product(*(grid.axes[a][i][2] for a, i in enumerate(index)))
+        add_tiles(region, tiles, lo, plan.patch, predict_batch, weights, sums[0], sums[1],
+                  batch_size=batch_size, cancel=cancel, done=step)
         del region
         _write_block(plan, sums, lo, hi, out)
         _save_spill(grid, sums, index, lo, hi, scratch)

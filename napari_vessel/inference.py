@@ -24,6 +24,7 @@ from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
 
 __all__ = ["pick_device", "predict", "segment", "postprocessing_recipe", "check_volume_array",
+           "as_volume",
            "versions", "resolve_spec", "prepare_input", "run_manifest"]
 
 DEFAULT_PATCH = (32, 128, 128)
@@ -54,6 +55,20 @@ def check_volume_array(data: Any, what: str = "image") -> Any:
     if kind not in "biuf":
         raise InputError(f"the {what} has data type {data.dtype}; a numeric image is needed")
     return data
+
+
+def as_volume(volume: Any, spacing_zyx: Any = None) -> Volume:
+    """``volume`` as a checked :class:`~napari_vessel.volume.Volume` (Z, Y, X).
+
+    An array gets ``spacing_zyx`` (1 µm when None); a Volume keeps its own unless
+    ``spacing_zyx`` is given. Raises :class:`InputError` as :func:`check_volume_array` does.
+    """
+    if not isinstance(volume, Volume):
+        return Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
+    if spacing_zyx is not None:
+        volume = volume.with_spacing(spacing_zyx)
+    check_volume_array(volume.data)
+    return volume
 
 
 def _check_voxels(region: np.ndarray) -> None:
@@ -539,10 +554,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     """
     from .postprocess import apply_postprocessing
 
-    if not isinstance(volume, Volume):
-        volume = Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
-    elif spacing_zyx is not None:
-        volume = volume.with_spacing(spacing_zyx)
+    volume = as_volume(volume, spacing_zyx)
     data = check_volume_array(volume.data)
     spec = resolve_spec(model_name)
     recipe = postprocessing_recipe(spec, threshold, min_size)

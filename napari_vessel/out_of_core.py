@@ -120,6 +120,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     """
     from .inference import (
         _device,
+        as_volume,
         check_volume_array,
         postprocessing_recipe,
         prepare_input,
@@ -132,10 +133,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
 
     progress = progress or no_progress
     batch_size = 1 if batch_size is None else batch_size
-    if not isinstance(volume, Volume):
-        volume = Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
-    elif spacing_zyx is not None:
-        volume = volume.with_spacing(spacing_zyx)
+    volume = as_volume(volume, spacing_zyx)
     data = check_volume_array(volume.data)
     spec = resolve_spec(model_name)
     if not spec.is_network:

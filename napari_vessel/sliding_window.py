@@ -224,6 +224,32 @@ def patch_work(plan: TilePlan, block_shape: Sequence[int] | None = None) -> floa
     return runs / plan.n_tiles
 
 
+def add_tiles(region: np.ndarray, tiles: Sequence[Sequence[int]], lo: Sequence[int],
+              patch: Sequence[int], predict_batch: Callable[[np.ndarray], np.ndarray],
+              weights: np.ndarray, acc: np.ndarray, norm: np.ndarray, *, batch_size: int,
+              cancel: CancelToken | None = None,
+              done: Callable[[int], None] | None = None) -> None:
+    """Predict ``tiles`` (start corners) of ``region`` in batches and add them, weighted.
+
+    ``acc`` and ``norm`` (the region's shape) receive ``prediction * weights`` and ``weights``;
+    ``region``, ``acc`` and ``norm`` start at ``lo`` of the padded volume. ``done(n)`` is called
+    after each batch of ``n`` patches; ``cancel`` is checked before each batch.
+    """
+    tiles = list(tiles)
+    for first in range(0, len(tiles), batch_size):
+        if cancel is not None:
+            cancel.check()
+        chunk = tiles[first:first + batch_size]
+        slices = [tuple(slice(t[a] - lo[a], t[a] - lo[a] + patch[a]) for a in range(3))
+                  for t in chunk]
+        pred = predict_batch(np.stack([region[s] for s in slices]))
+        for s, p in zip(slices, pred, strict=True):
+            acc[s] += p * weights
+            norm[s] += weights
+        if done is not None:
+            done(len(chunk))
+
+
 def run_tiles(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray], np.ndarray], *,
               weights: np.ndarray, batch_size: int = 1, out: Any = None,
               block_shape: Sequence[int] | None = None,
@@ -262,7 +288,12 @@ def run_tiles(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray],
     patch = plan.patch
     block_list = _touching_blocks(plan, block_shape)
     total = sum(int(np.prod([len(b[2]) for b in blk])) for blk in block_list)
-    done = 0
+    count = [0]
+
+    def step(n: int) -> None:
+        count[0] += n
+        progress(count[0] / total, f"patch {count[0]}/{total}")
+
     for blk in block_list:
         lo = [min(b[2]) for b in blk]
         hi = [max(b[2]) + patch[a] for a, b in enumerate(blk)]
@@ -271,20 +302,8 @@ def run_tiles(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray],
             check_region(region)
         acc = np.zeros(region.shape, dtype=np.float32)
         norm = np.zeros(region.shape, dtype=np.float32)
-        tiles = list(itertools.product(*(b[2] for b in blk)))
-        for first in range(0, len(tiles), batch_size):
-            if cancel is not None:
-                cancel.check()
-            chunk = tiles[first:first + batch_size]
-            slices = [tuple(slice(t[a] - lo[a], t[a] - lo[a] + patch[a]) for a in range(3))
-                      for t in chunk]
-            batch = np.stack([region[s] for s in slices])
-            pred = predict_batch(batch)
-            for s, p in zip(slices, pred, strict=True):
-                acc[s] += p * weights
-                norm[s] += weights
-            done += len(chunk)
-            progress(done / total, f"patch {done}/{total}")
+        add_tiles(region, itertools.product(*(b[2] for b in blk)), lo, patch, predict_batch,
+                  weights, acc, norm, batch_size=batch_size, cancel=cancel, done=step)
         # write the block's source part
         keep = tuple(slice(b[0] - lo[a], b[1] - lo[a]) for a, b in enumerate(blk))
         target = tuple(slice(b[0] - plan.pad_before[a], b[1] - plan.pad_before[a])
