@@ -16,6 +16,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from ..errors import InputError
 from .finetune_layers import EditTracker
+from .layer_choice import LayerCombo
 
 __all__ = ["CorrectionsPanel", "EDIT_SOURCES"]
 
@@ -48,7 +49,7 @@ class CorrectionsPanel(Container):
         self.viewer = viewer
         self._current_slice, self._notify = current_slice, notify
         self.trackers: dict[int, EditTracker] = {}
-        self.labels_combo = ComboBox(label="layer", choices=self._labels_layers, nullable=True)
+        self.labels_combo = LayerCombo(viewer, self._labels_layers, label="layer")
         self.labels_combo.tooltip = "the labels you corrected (non-zero = vessel)"
         self.edits_combo = ComboBox(label="edits", choices=list(EDIT_SOURCES))
         self.edits_combo.tooltip = ("which voxels count: those you painted or erased since this "
@@ -81,9 +82,7 @@ class CorrectionsPanel(Container):
             self.trackers.pop(key).close()
         for key, layer in alive.items():
             self.trackers.setdefault(key, EditTracker(layer))
-        self.labels_combo.reset_choices()
-        if self.labels_combo.value is None and self.labels_combo.choices:
-            self.labels_combo.value = self.labels_combo.choices[-1]
+        self.labels_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)
         self.show_state()
 
     def tracker(self) -> EditTracker | None:

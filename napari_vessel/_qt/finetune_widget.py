@@ -46,6 +46,7 @@ from .finetune_corrections import CorrectionsPanel
 from .finetune_layers import PreviewLayer
 from .finetune_plot import LossPlot
 from .finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
+from .layer_choice import LayerCombo
 from .runner import DockRunner, RunnerMixin
 from .segment_models import card_threshold, models_changed, watch_models
 from .segment_results import ROLE_KEY, SegmentResults
@@ -157,7 +158,8 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
         self._relay = _UpdateRelay()
         self._relay.update.connect(self._on_update)
 
-        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.layer_combo = LayerCombo(napari_viewer, self._image_layers, label="image",
+                                      status=self._status)
         self.model_combo = ComboBox(label="model", choices=lambda _w=None: trainable_models(),
                                     nullable=True)
         self.model_combo.tooltip = "networks with trained weights (classical methods learn nothing)"
@@ -251,6 +253,9 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
     def _info(text: str) -> None:
         show_info(text)
 
+    def _status(self, text: str) -> None:
+        self.status.value = text
+
     # ------------------------------------------------------------------------------ choices
     def _image_layers(self, _widget: Any = None) -> list:
         from napari.layers import Image
@@ -260,9 +265,7 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
                 and ROLE_KEY not in layer.metadata]
 
     def _layers_changed(self, _event: Any = None) -> None:
-        self.layer_combo.reset_choices()
-        if self.layer_combo.value is None and self.layer_combo.choices:
-            self.layer_combo.value = self.layer_combo.choices[-1]
+        self.layer_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)
         self.corrections.layers_changed()
         self.refresh_models()
 

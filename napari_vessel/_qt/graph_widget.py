@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 
 from ..errors import InputError
 from ..graph import GraphParams, vessel_graph, write_graph
@@ -26,6 +26,7 @@ from .dock import ScrollDock
 from .graph_export import OUTPUT_FILES, ask_folder, confirm_replace, existing_files, versions
 from .graph_layers import OUTPUT_KEY, GraphLayers, Grid, centre_on
 from .graph_table import ResultsPanel
+from .layer_choice import LayerCombo
 from .runner import DockRunner, RunnerMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +96,8 @@ class GraphWidget(RunnerMixin, ScrollDock):
         self._source: Any = None  # the labels layer of the graph shown
         self._edits = 0
 
-        self.layer_combo = ComboBox(label="labels", choices=self._labels_layers, nullable=True)
+        self.layer_combo = LayerCombo(napari_viewer, self._labels_layers, label="labels",
+                                      status=self._status)
         self.layer_combo.tooltip = "vessel labels (> 0 is vessel); the layer's scale is the voxel size"
         self.layer_note = Label(value="")
         self.prune = FloatSpinBox(label="prune (µm)", value=_DEFAULT.prune_um, min=0.0, max=500.0,
@@ -162,6 +164,9 @@ class GraphWidget(RunnerMixin, ScrollDock):
     def _info(text: str) -> None:
         show_info(text)
 
+    def _status(self, text: str) -> None:
+        self.status.value = text
+
     # ------------------------------------------------------------------------------- input
     def _labels_layers(self, _widget: Any = None) -> list:
         from napari.layers import Labels
@@ -170,9 +175,7 @@ class GraphWidget(RunnerMixin, ScrollDock):
                 if isinstance(layer, Labels) and OUTPUT_KEY not in layer.metadata]
 
     def _reset_choices(self, _event: Any = None) -> None:
-        self.layer_combo.reset_choices()
-        if self.layer_combo.value is None and self.layer_combo.choices:
-            self.layer_combo.value = self.layer_combo.choices[-1]
+        self.layer_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)
         self._choice_changed()
 
     def _choice_changed(self, _value: Any = None) -> None:

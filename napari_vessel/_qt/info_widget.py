@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton
+from magicgui.widgets import FloatSpinBox, Label, PushButton
 
 from ..errors import InputError
 from ..stats import intensity_stats
 from ..volume import check_spacing
 from ._common import notify_error, show_info
 from .dock import ScrollDock
+from .layer_choice import LayerCombo
 
 #: Decimals of the voxel-size boxes: 4 keep 0.065 µm and 0.9943 µm to within 0.01 %.
 SPACING_DECIMALS = 4
@@ -33,7 +34,7 @@ class InfoWidget(ScrollDock):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.layer_combo = LayerCombo(napari_viewer, self._image_layers, label="image")
         self.summary = Label(label="stack", value="no image layer")
         self.stats = Label(label="intensity", value="")
         self.spacing = [
@@ -56,9 +57,7 @@ class InfoWidget(ScrollDock):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _reset_choices(self, _event=None) -> None:
-        self.layer_combo.reset_choices()
-        if self.layer_combo.value is None and self.layer_combo.choices:
-            self.layer_combo.value = self.layer_combo.choices[-1]
+        self.layer_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)
         self._refresh()
 
     def _refresh(self, _value=None) -> None:

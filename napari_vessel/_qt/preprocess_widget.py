@@ -12,13 +12,14 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..errors import InputError
 from ..preprocess import Pipeline, compute
 from ..progress import CancelToken, Progress, scaled
 from ._common import group_box, name_metadata, notify_error, output_name, show_info
 from .dock import ScrollDock
+from .layer_choice import LayerCombo
 from .preprocess_editor import PipelineEditor
 from .preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
 from .preprocess_reference import ReferencePanel
@@ -69,7 +70,11 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         super().__init__(labels=False)
         self.viewer = napari_viewer
         self._watched: Any = None  # the input layer whose data changes refresh the preview
-        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.progress_text = Label(value="")
+        # the input stays the chosen layer object across renames; its removal falls back to the
+        # first image that is not a result (see LayerCombo), said in the status line
+        self.layer_combo = LayerCombo(napari_viewer, self._image_layers, label="image",
+                                      status=self._status)
         self.summary = Label(value="no image layer")
         inputs = Container(widgets=[self.layer_combo, self.summary], labels=True)
         self.editor = PipelineEditor(self._pipeline_changed, self._notify)
@@ -80,7 +85,6 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         self.apply_button.tooltip = "process every slice in the background into a new layer"
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, visible=False)
-        self.progress_text = Label(value="")
         run = Container(widgets=[self.apply_button, self.cancel_button], layout="horizontal",
                         labels=False)
         layout = self.content.layout()
@@ -102,6 +106,7 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._reset_choices)
         self._reset_choices()
+        self._input_changed()  # the first choice may be made before the handler is connected
 
     @staticmethod
     def _notify(err: Any) -> None:
@@ -110,6 +115,9 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
     @staticmethod
     def _info(text: str) -> None:
         show_info(text)
+
+    def _status(self, text: str) -> None:
+        self.progress_text.value = text
 
     # ------------------------------------------------------------------------------- the input
     def _image_layers(self, _widget: Any = None) -> list:
@@ -123,12 +131,7 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         return self.layer_combo.value
 
     def _reset_choices(self, _event: Any = None) -> None:
-        chosen = self.layer_combo.value
         self.layer_combo.reset_choices()
-        if chosen is not None and any(layer is chosen for layer in self.layer_combo.choices):
-            self.layer_combo.value = chosen  # kept even if renamed (magicgui matches by name)
-        if self.layer_combo.value is None and self.layer_combo.choices:
-            self.layer_combo.value = self.layer_combo.choices[-1]
         self.reference.reset_choices()
 
     def _input_changed(self, _value: Any = None) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox
 from qtpy.QtWidgets import QTabWidget
 
 from ..errors import InputError
@@ -20,6 +19,7 @@ from ..refine import check_same_grid
 from ..review_core import check_stack
 from ._common import notify_error
 from .dock import ScrollDock
+from .layer_choice import LayerCombo
 from .review_autosave import AutosavePanel
 from .review_mip import MipPanel
 from .review_sync import OUTPUT_KEY
@@ -52,11 +52,14 @@ class ReviewWidget(ScrollDock):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.image_combo = ComboBox(label="image", choices=self._choices("image"), nullable=True)
-        self.labels_combo = ComboBox(label="labels", choices=self._choices("labels"),
-                                     nullable=True)
-        self.prob_combo = ComboBox(label="probability", choices=self._choices("image"),
-                                   nullable=True)
+        # each choice stays the chosen layer object across renames (see LayerCombo); a removed
+        # image or labels layer falls back to the first one that is not a result, a removed
+        # probability map to none
+        self.image_combo = LayerCombo(napari_viewer, self._choices("image"), label="image",
+                                      initial=_plain_image)
+        self.labels_combo = LayerCombo(napari_viewer, self._choices("labels"), label="labels")
+        self.prob_combo = LayerCombo(napari_viewer, self._choices("image"), label="probability",
+                                     initial=None, fallback=None)
         self.extend([self.image_combo, self.labels_combo, self.prob_combo])
         self.mip = MipPanel(napari_viewer, self.checked_layers, self._notify)
         self.tools = ToolsPanel(napari_viewer, self.checked_layers, self._notify)
@@ -90,13 +93,6 @@ class ReviewWidget(ScrollDock):
     def _reset_choices(self, _event: Any = None) -> None:
         for combo in (self.image_combo, self.labels_combo, self.prob_combo):
             combo.reset_choices()
-        images = [c for c in self.image_combo.choices if c is not None]
-        if self.image_combo.value is None and images:
-            plain = [layer for layer in images if not _looks_like_probability(layer)]
-            self.image_combo.value = (plain or images)[0]
-        labels = [c for c in self.labels_combo.choices if c is not None]
-        if self.labels_combo.value is None and labels:
-            self.labels_combo.value = labels[-1]
 
     def _layers_changed(self, _value: Any = None) -> None:
         if not self.mip.active:
@@ -147,3 +143,9 @@ class ReviewWidget(ScrollDock):
 
 def _looks_like_probability(layer: Any) -> bool:
     return "prob" in layer.name.lower()
+
+
+def _plain_image(images: list) -> Any:
+    """The first image that does not look like a probability map (else the first), or None."""
+    plain = [layer for layer in images if not _looks_like_probability(layer)]
+    return (plain or images or [None])[0]

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
     CheckBox,
-    ComboBox,
     Container,
     FloatSlider,
     FloatSpinBox,
@@ -37,6 +36,7 @@ from ..preview import segment_slice
 from ..volume import Volume
 from ._common import group_box, notify_error, show_info
 from .dock import ScrollDock
+from .layer_choice import LayerCombo
 from .runner import DockRunner, RunnerMixin
 from .segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
 from .segment_models import ModelPanel, card_threshold
@@ -58,7 +58,7 @@ class SegmentWidget(RunnerMixin, ScrollDock):
 
     Attributes
     ----------
-    layer_combo : ComboBox
+    layer_combo : LayerCombo
         The image layer to segment.
     models : ModelPanel
         Model choice, its card, the device.
@@ -80,7 +80,8 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         self.results = SegmentResults(napari_viewer)
         self.previews = PreviewOverlay(napari_viewer)
         self._quiet = False  # True while the threshold is set by code, not by the user
-        self.layer_combo = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.layer_combo = LayerCombo(napari_viewer, self._image_layers, label="image",
+                                      status=self._status)
         self.summary = Label(label="", value="no image layer")
         self.models = ModelPanel(self._model_changed)
         self.overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.9, step=0.05)
@@ -141,7 +142,8 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         self.layer_combo.changed.connect(self._input_changed)
         self.segment_button.changed.connect(lambda *_: self.segment())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.renamed):
             event.connect(self._reset_choices)
         self._model_changed(self._current_spec())
         self._reset_choices()
@@ -154,6 +156,9 @@ class SegmentWidget(RunnerMixin, ScrollDock):
     def _info(text: str) -> None:
         show_info(text)
 
+    def _status(self, text: str) -> None:
+        self.progress_text.value = text
+
     # ------------------------------------------------------------------------------- the input
     def _image_layers(self, _widget: Any = None) -> list:
         from napari.layers import Image
@@ -162,9 +167,7 @@ class SegmentWidget(RunnerMixin, ScrollDock):
                 and _DERIVED_KEY not in layer.metadata and ROLE_KEY not in layer.metadata]
 
     def _reset_choices(self, _event: Any = None) -> None:
-        self.layer_combo.reset_choices()
-        if self.layer_combo.value is None and self.layer_combo.choices:
-            self.layer_combo.value = self.layer_combo.choices[-1]
+        self.layer_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)
         self._input_changed()
         self._update_target()
 
