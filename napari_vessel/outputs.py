@@ -41,8 +41,9 @@ def write_json(path: Path, data: dict, overwrite: bool) -> None:
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def check_writable(out: Path) -> None:
-    """Fail before the work when ``out`` cannot be created or written (nothing is created)."""
+def check_writable(out: Path, flag: str = "-o/--out") -> None:
+    """Fail before the work when ``out`` cannot be created or written (nothing is created);
+    the message asks for another ``flag``."""
     target = out
     while not target.exists():
         if target.parent == target:
@@ -50,7 +51,7 @@ def check_writable(out: Path) -> None:
         target = target.parent
     if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
         raise InputError(f"cannot write the results to {out}: {target} is not a writable folder; "
-                         "choose another -o/--out")
+                         f"choose another {flag}")
 
 
 def publish_set(paths: dict[str, Path], write) -> None:

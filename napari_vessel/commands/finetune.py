@@ -151,14 +151,19 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..io import load_volume, save_volume
+    from ..outputs import check_writable
     from ..progress import CancelToken, tqdm_progress
     from ..training.finetune import FinetuneConfig, check_new_name, finetune, save_finetuned
+    from ..training.finetune_save import _folder
 
     if args.edited_mask and not args.labels:
         raise InputError("--edited-mask needs --labels (the corrected labels)")
     if args.checked_slices and not args.labels:
         raise InputError("--checked-slices needs --labels (the corrected labels)")
     name = check_new_name(args.output, args.models_dir)  # fail before spending minutes
+    check_writable(_folder(args.models_dir), "--models-dir")  # not after the training
+    if args.segment:
+        check_writable(Path(args.segment), "--segment folder")
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, lazy=False)
     outputs = _outputs(args.segment, Path(args.input).stem, name) if args.segment else None
     labels = _read_mask(args.labels) if args.labels else None
@@ -200,9 +205,13 @@ def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_vo
     base = registry.get(card.parent)
     spec = replace(base, name=name, weights=weights, card=card, source="user",
                    kind=card.kind or base.kind)
+    from ..outputs import publish_set, write_json
+
     prob, labels, manifest = segment(volume, spec, threshold=spec.threshold)
-    outputs["probability.tif"].parent.mkdir(parents=True, exist_ok=True)
-    save_volume(outputs["probability.tif"], prob, volume.spacing_zyx)
-    save_volume(outputs["labels.tif"], labels, volume.spacing_zyx, kind="labels")
-    outputs["manifest.json"].write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    paths = {"prob": outputs["probability.tif"], "labels": outputs["labels.tif"],
+             "manifest": outputs["manifest.json"]}
+    publish_set(paths, lambda tmp: [  # one set, manifest last, as segment writes
+        save_volume(tmp["prob"], prob, volume.spacing_zyx),
+        save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels"),
+        write_json(tmp["manifest"], manifest, False)])
     print(f"segmented {volume.source} with {name!r}: {outputs['labels.tif']}")

@@ -146,10 +146,18 @@ def save_weights(model: Any, path: str | os.PathLike,
         "weights_file": weights_path.name,
     })
     full.to_json()  # a card JSON cannot hold fails here, before anything is written
+
+    def write_weights(tmp: str) -> None:
+        from safetensors import SafetensorError
+
+        try:
+            save_file(tensors, tmp, metadata={"format": "pt", "name": full.name})
+        except SafetensorError as err:  # its writer's I/O errors (a full disk) are no OSError
+            raise OSError(str(err).removeprefix("Error while serializing: ")) from err
+
     try:
         weights_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(weights_path, lambda tmp: save_file(
-            tensors, tmp, metadata={"format": "pt", "name": full.name}))
+        _atomic_write(weights_path, write_weights)
         text = replace(full, sha256=file_sha256(weights_path)).to_json()
         _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
     except OSError as err:
