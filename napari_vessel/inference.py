@@ -71,6 +71,18 @@ def as_volume(volume: Any, spacing_zyx: Any = None) -> Volume:
     return volume
 
 
+def _takes_cancel(function: Any) -> bool:
+    """Whether a classical ``predict`` accepts ``cancel=`` (a keyword or ``**kwargs``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any((p.name == "cancel" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in parameters)
+
+
 def _check_voxels(region: np.ndarray) -> None:
     if not np.isfinite(region).all():
         raise InputError("the image contains NaN or infinite values; replace them (e.g. "
@@ -298,7 +310,10 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             if array.min() == array.max():
                 raise _constant_error(float(array.min()))
         progress(0.0, f"{spec.name}: running")
-        prob = np.asarray(spec.predict(array, spacing, **spec.config), dtype=np.float32)
+        params = dict(spec.config)
+        if cancel is not None and _takes_cancel(spec.predict):
+            params["cancel"] = cancel  # checked between its steps (a filter pass, a slab)
+        prob = np.asarray(spec.predict(array, spacing, **params), dtype=np.float32)
         if cancel is not None:
             cancel.check()
         progress(1.0, f"{spec.name}: done")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..outputs import check_writable, publish_set, write_json
 from ..progress import tqdm_progress
 
 NAME = "demo"
@@ -78,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         registry.get(args.model)  # an unknown name fails here, before any work
     out = Path(args.out)
-    names = ["image.tif", "ground_truth.tif", "probability.tif", "labels.tif", "manifest.json",
-             "mip_overlay.png"]
-    existing = [n for n in names if (out / n).exists()]
+    paths = {"image": out / "image.tif", "ground_truth": out / "ground_truth.tif",
+             "prob": out / "probability.tif", "labels": out / "labels.tif",
+             "overlay": out / "mip_overlay.png", "manifest": out / "manifest.json"}
+    names = [p.name for p in paths.values()]
+    existing = [p.name for p in paths.values() if p.exists()]
     if existing and not args.overwrite:
         raise InputError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace "
                          "them or choose another --out folder")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "--out")  # a read-only or blocked folder fails before the work
 
     started = time.perf_counter()
     phantom = make_phantom(tuple(args.shape), kind=args.kind, seed=args.seed)
@@ -93,16 +95,21 @@ def run(args: argparse.Namespace) -> int:
         prob, labels, manifest = segment(volume, args.model, device=args.device, progress=progress)
     scores = evaluate(labels, phantom.labels, prob=prob, spacing_zyx=phantom.spacing_zyx)
     spacing = phantom.spacing_zyx
-    save_volume(out / "image.tif", phantom.image, spacing, overwrite=True)
-    save_volume(out / "ground_truth.tif", phantom.labels, spacing, overwrite=True, kind="labels")
-    save_volume(out / "probability.tif", prob, spacing, overwrite=True)
-    save_volume(out / "labels.tif", labels, spacing, overwrite=True, kind="labels")
-    save_png(out / "mip_overlay.png", overlay_rgb(phantom.image, labels, reference=phantom.labels))
     manifest = dict(manifest)
     manifest["sample"] = phantom.params
     manifest["scores_vs_ground_truth"] = {k: _plain(v) for k, v in scores.items()}
-    manifest["total_s"] = round(time.perf_counter() - started, 3)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    manifest["outputs"] = {k: str(v) for k, v in paths.items()}
+
+    def write(tmp: dict[str, Path]) -> None:
+        save_volume(tmp["image"], phantom.image, spacing)
+        save_volume(tmp["ground_truth"], phantom.labels, spacing, kind="labels")
+        save_volume(tmp["prob"], prob, spacing)
+        save_volume(tmp["labels"], labels, spacing, kind="labels")
+        save_png(tmp["overlay"], overlay_rgb(phantom.image, labels, reference=phantom.labels))
+        manifest["total_s"] = round(time.perf_counter() - started, 3)
+        write_json(tmp["manifest"], manifest, False)
+
+    publish_set(paths, write)  # all six files or none of them; the manifest last
 
     model = manifest.get("model", {}).get("name", args.model)
     print(f"model {model}: Dice {scores['dice']:.3f}, clDice {scores['cldice']:.3f}, "

@@ -85,6 +85,8 @@ class ModelSpec:
     predict : callable, optional
         For classical models: ``predict(volume, spacing_zyx, **params) -> probability`` with the
         volume a float array (Z, Y, X) and the result float32 in [0, 1] of the same shape.
+        One that accepts a ``cancel`` keyword is given the run's
+        :class:`~napari_vessel.progress.CancelToken` to check between its steps.
     config : dict
         Keyword arguments of ``builder`` (networks) or default ``params`` of ``predict``.
     weights : Path, optional

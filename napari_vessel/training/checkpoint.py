@@ -26,14 +26,40 @@ _MODEL, _OPTIM, _RNG = "model.", "optim.", "rng.torch"
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
+    """Write both files under temporary names, then rename them into place.
+
+    Raises
+    ------
+    InputError
+        When the folder cannot be written (disk full, read-only), also from inside the
+        safetensors writer, whose I/O errors are no OSError; the previous complete checkpoint
+        is left as it was and no temporary file remains.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = path.with_suffix(".json")
     tmp, tmp_meta = path.with_name(path.name + ".tmp"), meta.with_name(meta.name + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp_meta.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, path)  # weights first: a JSON always describes the weights beside it or older
+    text = json.dumps(info, indent=1)  # a value JSON cannot hold fails here, before any write
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_file(tensors, str(tmp))
+        except SafetensorError as err:  # its writer's I/O errors (a full disk)
+            raise OSError(str(err).removeprefix("Error while serializing: ")) from err
+        tmp_meta.write_text(text)
+    except OSError as err:
+        for leftover in (tmp, tmp_meta):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise InputError(
+            f"could not write the training checkpoint {path}: {err.strerror or err}; free some "
+            "disk space or choose a folder you can write to (the previous checkpoint, if any, "
+            "was kept)") from err
+    # Nothing below needs space. Weights first: a JSON describes the weights beside it or older.
+    os.replace(tmp, path)
     os.replace(tmp_meta, meta)
 
 
@@ -42,7 +68,14 @@ def _state(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
-    """Write model weights (safetensors) and ``info`` (JSON) atomically: tmp file + os.replace."""
+    """Write model weights (safetensors) and ``info`` (JSON) atomically: tmp file + os.replace.
+
+    Raises
+    ------
+    InputError
+        When the checkpoint cannot be written (disk full, read-only folder); the previous one
+        is kept.
+    """
     _write(Path(path), _state(model), info)
 
 
@@ -51,6 +84,12 @@ def save_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimi
     """A resumable checkpoint: model, optimiser moments, both random generators and ``info``.
 
     ``info`` must hold ``step`` and may hold anything JSON-serialisable (losses, settings).
+
+    Raises
+    ------
+    InputError
+        When the checkpoint cannot be written (disk full, read-only folder); the previous one
+        is kept.
     """
     tensors = _state(model, _MODEL)
     for index, entry in optimizer.state_dict()["state"].items():
