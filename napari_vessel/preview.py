@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .inference import _as_json_obj, _minmax, _pipeline, check_volume_array, resolve_spec, segment
+from .inference import check_volume_array, prepare_input, resolve_spec, segment
 from .postprocess import probability_to_labels
 from .progress import CancelToken, Progress
 from .volume import Volume, check_spacing
@@ -162,12 +162,7 @@ def prepared_stack(data: Any, spec: Any, spacing_zyx: Any = (1.0, 1.0, 1.0), *,
         data, chunks=(min(8, int(data.shape[0])), -1, -1))
     if cancel is not None:
         cancel.check()
-    if spec.preprocessing:
-        pipeline = _pipeline(spec.preprocessing)
-        return (pipeline.apply(lazy, spacing_zyx=spacing_zyx),
-                _as_json_obj(pipeline.to_json()))
-    return _minmax(lazy), {"steps": [{"name": "minmax",
-                                      "note": "stretch to [0, 1] (no card pipeline)"}]}
+    return prepare_input(lazy, spec, spacing_zyx, cancel=cancel)  # the full run's own road
 
 
 @dataclass(frozen=True)
