@@ -78,7 +78,8 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                     block_shape: Any = None, overwrite: bool = False,
                     pyramid_smallest: int | None = None,
                     progress: Progress | None = None, cancel: CancelToken | None = None,
-                    runtime: str = "auto", threads: int | None = None) -> dict:
+                    runtime: str = "auto", threads: int | None = None,
+                    extra: dict | None = None) -> dict:
     """Segment a volume out of core into ``out_dir``: ``NAME_prob.zarr``, ``NAME_labels.zarr``
     (OME-Zarr pyramids, level 0 at full resolution) and ``NAME_manifest.json``.
 
@@ -102,6 +103,9 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     batch_size : int, optional
         Patches per network call; default 1 (out of core the network's working memory for one
         patch is the largest part of the peak, so one patch at a time keeps it bounded).
+    extra : dict, optional
+        More top-level entries for the manifest (e.g. ``batch``'s settings and worker), written
+        with it.
     model_name, threshold, preprocess, min_size, spacing_zyx, overlap, patch_size, blending,
     device, tta, progress, cancel, runtime, threads
         As in :func:`~napari_vessel.inference.segment`.
@@ -223,6 +227,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                 "pyramid_levels_zyx": levels.get("prob", [list(pre.shape)]),
                 "pyramid_methods": {"prob": "mean", "labels": "max"}}
             manifest["outputs"] = {k: str(v) for k, v in paths.items()}
+            manifest.update(extra or {})
             write_json(tmp["manifest"], manifest, False)
 
         publish_set(paths, write)

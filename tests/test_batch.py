@@ -231,3 +231,27 @@ def test_jobqueue_config_parses_and_builds_clusters():
                 script = cluster.job_script()  # no job is submitted
                 assert directive in script and "--resources stack=1" in script and "--nthreads 8" in script
                 assert "source $HOME/napari-vessel/.venv/bin/activate" in script
+
+
+def test_batch_out_of_core_writes_ome_zarr_equal_to_the_tiff_path_and_resumes(tmp_path):
+    src = tmp_path / "in"
+    stacks = [_stack(src / "a.tif"), _stack(src / "b.tif", shift=3)]
+    common = dict(model="tvnet", workers=1, threads_per_worker=1, dashboard=":0")
+    tiff = run_batch(stacks, tmp_path / "tiff", BatchConfig(**common))
+    zarr = run_batch(stacks, tmp_path / "zarr", BatchConfig(**common, zarr=True))
+    assert [s.status for s in zarr.stacks] == ["done", "done"] and not tiff.failed
+    for t, z in zip(tiff.stacks, zarr.stacks, strict=True):
+        stem = Path(t.input).name.removesuffix(".tif")
+        labels = load_volume(Path(z.output) / f"{stem}_labels.zarr")
+        np.testing.assert_array_equal(np.asarray(labels.data),
+                                      load_volume(Path(t.output) / f"{stem}_labels.tif").data)
+        assert labels.spacing_zyx == (2.0, 1.0, 1.0)
+        manifest = _manifest(z.output)
+        assert manifest["batch"]["settings"]["zarr"] is True and "out_of_core" in manifest
+        assert z.voxels == 8 * 32 * 32 and z.vessel_fraction == pytest.approx(t.vessel_fraction)
+    again = run_batch(stacks, tmp_path / "zarr", BatchConfig(**common, zarr=True))
+    assert [s.status for s in again.stacks] == ["skipped", "skipped"]
+    manifest = next(Path(tiff.stacks[0].output).glob("*_manifest.json")).read_bytes()
+    with pytest.raises(InputError, match="other settings"):  # a TIFF set is not replaced silently
+        run_batch(stacks, tmp_path / "tiff", BatchConfig(**common, zarr=True))
+    assert next(Path(tiff.stacks[0].output).glob("*_manifest.json")).read_bytes() == manifest

@@ -39,6 +39,10 @@ class BatchConfig:
         Seconds to wait for ``scheduler`` to answer.
     dashboard : str
         Address of the local dashboard (``":0"``: any free port).
+    zarr : bool
+        Segment each stack out of core into OME-Zarr stores with pyramids
+        (:func:`napari_vessel.out_of_core.segment_to_zarr`; memory bounded by the block, not
+        the stack) instead of TIFFs.
     """
 
     model: str | None = None
@@ -53,6 +57,7 @@ class BatchConfig:
     frame: int | None = None
     connect_timeout: float = 10.0
     dashboard: str = ":8787"
+    zarr: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
@@ -72,7 +77,7 @@ class BatchConfig:
     def settings(self) -> dict[str, Any]:
         """What decides the result of a stack; a done stack made with other settings is not reused."""
         return {"model": self.model, "threshold": self.threshold, "channel": self.channel,
-                "frame": self.frame}
+                "frame": self.frame, **({"zarr": True} if self.zarr else {})}
 
 
 @dataclass(frozen=True)

@@ -90,15 +90,20 @@ def _folder_names(inputs: Sequence[Path]) -> list[str]:
             for s, p in zip(stems, inputs, strict=True)]
 
 
+def _manifest_of(path: Path) -> dict | None:
+    """The manifest at ``path``, or None (missing or unreadable)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def _previous(paths: dict[str, Path]) -> dict | None:
     """The manifest of a complete earlier output set, or None (missing, partial or unreadable)."""
     if not all(p.exists() for p in paths.values()):
         return None
-    try:
-        manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return _manifest_of(paths["manifest"])
 
 
 def _check_outdir(outdir: Path) -> None:

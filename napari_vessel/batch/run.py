@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 from ..progress import Progress, no_progress
 from .config import RESOURCE, BatchConfig, BatchReport, StackResult
-from .inputs import _check_outdir, _folder_names, _previous
+from .inputs import _check_outdir, _folder_names, _manifest_of, _previous
 from .worker import _segment_stack
 
 
@@ -124,8 +124,16 @@ def run_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, co
     folders = [str(out / name) for name in _folder_names([Path(s) for s in sources])]
     rows: dict[int, StackResult] = {}
     for i, (source, folder) in enumerate(zip(sources, folders, strict=True)):
-        old = None if config.overwrite else _previous(output_paths(source, folder))
+        paths = output_paths(source, folder, zarr=config.zarr)
+        old = None if config.overwrite else _previous(paths)
         if old is None:
+            other = None if config.overwrite else _manifest_of(paths["manifest"])
+            if other is not None and (other.get("batch") or {}).get("settings") not in (
+                    None, config.settings()):  # e.g. a TIFF set where a Zarr set would go
+                raise InputError(f"{folder} holds results made with other settings ("
+                                 f"{_differences(other['batch']['settings'], config.settings())}"
+                                 "); add --overwrite to replace them, or choose another "
+                                 "-o/--out")
             continue
         batch, recorded = old.get("batch") or {}, (old.get("input") or {}).get("source")
         if batch.get("settings") != config.settings():

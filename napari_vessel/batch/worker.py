@@ -58,6 +58,8 @@ def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult
             import torch
 
             device = _worker_device(device, worker.name, torch.cuda.device_count())
+        if config.zarr:
+            return _segment_to_zarr(source, folder, config, where, threads, device, started)
         with _RUN_LOCK, _lazy_reads_here(threads):
             loads = load_count()
             volume = load_volume(source, channel=config.channel, frame=config.frame)
@@ -84,3 +86,31 @@ def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult
     except Exception as err:  # noqa: BLE001 - one stack's failure is recorded, the others go on
         return StackResult(source, folder, "failed", round(time.perf_counter() - started, 3),
                            error=_message(err))
+
+
+def _segment_to_zarr(source: str, folder: str, config: BatchConfig, where: str, threads: int,
+                     device: str, started: float) -> StackResult:
+    """``config.zarr``: the stack out of core into OME-Zarr stores (raises; the task catches)."""
+    import dask.array as da
+    import numpy as np
+
+    from ..inference import load_count
+    from ..io import load_volume
+    from ..out_of_core import segment_to_zarr
+    from ..outputs import output_paths
+
+    stem = output_paths(source, folder)["manifest"].name.removesuffix("_manifest.json")
+    with _RUN_LOCK, _lazy_reads_here(threads):
+        loads = load_count()
+        volume = load_volume(source, channel=config.channel, frame=config.frame)
+        batch = {"settings": config.settings(), "worker": where, "threads": threads,
+                 "voxels": int(np.prod(volume.shape)), "out_of_core": True}
+        manifest = segment_to_zarr(volume, folder, config.model, name=stem,
+                                   threshold=config.threshold, device=device,
+                                   runtime=config.runtime, threads=threads, overwrite=True,
+                                   extra={"batch": batch})
+        batch["model_from_cache"] = load_count() == loads
+        labels = da.from_zarr(manifest["outputs"]["labels"], component="0")
+        fraction = float(labels.mean().compute()) if labels.size else 0.0
+    return StackResult(source, folder, "done", round(time.perf_counter() - started, 3),
+                       int(labels.size), fraction)

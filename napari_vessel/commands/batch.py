@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time point to take from time series")
     parser.add_argument("--overwrite", action="store_true",
                         help="segment again the stacks that are already done")
+    parser.add_argument("--zarr", action="store_true",
+                        help="segment each stack out of core into OME-Zarr stores with pyramids "
+                        "(memory bounded by the block, not the stack; see docs/segmentation.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, workers=args.workers,
                          threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
                          overwrite=args.overwrite, channel=args.channel, frame=args.frame,
+                         zarr=args.zarr,
                          connect_timeout=args.timeout, dashboard=args.dashboard)
     skipped: list[Path] = []
     inputs = find_inputs(args.inputs, exclude=args.out, on_skip=lambda path, why: skipped.append(path))
