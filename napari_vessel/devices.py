@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["cpu_count", "pick_device", "make_forward", "with_oom_retry", "is_oom"]
+__all__ = ["cpu_count", "pick_device", "run_device", "CPU", "make_forward", "with_oom_retry",
+           "is_oom"]
 
 
 def cpu_count() -> int:
@@ -21,6 +22,40 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+class _Cpu:
+    """The CPU as :func:`run_device` gives it while PyTorch is not loaded (``type`` and ``str`` as
+    a ``torch.device``); :func:`pick_device` takes it."""
+
+    type = "cpu"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return "device(type='cpu')"
+
+
+#: The CPU without PyTorch (see :func:`run_device`).
+CPU = _Cpu()
+
+
+def run_device(preference: Any = None):
+    """:func:`pick_device`, without importing PyTorch when the answer is surely the CPU.
+
+    A segmentation on the CPU can run without PyTorch (a cached ONNX export,
+    :mod:`napari_vessel.runtime.warm`); importing it would cost seconds. Returns :data:`CPU`
+    (``type`` "cpu", printed as a torch device) when PyTorch is not loaded and the device is
+    surely the CPU, else ``pick_device(preference)``.
+    """
+    import sys
+
+    from .runtime.warm import surely_cpu
+
+    if "torch" not in sys.modules and surely_cpu(preference):
+        return CPU
+    return pick_device(preference)
 
 
 def pick_device(preference: Any = None):

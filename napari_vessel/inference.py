@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .devices import cpu_count, make_forward, pick_device, with_oom_retry
+from .devices import CPU, cpu_count, make_forward, pick_device, run_device, with_oom_retry
 from .errors import InputError
 from .progress import CancelToken, Progress, no_progress, scaled
 from .runtime import cached_export, cached_forward, runtime_forward
@@ -97,31 +97,6 @@ def _constant_error(value: float) -> InputError:
 
 def _is_lazy(data: Any) -> bool:
     return not isinstance(data, np.ndarray)
-
-
-class _Cpu:
-    """The CPU as :func:`_device` gives it while PyTorch is not loaded (``type`` and ``str`` as a
-    ``torch.device``); :func:`pick_device` takes it."""
-
-    type = "cpu"
-
-    def __str__(self) -> str:
-        return "cpu"
-
-    def __repr__(self) -> str:
-        return "device(type='cpu')"
-
-
-_CPU = _Cpu()
-
-
-def _device(preference: Any):
-    """:func:`pick_device`, without importing PyTorch when the answer is surely the CPU."""
-    from .runtime.warm import surely_cpu
-
-    if "torch" not in sys.modules and surely_cpu(preference):
-        return _CPU
-    return pick_device(preference)
 
 
 def _registry():
@@ -324,7 +299,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
 
     if batch_size is not None and int(batch_size) < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    dev = _device(device)
+    dev = run_device(device)
     logits = spec is not None and spec.output == "logits"
     n_threads = int(threads or cpu_count())
     index = found = None
@@ -579,7 +554,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
                                    progress=scaled(progress, 0.0, 0.1, "preprocessing"),
                                    cancel=cancel)
     timing["preprocess_s"] = time.perf_counter() - started
-    dev = _device(device) if spec.is_network else _CPU
+    dev = run_device(device) if spec.is_network else CPU
     started = time.perf_counter()
     run_info: list = []
     prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,

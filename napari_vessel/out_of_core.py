@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .devices import run_device
 from .errors import InputError
 from .progress import CancelToken, Progress, no_progress, scaled
 from .volume import Volume
@@ -123,7 +124,6 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
         patch, a classical model (they need the whole stack), and what ``segment`` refuses.
     """
     from .inference import (
-        _device,
         as_volume,
         check_volume_array,
         postprocessing_recipe,
@@ -160,7 +160,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     scratch = paths["manifest"].with_name(f".{paths['manifest'].name}.{uuid.uuid4().hex[:8]}"
                                           ".scratch.partial")  # a killed run's: removed next time
     timing: dict[str, float] = {}
-    dev = _device(device)
+    dev = run_device(device)
     try:
         manifest = {}
 
