@@ -6,23 +6,11 @@ Writes docs/images/segment-preview.png.
 
 from __future__ import annotations
 
-import napari
-from _shots import OUT, wait
-
-from napari_vessel._napari.sample_data import sample_2pm
-from napari_vessel._qt.segment_widget import SegmentWidget
+from _shots import OUT, segment_viewer, wait
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(title="napari-vessel", show=True)
-    viewer.window.resize(1600, 1000)
-    data, kwargs, _ = sample_2pm()[0]  # the image only
-    viewer.add_image(data, **kwargs)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    viewer.dims.set_current_step(0, 10)
-    viewer.reset_view()
+    viewer, widget = segment_viewer(10)
     viewer.camera.zoom *= 2.0  # zoomed in: Preview segments only the part on screen
     viewer.camera.center = (0, 90, 150)
     wait(seconds=1)

@@ -6,23 +6,11 @@ Writes docs/images/segment-running.png, segment-result.png and segment-3d.png.
 
 from __future__ import annotations
 
-import napari
-from _shots import OUT, wait
-
-from napari_vessel._napari.sample_data import sample_2pm
-from napari_vessel._qt.segment_widget import SegmentWidget
+from _shots import OUT, segment_viewer, wait
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(title="napari-vessel", show=True)
-    viewer.window.resize(1600, 1000)
-    data, kwargs, _ = sample_2pm()[0]  # the image only
-    viewer.add_image(data, **kwargs)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    viewer.dims.set_current_step(0, 20)
-    viewer.reset_view()
+    viewer, widget = segment_viewer(20)
     wait(seconds=1)
 
     # while running: TTA makes the run long enough to catch the progress bar half-way

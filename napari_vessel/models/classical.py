@@ -148,28 +148,26 @@ def _line_elements() -> Iterator[np.ndarray]:
         yield element
 
 
-def _sup_inf(u: np.ndarray, cancel: Any) -> np.ndarray:
-    """SI: the largest of the erosions by the nine line segments (int8)."""
+def _line_extreme(u: np.ndarray, cancel: Any, erode: bool) -> np.ndarray:
+    """SI (``erode``: the largest of the erosions by the nine line segments) or IS (the smallest
+    of the dilations), as int8."""
     from scipy import ndimage as ndi
 
+    morph, pick = (ndi.binary_erosion, np.maximum) if erode else (ndi.binary_dilation, np.minimum)
     out = None
     for element in _line_elements():
         _check_cancel(cancel)
-        eroded = ndi.binary_erosion(u, element).astype(np.int8)
-        out = eroded if out is None else np.maximum(out, eroded, out=out)
+        step = morph(u, element).astype(np.int8)
+        out = step if out is None else pick(out, step, out=out)
     return out
+
+
+def _sup_inf(u: np.ndarray, cancel: Any) -> np.ndarray:
+    return _line_extreme(u, cancel, erode=True)
 
 
 def _inf_sup(u: np.ndarray, cancel: Any) -> np.ndarray:
-    """IS: the smallest of the dilations by the nine line segments (int8)."""
-    from scipy import ndimage as ndi
-
-    out = None
-    for element in _line_elements():
-        _check_cancel(cancel)
-        dilated = ndi.binary_dilation(u, element).astype(np.int8)
-        out = dilated if out is None else np.minimum(out, dilated, out=out)
-    return out
+    return _line_extreme(u, cancel, erode=False)
 
 
 def _hessian_elements(image: np.ndarray, sigma_um: float, spacing: Sequence[float],
