@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..models.registry import list_models
 from ..preprocess import HistogramScale, estimate_scale_factor
 from ._common import show_info, start_worker
+from .layer_choice import LayerCombo
 from .preprocess_editor import PipelineEditor
 
 __all__ = ["ReferencePanel", "model_profile"]
@@ -51,6 +52,15 @@ class ReferencePanel(Container):
         Returns the input image layer (or None), for the factor estimate shown.
     notify : callable
         Shows an error to the user.
+
+    Attributes
+    ----------
+    layer_choice : LayerCombo
+        The reference image layer (bound to the layer, so a rename keeps it), shown when the
+        source is "image layer".
+    model_choice : ComboBox
+        The registered model whose card's profile is the reference, shown when the source is
+        "model".
     """
 
     def __init__(self, viewer: Any, editor: PipelineEditor, get_input: Callable[[], Any],
@@ -63,28 +73,41 @@ class ReferencePanel(Container):
         self._models: dict[str, Any] | None = None
         self.job: Any = None
         self.source = ComboBox(label="reference from", choices=list(SOURCES))
-        self.choice = ComboBox(label="reference", choices=self._choices, nullable=True)
+        self.layer_choice = LayerCombo(viewer, self._image_layers, label="reference",
+                                       initial=None, fallback=None)
+        self.model_choice = ComboBox(label="reference", choices=self._model_names, nullable=True)
+        self.model_choice.visible = False
         self.use_button = PushButton(text="Scale to this reference")
         self.use_button.tooltip = ("sets the histogram_scale step to estimate its factor so the "
                                    "input's intensities match the reference")
         self.status = Label(label="", value="")
-        self.extend([self.source, self.choice, self.use_button, self.status])
+        self.extend([self.source, self.layer_choice, self.model_choice, self.use_button,
+                     self.status])
         self.source.changed.connect(self._source_changed)
         self.use_button.changed.connect(lambda *_: self.use_reference())
 
-    def _choices(self, _widget: Any = None) -> list:
-        if self.source.value == "model":
-            return list(self._models or {})
+    @property
+    def choice(self) -> ComboBox:
+        """The reference picker of the current source (layer or model)."""
+        return self.model_choice if self.source.value == "model" else self.layer_choice
+
+    def _image_layers(self) -> list:
         from napari.layers import Image
 
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image)
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
                 and not layer.metadata.get("napari_vessel_output")]
 
+    def _model_names(self, _widget: Any = None) -> list:
+        return list(self._models or {})
+
     def reset_choices(self, _event: Any = None) -> None:
-        """Refresh the list of layers or models."""
-        self.choice.reset_choices()
+        """Refresh the list of layers and models."""
+        self.layer_choice.reset_choices()
+        self.model_choice.reset_choices()
 
     def _source_changed(self, _value: Any = None) -> None:
+        model = self.source.value == "model"
+        self.model_choice.visible, self.layer_choice.visible = model, not model
         if self.source.value == "model" and self._models is None:
             self.status.value = "loading the model list…"
             self.job = start_worker(lambda progress, cancel: list_models(),
@@ -103,13 +126,14 @@ class ReferencePanel(Container):
 
     def use_reference(self) -> Any:
         """Measure the chosen reference and set the ``histogram_scale`` step (in a worker)."""
-        name = self.choice.value
+        chosen = self.choice.value
         if self.job is not None:
             self._notify("still busy with the previous request; try again in a moment")
             return None
-        if name is None:
+        if chosen is None:
             self._notify(f"choose a reference {self.source.value} first")
             return None
+        name = chosen if self.source.value == "model" else chosen.name
         if self.source.value == "model":
             reference = model_profile(self._models[name])
             if reference is None:
@@ -118,13 +142,13 @@ class ReferencePanel(Container):
                     "reference; choose an image layer like its training data, or type a factor"))
                 return None
             label = f"model '{name}'"
-        elif name in self.viewer.layers:
-            reference, label = self.viewer.layers[name].data, f"layer '{name}'"
+        elif chosen in self.viewer.layers:
+            reference, label = chosen.data, f"layer '{name}'"
         else:
             self._notify(f"layer '{name}' is gone; choose another reference")
             return None
         layer = self._get_input()
-        data = None if layer is None or layer.name == name else layer.data
+        data = None if layer is None or layer is chosen else layer.data
         row = self._target_row()
         method = self.editor.steps[row].method if row is not None else "histogram"
         self.use_button.enabled = False

@@ -393,7 +393,7 @@ def test_reference_layer_sets_histogram_scaling(setup, qtbot):
     setup.viewer.add_image(_image() * 16, name="bright reference")
     setup.widget.layer_combo.value = setup.image
     panel = setup.widget.reference
-    panel.choice.value = "bright reference"
+    panel.choice.value = setup.viewer.layers["bright reference"]
     panel.use_reference()
     qtbot.waitUntil(lambda: panel.job is None, timeout=5000)
     step = setup.widget.editor.pipeline.steps[0]
@@ -401,6 +401,22 @@ def test_reference_layer_sets_histogram_scaling(setup, qtbot):
     assert step.profile == intensity_profile(_image() * 16)
     assert abs(step.fit(_image()) - 16) < 0.5
     assert "factor for 'stack': 16" in panel.status.value
+
+
+def test_reference_layer_stays_chosen_when_renamed(setup, qtbot):
+    """The reference is bound to the layer: renaming it, then adding a layer, keeps it (the combo
+    listed names and lost the choice on the next refill)."""
+    reference = setup.viewer.add_image(_image() * 16, name="bright reference")
+    setup.widget.layer_combo.value = setup.image
+    panel = setup.widget.reference
+    panel.choice.value = reference
+    reference.name = "renamed reference"
+    setup.viewer.add_image(_image(), name="another stack")
+    assert panel.choice.value is reference
+    panel.use_reference()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=5000)
+    assert abs(setup.widget.editor.pipeline.steps[0].fit(_image()) - 16) < 0.5
+    assert "renamed reference" in panel.status.value
 
 
 def test_model_reference_uses_its_card_or_says_it_has_none(setup, qtbot, monkeypatch):
