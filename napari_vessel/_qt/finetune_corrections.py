@@ -1,7 +1,9 @@
 """The *Corrections* part of the Fine-tune dock: the corrected labels and which voxels count.
 
 Every Labels layer gets an :class:`~napari_vessel._qt.finetune_layers.EditTracker` when it appears
-(or when the dock opens), so the voxels painted or erased from then on are known exactly. The
+(or when the dock opens), so the voxels painted or erased from then on are known exactly, also
+those the Review dock's prompts and tools changed (a click that adds a missed vessel, a click or
+an eraser scribble that removes a false one); the count under the choice follows every edit. The
 user may instead let the core find the edits as the difference with the model's own
 segmentation, and can mark whole slices as checked (every voxel of them is then learnt from).
 """
@@ -69,6 +71,7 @@ class CorrectionsPanel(Container):
         self.edits_combo.changed.connect(lambda *_: self.show_state())
         self.check_button.changed.connect(lambda *_: self.mark_checked())
         self.clear_button.changed.connect(lambda *_: self.clear_checked())
+        self.native.destroyed.connect(lambda *_: self.stop_tracking())
 
     def _labels_layers(self, _widget: Any = None) -> list:
         from napari.layers import Labels
@@ -81,9 +84,16 @@ class CorrectionsPanel(Container):
         for key in [k for k in self.trackers if k not in alive]:
             self.trackers.pop(key).close()
         for key, layer in alive.items():
-            self.trackers.setdefault(key, EditTracker(layer))
+            if key not in self.trackers:
+                self.trackers[key] = EditTracker(layer, on_change=self.show_state)
         self.labels_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)
         self.show_state()
+
+    def stop_tracking(self) -> None:
+        """Stop tracking every layer (the dock was closed)."""
+        for tracker in self.trackers.values():
+            tracker.close()
+        self.trackers.clear()
 
     def tracker(self) -> EditTracker | None:
         """The tracker of the chosen labels layer."""

@@ -1,8 +1,11 @@
 """Layers of the Fine-tune dock: which labels the user edited, and the live preview layer.
 
 :class:`EditTracker` listens to a Labels layer's ``paint`` events and marks every voxel a brush
-stroke, fill, polygon or ``data_setitem`` changed (napari's history atoms carry the exact mask).
-Undo leaves the marks: the user looked at those voxels. Edits made before the tracker started
+stroke, fill, polygon or ``data_setitem`` changed (napari's history atoms carry the exact mask or
+indices). The Review dock's tools and prompts (click to add, click to erase, bridge, painting on
+the MIP) write with ``data_setitem`` inside ``block_history`` (``review_sync.apply_edit_to_layer``),
+which napari reports as one ``paint`` event listing the changed voxels, so they count exactly like
+brush strokes. Undo leaves the marks: the user looked at those voxels. Edits made before the tracker started
 are not known to it; the dock can then find them as the difference with the model's prediction.
 
 :class:`PreviewLayer` keeps one 2D image layer showing the probability of the slice being
@@ -11,6 +14,7 @@ previewed, placed on the image's grid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,8 @@ class EditTracker:
     ----------
     layer : napari.layers.Labels
         A 3D labels layer.
+    on_change : callable, optional
+        Called (without arguments) after each edit was marked, e.g. to show the new count.
 
     Attributes
     ----------
@@ -54,8 +60,9 @@ class EditTracker:
         True once the array was replaced or an edit came in an unknown form.
     """
 
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, on_change: Callable[[], None] | None = None) -> None:
         self.layer = layer
+        self.on_change = on_change
         self.edited: np.ndarray | None = None
         self.checked: set[int] = set()
         self.unknown = False
@@ -81,9 +88,13 @@ class EditTracker:
                 _mark(self.edited, atom)
             except (IndexError, ValueError, TypeError):
                 self.unknown = True  # an atom of another form: the edits are not all known
+        if self.on_change is not None:
+            self.on_change()
 
     def _on_data(self, _event: Any = None) -> None:
         self.unknown = True  # the whole array was replaced: which voxels changed is unknown
+        if self.on_change is not None:
+            self.on_change()
 
     def mask(self) -> np.ndarray | None:
         """A copy of the marked voxels (None when nothing was painted)."""

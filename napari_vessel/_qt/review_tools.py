@@ -1,8 +1,11 @@
-"""The vessel tools of the Review & refine widget: clean-up, fill, erase and bridge.
+"""The vessel tools of the Review & refine widget: clean-up, fill, erase, add and bridge.
 
 Each tool computes a :class:`~napari_vessel.refine.Edit` in a background thread and writes it
 into the labels layer as one undo step. Points are picked on a Points layer ("Pick points") or,
-for erasing, by clicking a vessel on the labels layer ("click a vessel to erase it").
+as prompts, by clicking on the labels layer: "click a vessel branch to erase it" removes a false
+vessel, "click a missed vessel to add it" adds the bright vessel under the click
+(:func:`~napari_vessel.refine_grow.add_vessel_at`). Every edit counts as a correction for the
+Fine-tune dock (its edit tracker sees the voxels each one changed).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from qtpy.QtWidgets import QSizePolicy
 from ..errors import InputError
 from ..refine import fill_holes, keep_components_at, remove_small_components
 from ..refine_branch import erase_branch_at
+from ..refine_grow import add_vessel_at
 from ..refine_paths import bridge_gap
 from ..review_core import still_valid
 from ._common import name_metadata, output_name, show_info
@@ -58,6 +62,14 @@ class ToolsPanel(Container):
                "ends), not the whole network; the junction itself stays, so the other branches "
                "stay joined. Ctrl+Z undoes")
         self.erase_button.tooltip = self.click_erase.tooltip = tip
+        self.click_add = CheckBox(text="click a missed vessel to add it", value=False)
+        self.click_add.tooltip = (
+            "adds the bright vessel under the click: the region brighter than halfway between "
+            "the local background and the vessel, connected to the click, within 'add within' "
+            "µm; labelled voxels stay as they are. Ctrl+Z undoes")
+        self.add_radius = FloatSpinBox(label="add within (µm)", value=10.0, min=1.0, max=1000.0,
+                                       step=1.0, tooltip="how far from the click the added "
+                                       "vessel reaches (µm); also the area of the background")
         self.radius = FloatSpinBox(label="bridge radius (µm)", value=0.0, min=0.0, max=1000.0,
                                    step=0.5, tooltip="0: estimated from the image")
         self.bridge_button = PushButton(text="Bridge last two points")
@@ -65,7 +77,8 @@ class ToolsPanel(Container):
         self.status = Label(value="")
         self.extend([self.min_size, self.remove_button, self.per_slice, self.fill_button,
                      self.pick_button, self.keep_button, self.erase_button, self.click_erase,
-                     self.radius, self.bridge_button, self.cancel_button, self.status])
+                     self.click_add, self.add_radius, self.radius, self.bridge_button,
+                     self.cancel_button, self.status])
         self.status.native.setWordWrap(True)
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.native.layout().addStretch()
@@ -80,6 +93,7 @@ class ToolsPanel(Container):
         self.bridge_button.changed.connect(self.bridge)
         self.cancel_button.changed.connect(self.cancel)
         self.click_erase.changed.connect(self._click_erase_changed)
+        self.click_add.changed.connect(self._click_add_changed)
 
     @property
     def busy(self) -> bool:
@@ -198,6 +212,23 @@ class ToolsPanel(Container):
         spacing = tuple(abs(float(s)) for s in labels.scale)
         return self._run("erase branch", lambda data: erase_branch_at(data, position, spacing))
 
+    def add_at(self, position: Any) -> bool:
+        """Add the vessel under ``position`` (data coordinates of the labels), grown in the image.
+
+        The added voxels get the labels layer's selected label (1 when it is 0).
+        """
+        position = np.asarray(position, dtype=float)
+        try:
+            _image, labels, _prob = self.get_layers(image=True, labels=True)
+        except InputError as err:
+            self.notify(err)
+            return False
+        spacing = tuple(abs(float(s)) for s in labels.scale)
+        value = max(int(labels.selected_label), 1)
+        radius = float(self.add_radius.value)
+        return self._run("add vessel", lambda data, image: add_vessel_at(
+            data, image, position, spacing, radius_um=radius, value=value), image=True)
+
     def bridge(self, _value: Any = None) -> bool:
         """Join the last two picked points along the brightest path of the image."""
         try:
@@ -243,29 +274,44 @@ class ToolsPanel(Container):
         world = [self.points.data_to_world(p) for p in self.points.data]
         return np.array([labels.world_to_data(w) for w in world])
 
-    # -- click to erase ----------------------------------------------------------------------
+    # -- prompts: click to erase, click to add -----------------------------------------------
     def _click_erase_changed(self, on: bool) -> None:
+        self._click_mode_changed(self.click_erase, on)
+
+    def _click_add_changed(self, on: bool) -> None:
+        self._click_mode_changed(self.click_add, on)
+
+    def _click_mode_changed(self, box: CheckBox, on: bool) -> None:
+        """Tick one click mode (unticking the other) or untick it; clicks go to the labels."""
+        other = self.click_add if box is self.click_erase else self.click_erase
+        if on and other.value:
+            other.value = False  # one click mode at a time
         if self._click_layer is not None:
             if self._on_click in self._click_layer.mouse_drag_callbacks:
                 self._click_layer.mouse_drag_callbacks.remove(self._on_click)
             self._click_layer = None
         if not on:
             return
-        try:
-            _image, labels, _prob = self.get_layers(image=False, labels=True)
+        try:  # adding grows in the image, so it needs one that fits the labels
+            _image, labels, _prob = self.get_layers(image=box is self.click_add, labels=True)
         except InputError as err:
             self.notify(err)
-            self.click_erase.value = False
+            box.value = False
             return
-        labels.mode = "pan_zoom"  # a click erases instead of painting
+        labels.mode = "pan_zoom"  # a click erases or adds instead of painting
         labels.mouse_drag_callbacks.append(self._on_click)
         self.viewer.layers.selection.active = labels
         self._click_layer = labels
 
     def _on_click(self, layer: Any, event: Any) -> None:
-        if event.type != "mouse_press" or not self.click_erase.value:
+        adding = self.click_add.value
+        if event.type != "mouse_press" or not (adding or self.click_erase.value):
             return
         if self.viewer.dims.ndisplay != 2:
-            self.notify("switch to the 2D view to click a vessel to erase")
+            self.notify(f"switch to the 2D view to click a vessel to {'add' if adding else 'erase'}")
             return
-        self.erase_at(layer.world_to_data(event.position))
+        position = layer.world_to_data(event.position)
+        if adding:
+            self.add_at(position)
+        else:
+            self.erase_at(position)

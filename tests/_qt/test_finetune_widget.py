@@ -372,12 +372,34 @@ def test_edit_tracker_marks_exactly_the_brushed_voxels():
     from napari_vessel._qt.finetune_layers import EditTracker
 
     layer = Labels(np.zeros(SHAPE, np.uint8))
-    tracker = EditTracker(layer)
+    calls = []
+    tracker = EditTracker(layer, on_change=lambda: calls.append(tracker.count))
     layer.brush_size = 3
     layer.paint((4, 10, 10), 1)
     changed = np.argwhere(layer.data > 0)
     assert tracker.count == len(changed) > 0
     assert tracker.mask()[tuple(changed.T)].all()
+    assert calls == [len(changed)]
+
+    # the Review dock's tools and prompts write an Edit with data_setitem as one undo step
+    from napari_vessel._qt.review_sync import apply_edit_to_layer
+    from napari_vessel.refine import Edit
+
+    before = np.array(layer.data)
+    target = np.zeros(SHAPE, bool)
+    target[2, 20:23, 5:9] = True
+    target[4, 10, 10] = True  # already 1: not a change, not counted
+    assert apply_edit_to_layer(layer, Edit.from_mask(before, target, 1)) == 12
+    assert tracker.count == len(changed) + 12 and not tracker.unknown
+    np.testing.assert_array_equal(tracker.mask(), (before != layer.data) | (before > 0))
+
+    layer.brush_size = 1  # an eraser scribble on a false vessel
+    before = np.array(layer.data)
+    layer.paint((2, 21, 6), 0)
+    erased = before != layer.data
+    assert erased.sum() == 1 and tracker.mask()[erased].all()
+    assert tracker.count == len(changed) + 12  # it was marked when it was painted
+    assert len(calls) == 3
     layer.data = np.zeros(SHAPE, np.uint8)  # replaced: edits made this way are unknown
     assert tracker.unknown
     tracker.close()

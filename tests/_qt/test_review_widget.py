@@ -294,6 +294,61 @@ def test_each_tool_is_one_undo_step(setup, qtbot):
     assert not messages
 
 
+def test_click_to_add_fills_a_missed_vessel_counts_for_fine_tune_and_undoes(setup, qtbot):
+    from napari_vessel._qt.finetune_corrections import CorrectionsPanel
+
+    viewer, widget, _image_layer, labels, messages = setup
+    corrections = CorrectionsPanel(viewer, lambda: 4, messages.append)  # the Fine-tune dock's part
+    corrections.layers_changed()
+    corrections.labels_combo.value = labels
+    tools = widget.tools
+    original = _labels()
+    tools.click_erase.value = True
+    tools.click_add.value = True  # one click mode at a time
+    assert not tools.click_erase.value
+    assert labels.mode == "pan_zoom" and labels.mouse_drag_callbacks.count(tools._on_click) == 1
+
+    class Click:  # world position of voxel (4, 31.5, 32): in the gap of the bright vessel
+        type, position = "mouse_press", (8.0, 36.5, 32.0)
+
+    tools._on_click(labels, Click())
+    _wait_tool(qtbot, widget)
+    assert not messages
+    added = labels.data != original
+    assert np.all(labels.data[4, 30:34, 25:40] == 1)  # the gap (4 x 15 voxels) is filled
+    assert added.sum() == 60 and np.all(labels.data[added] == 1)  # and nothing else
+    assert "add vessel: 60 voxels changed" in tools.status.value
+
+    tracker = corrections.tracker()  # the Fine-tune dock counts the prompt as a correction
+    assert tracker.count == 60 and not tracker.unknown
+    np.testing.assert_array_equal(tracker.mask(), added)
+    assert "60 voxels painted or erased here" in corrections.note.value
+
+    labels.undo()  # Ctrl+Z removes the added vessel in one step
+    np.testing.assert_array_equal(labels.data, original)
+
+    before = np.array(labels.data)  # a scribble with the eraser on a false vessel (the speck)
+    labels.paint((2, 5, 5), 0)
+    erased = before != labels.data
+    assert erased.any() and tracker.count == 60 + erased.sum()
+    assert tracker.mask()[erased].all()
+
+    tools.click_add.value = False
+    assert tools._on_click not in labels.mouse_drag_callbacks
+    tools.click_add.value = True
+    before = _snapshot(viewer)
+
+    class Miss:  # background, away from both vessels
+        type, position = "mouse_press", (4.0, 20.0, 50.0)
+
+    tools._on_click(labels, Miss())
+    _wait_tool(qtbot, widget)
+    assert "no vessel at" in messages[-1]
+    assert _unchanged(before, viewer)
+    tools.click_add.value = False
+    corrections.stop_tracking()
+
+
 def test_bad_input_gives_a_message_and_leaves_layers_untouched(setup, qtbot, tmp_path):
     viewer, widget, image, labels, messages = setup
     before = _snapshot(viewer)
