@@ -54,6 +54,8 @@ def _volume(path: str | None, phantom: str | None, work: Path) -> Path:
 
 
 def _run(volume: Path, out: Path, env: dict, extra: list[str]) -> dict:
+    from napari_vessel.manifest import read_manifest
+
     load = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run([*_command(), "segment", str(volume), "-o", str(out), "--quiet",
@@ -61,9 +63,10 @@ def _run(volume: Path, out: Path, env: dict, extra: list[str]) -> dict:
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"segment failed ({done.returncode}):\n{done.stderr}")
-    manifest = json.loads(next(out.glob("*_manifest.json")).read_text())
+    manifest = read_manifest(next(out.glob("*_manifest.json")))
     return {"seconds": round(seconds, 3), "load_before": round(load, 2),
-            "runtime": manifest["runtime"], "timing": manifest["timing"]}
+            "runtime": manifest.runtime and manifest.runtime.to_dict(),
+            "timing": manifest.timing.to_dict()}
 
 
 def main(argv: list[str] | None = None) -> int:

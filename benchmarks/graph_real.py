@@ -72,8 +72,8 @@ def measure(name: str, data: Path, spacing: tuple[float, float, float], model: s
     model_graph = vessel_graph(labels, spacing)
     graph_s = time.perf_counter() - started
     comparison = compare_graphs(model_graph, ref_graph, labels, reference)
-    row = {"volume": name, "model": manifest["model"]["name"],
-           "threshold": manifest["parameters"]["threshold"],
+    row = {"volume": name, "model": manifest.model.name,
+           "threshold": manifest.parameters.threshold,
            "ref": graph_numbers(ref_graph), "pred": graph_numbers(model_graph),
            "lc": comparison.lc, "f1": dice(labels, reference), "cldice": cldice(labels, reference),
            "seconds": {"segment": round(seg_s, 1), "graphs": round(graph_s, 1)}}

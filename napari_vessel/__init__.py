@@ -32,6 +32,8 @@ _LAZY = {
     "segment": "inference",
     "predict": "inference",
     "segment_to_zarr": "out_of_core",
+    "RunManifest": "manifest",
+    "read_manifest": "manifest",
     "list_models": "models.registry",
     "evaluate": "metrics",
     "compare": "comparison",

@@ -18,7 +18,8 @@ import numpy as np
 
 from .devices import CPU, cpu_count, make_forward, pick_device, run_device, with_oom_retry
 from .errors import InputError
-from .progress import CancelToken, Progress, no_progress, scaled
+from .manifest import CpuInfo, InputInfo, ModelInfo, RunManifest, RunParameters, Timing, Versions
+from .progress import CancelToken, Progress, check_between_layers, no_progress, scaled
 from .runtime import cached_export, cached_forward, runtime_forward
 from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
@@ -386,7 +387,9 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         if dev.type == "cpu":
             torch.set_num_threads(n_threads)
         try:
-            with torch.inference_mode():
+            # PyTorch's forward pass of a whole stack takes seconds: each layer checks cancel
+            hooks = model if fast is None and hasattr(model, "modules") else None
+            with torch.inference_mode(), check_between_layers(hooks, cancel if hooks else None):
                 result = tiles()
         finally:
             torch.set_num_threads(previous_threads)
@@ -505,7 +508,8 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
             overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
             batch_size: int | None = None, device: Any = None, tta: bool = False,
             progress: Progress | None = None, cancel: CancelToken | None = None,
-            runtime: str = "auto", threads: int | None = None):
+            runtime: str = "auto", threads: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray, RunManifest]:
     """Segment vessels in a volume with a registered model.
 
     Applies the model's expected preprocessing (its card's pipeline; else a min-max stretch to
@@ -539,8 +543,9 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
     prob : ndarray of float32, shape (Z, Y, X)
     labels : ndarray of uint8, shape (Z, Y, X)
         1 for vessel, 0 for background.
-    manifest : dict
-        Model, weights hash, preprocessing, parameters, device, versions and timings.
+    manifest : RunManifest
+        Model, weights hash, preprocessing, parameters, device, versions and timings
+        (:class:`~napari_vessel.manifest.RunManifest`; ``manifest.to_dict()`` is its JSON form).
     """
     from .postprocess import apply_postprocessing
 
@@ -569,7 +574,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         progress(1.0, "done")
     manifest = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
         "overlap": float(overlap), "blending": blending, "tta": bool(tta),
-        "patch_size_zyx": list(patch_size or spec.patch_size_zyx), "batch_size": batch_size,
+        "patch_size_zyx": tuple(patch_size or spec.patch_size_zyx), "batch_size": batch_size,
         "preprocess": bool(preprocess)})
     return prob, labels, manifest
 
@@ -602,26 +607,51 @@ def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = 
 
 
 def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: dict, dev: Any,
-                 run_info: list, timing: dict, parameters: dict) -> dict:
-    """The run manifest of a segmentation (model, input, preprocessing, parameters, versions)."""
+                 run_info: list, timing: dict, parameters: dict) -> RunManifest:
+    """The run manifest of a segmentation (model, input, preprocessing, parameters, versions).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model.
+    volume : Volume
+        The input as given (before preprocessing).
+    pre_json : dict or None
+        The preprocessing done (:func:`prepare_input`).
+    recipe : dict
+        The post-processing (:func:`postprocessing_recipe`).
+    dev : torch.device or Device
+        Where the model ran.
+    run_info : list
+        Empty, or the :class:`~napari_vessel.runtime.RuntimeInfo` :func:`predict` reported.
+    timing : dict of str to float
+        Seconds by stage (``preprocess_s``, ``predict_s``, ``postprocess_s``, ``pyramid_s``).
+    parameters : dict
+        The sliding window's settings and ``preprocess`` (see
+        :class:`~napari_vessel.manifest.RunParameters`).
+
+    Returns
+    -------
+    RunManifest
+    """
     card = spec.card
-    manifest = {
-        "model": {"name": spec.name, "kind": spec.kind, "architecture": spec.architecture,
-                  "source": spec.source, "weights_sha256": card.sha256 if card else None,
-                  "parent": card.parent if card else None, "config": dict(spec.config)
-                  if spec.is_network else None},
-        "input": {"source": volume.source, "shape": list(volume.shape),
-                  "dtype": str(volume.dtype), "spacing_zyx": list(volume.spacing_zyx),
-                  "spacing_known": volume.spacing_known},
-        "preprocessing": pre_json,
-        "parameters": {"threshold": float(recipe.get("level", recipe.get("low", 0.5))),
-                       "min_size": int(recipe.get("min_size", 0)), "postprocessing": recipe,
-                       **parameters},
-        "device": str(dev),
-        "runtime": run_info[0].to_dict() if run_info else None,
-        "cpu": cpu_features() if dev.type == "cpu" else None,
-        "versions": versions(),
-        "timing": {k: round(v, 3) for k, v in timing.items()},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    return manifest
+    return RunManifest(
+        model=ModelInfo(name=spec.name, kind=spec.kind, architecture=spec.architecture,
+                        source=spec.source, weights_sha256=card.sha256 if card else None,
+                        parent=card.parent if card else None,
+                        config=dict(spec.config) if spec.is_network else None),
+        input=InputInfo(source=None if volume.source is None else str(volume.source),
+                        shape=tuple(volume.shape), dtype=str(volume.dtype),
+                        spacing_zyx=tuple(volume.spacing_zyx),
+                        spacing_known=bool(volume.spacing_known)),
+        preprocessing=pre_json,
+        parameters=RunParameters(threshold=float(recipe.get("level", recipe.get("low", 0.5))),
+                                 min_size=int(recipe.get("min_size", 0)), postprocessing=recipe,
+                                 **parameters),
+        device=str(dev),
+        runtime=run_info[0] if run_info else None,
+        cpu=CpuInfo(**cpu_features()) if dev.type == "cpu" else None,
+        versions=Versions(**versions()),
+        timing=Timing(**{k: round(v, 3) for k, v in timing.items()}),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )

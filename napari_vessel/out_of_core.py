@@ -22,6 +22,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from .devices import run_device
 from .errors import InputError
+from .manifest import OutOfCoreInfo, RunManifest
 from .progress import CancelToken, Progress, no_progress, scaled
 from .volume import Volume
 
@@ -80,7 +83,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                     pyramid_smallest: int | None = None,
                     progress: Progress | None = None, cancel: CancelToken | None = None,
                     runtime: str = "auto", threads: int | None = None,
-                    extra: dict | None = None) -> dict:
+                    extra: Mapping[str, Any] | None = None) -> RunManifest:
     """Segment a volume out of core into ``out_dir``: ``NAME_prob.zarr``, ``NAME_labels.zarr``
     (OME-Zarr pyramids, level 0 at full resolution) and ``NAME_manifest.json``.
 
@@ -104,18 +107,21 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     batch_size : int, optional
         Patches per network call; default 1 (out of core the network's working memory for one
         patch is the largest part of the peak, so one patch at a time keeps it bounded).
-    extra : dict, optional
-        More top-level entries for the manifest (e.g. ``batch``'s settings and worker), written
-        with it.
+    extra : mapping, optional
+        More top-level entries for the manifest, written with it: typed ones (e.g. ``batch``, a
+        :class:`~napari_vessel.manifest.BatchInfo` or its JSON form) by name, any other into
+        :attr:`~napari_vessel.manifest.RunManifest.extra` (see
+        :meth:`~napari_vessel.manifest.RunManifest.updated`).
     model_name, threshold, preprocess, min_size, spacing_zyx, overlap, patch_size, blending,
     device, tta, progress, cancel, runtime, threads
         As in :func:`~napari_vessel.inference.segment`.
 
     Returns
     -------
-    dict
-        The run manifest (as written), with ``outputs`` and ``out_of_core`` (block size, patch
-        predictions, post-processing steps done).
+    RunManifest
+        The run manifest (its :meth:`~napari_vessel.manifest.RunManifest.to_dict` is written),
+        with ``outputs`` and ``out_of_core`` (block size, patch predictions, post-processing
+        steps done).
 
     Raises
     ------
@@ -162,7 +168,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     timing: dict[str, float] = {}
     dev = run_device(device)
     try:
-        manifest = {}
+        manifest: list[RunManifest] = []
 
         def write(tmp: dict[str, Path]) -> None:
             import dask.array as da
@@ -215,23 +221,23 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                                            cancel=cancel)
                     levels[role] = [list(s) for s in shapes]
                 timing["pyramid_s"] = time.perf_counter() - started
-            manifest.update(run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
-                "overlap": float(overlap), "blending": blending, "tta": bool(tta),
-                "patch_size_zyx": list(patch), "batch_size": batch_size,
-                "preprocess": bool(preprocess)}))
             plan = plan_tiles(pre.shape, patch, overlap, spec.input_multiple_zyx)
-            manifest["out_of_core"] = {
-                "block_shape_zyx": list(block), "blocks": list(block_grid(plan, block).counts),
-                "patches": plan.n_tiles, "patch_predictions_per_patch": 1.0,
-                "postprocessing_steps": steps, "postprocessing_skipped": [],
-                "pyramid_levels_zyx": levels.get("prob", [list(pre.shape)]),
-                "pyramid_methods": {"prob": "mean", "labels": "max"}}
-            manifest["outputs"] = {k: str(v) for k, v in paths.items()}
-            manifest.update(extra or {})
-            write_json(tmp["manifest"], manifest, False)
+            made = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
+                "overlap": float(overlap), "blending": blending, "tta": bool(tta),
+                "patch_size_zyx": patch, "batch_size": batch_size,
+                "preprocess": bool(preprocess)})
+            made = replace(made, out_of_core=OutOfCoreInfo(
+                block_shape_zyx=block, blocks=tuple(block_grid(plan, block).counts),
+                patches=plan.n_tiles, patch_predictions_per_patch=1.0,
+                postprocessing_steps=tuple(steps), postprocessing_skipped=(),
+                pyramid_levels_zyx=levels.get("prob", [tuple(pre.shape)]),
+                pyramid_methods={"prob": "mean", "labels": "max"}),
+                outputs={k: str(v) for k, v in paths.items()}).updated(extra or {})
+            write_json(tmp["manifest"], made.to_dict(), False)
+            manifest.append(made)
 
         publish_set(paths, write)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     progress(1.0, "done")
-    return manifest
+    return manifest[0]

@@ -16,13 +16,14 @@ differently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 from .inference import check_volume_array, prepare_input, resolve_spec, segment
+from .manifest import PreviewInfo, RunManifest
 from .postprocess import probability_to_labels
 from .progress import CancelToken, Progress
 from .volume import Volume, check_spacing
@@ -177,15 +178,16 @@ class SlicePreview:
         Labels of the shown slice (crop), by the run's post-processing.
     read, shown : tuple of 3 slice
         See :func:`preview_region`.
-    manifest : dict
-        As :func:`~napari_vessel.inference.segment` writes it, plus ``"preview"``.
+    manifest : RunManifest
+        As :func:`~napari_vessel.inference.segment` makes it, with
+        :attr:`~napari_vessel.manifest.RunManifest.preview` set.
     """
 
     prob: np.ndarray
     labels: np.ndarray
     read: tuple
     shown: tuple
-    manifest: dict
+    manifest: RunManifest
 
     @property
     def z(self) -> int:
@@ -285,9 +287,10 @@ runtime, threads
     except InputError as err:
         raise InputError(f"preview of slice {z} (slices {read[0].start}-{read[0].stop - 1}): "
                          f"{err}") from err
-    manifest["preprocessing"] = pre_json
-    manifest["parameters"]["preprocess"] = bool(preprocess)
-    manifest["preview"] = {"z": int(z), "read_zyx": [[s.start, s.stop] for s in read],
-                           "shown_zyx": [[s.start, s.stop] for s in shown]}
+    manifest = replace(manifest, preprocessing=pre_json,
+                       parameters=replace(manifest.parameters, preprocess=bool(preprocess)),
+                       preview=PreviewInfo(z=int(z),
+                                           read_zyx=tuple((s.start, s.stop) for s in read),
+                                           shown_zyx=tuple((s.start, s.stop) for s in shown)))
     return SlicePreview(np.asarray(prob, np.float32),
                         np.asarray(labels, np.uint8)[_within(shown, read)], read, shown, manifest)

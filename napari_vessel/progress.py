@@ -17,10 +17,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .errors import Cancelled
 
-__all__ = ["Progress", "CancelToken", "Cancelled", "no_progress", "scaled", "tqdm_progress"]
+__all__ = ["Progress", "CancelToken", "Cancelled", "no_progress", "scaled", "tqdm_progress",
+           "check_between_layers"]
 
 Progress = Callable[[float, str], None]
 
@@ -57,6 +59,36 @@ class CancelToken:
         """Raise :class:`Cancelled` if the user asked to stop."""
         if self._event.is_set():
             raise Cancelled("stopped by the user")
+
+
+@contextmanager
+def check_between_layers(module: Any, cancel: CancelToken | None) -> Iterator[None]:
+    """Within the block, every layer of ``module`` checks ``cancel`` before it runs.
+
+    One forward pass of a big network over a whole stack takes seconds; checking the token
+    before each of its layers stops it within one layer's time (a fraction of a second), which
+    a check between batches cannot. The hooks are removed on leaving the block.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (anything with ``modules()`` whose items take forward pre-hooks).
+    cancel : CancelToken or None
+        None: nothing is registered.
+    """
+    if cancel is None:
+        yield
+        return
+
+    def _check(_layer: Any, _inputs: Any) -> None:
+        cancel.check()
+
+    handles = [layer.register_forward_pre_hook(_check) for layer in module.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def scaled(progress: Progress | None, start: float, stop: float, prefix: str = "") -> Progress:

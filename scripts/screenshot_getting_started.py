@@ -27,7 +27,7 @@ def main(model: str | None = None) -> None:
     image = viewer.layers[0]
     viewer.layers["ground truth"].visible = False
     prob, labels, manifest = segment(Volume(image.data, tuple(image.scale)), model)
-    name = manifest["model"]["name"]
+    name = manifest.model.name
     viewer.add_labels(labels, name=f"vessels ({name})", scale=image.scale, opacity=0.5)
     dock_widgets(viewer)
     viewer.dims.ndisplay = 3

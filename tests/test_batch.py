@@ -22,6 +22,7 @@ from napari_vessel.commands import batch as batch_cmd
 from napari_vessel.commands import segment as segment_cmd
 from napari_vessel.errors import InputError
 from napari_vessel.io import load_volume, save_volume
+from napari_vessel.manifest import RunManifest, read_manifest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -46,9 +47,8 @@ def _summary(out: Path) -> dict[str, dict]:
                 for row in csv.DictReader(f)}
 
 
-def _manifest(folder: str | Path) -> dict:
-    folder = Path(folder)
-    return json.loads(next(folder.glob("*_manifest.json")).read_text(encoding="utf-8"))
+def _manifest(folder: str | Path) -> RunManifest:
+    return read_manifest(next(Path(folder).glob("*_manifest.json")))
 
 
 def test_find_inputs_files_folders_globs(tmp_path):
@@ -124,9 +124,9 @@ def test_batch_on_local_cluster_resumes_and_survives_bad_files(tmp_path, capsys)
 
     # each worker process loaded the network at most once (none at all when a verified cached
     # export runs the model without PyTorch)
-    batches = [_manifest(rows[k]["output"])["batch"] for k in ("one.tif", "sub/two.tif", "other/one.zarr")]
-    workers = {b["worker"] for b in batches}
-    loads = Counter(b["worker"] for b in batches if not b["model_from_cache"])
+    batches = [_manifest(rows[k]["output"]).batch for k in ("one.tif", "sub/two.tif", "other/one.zarr")]
+    workers = {b.worker for b in batches}
+    loads = Counter(b.worker for b in batches if not b.model_from_cache)
     assert len(workers) <= 2 and all(n == 1 for n in loads.values())
 
     # run again: everything done is skipped, without starting a cluster
@@ -247,7 +247,7 @@ def test_batch_out_of_core_writes_ome_zarr_equal_to_the_tiff_path_and_resumes(tm
                                       load_volume(Path(t.output) / f"{stem}_labels.tif").data)
         assert labels.spacing_zyx == (2.0, 1.0, 1.0)
         manifest = _manifest(z.output)
-        assert manifest["batch"]["settings"]["zarr"] is True and "out_of_core" in manifest
+        assert manifest.batch.settings["zarr"] is True and manifest.out_of_core is not None
         assert z.voxels == 8 * 32 * 32 and z.vessel_fraction == pytest.approx(t.vessel_fraction)
     again = run_batch(stacks, tmp_path / "zarr", BatchConfig(**common, zarr=True))
     assert [s.status for s in again.stacks] == ["skipped", "skipped"]

@@ -51,13 +51,13 @@ def test_segment_applies_card_hysteresis(fixed_map_model):
     np.testing.assert_array_equal(labels, expected.astype(np.uint8))
     assert not labels[2, 12:22, 12:22].any()
     np.testing.assert_array_equal(labels, paper_labels(prob))
-    recipe = manifest["parameters"]["postprocessing"]
+    recipe = manifest.parameters.postprocessing
     assert recipe["method"] == "hysteresis" and "function" not in recipe
-    assert manifest["parameters"]["threshold"] == 0.45 and manifest["parameters"]["min_size"] == 64
+    assert manifest.parameters.threshold == 0.45 and manifest.parameters.min_size == 64
 
     _, plain, manifest = segment(image, name, threshold=0.5)  # the user's threshold wins
     np.testing.assert_array_equal(plain, (prob > 0.5).astype(np.uint8))
-    assert manifest["parameters"]["postprocessing"]["method"] == "threshold"
+    assert manifest.parameters.postprocessing["method"] == "threshold"
 
     _, bigger, _ = segment(image, name, min_size=100)  # only the two rings are that large
     assert bigger[2:4, 10:24, 10:24].any() and not bigger[0:2].any()

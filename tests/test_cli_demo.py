@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import tifffile
 
 from napari_vessel.cli import main
+from napari_vessel.manifest import read_manifest
 
 
 def _demo(tmp_path, *extra):
@@ -24,9 +23,9 @@ def test_demo_writes_results_manifest_and_png(tmp_path, capsys):
     assert image.shape == labels.shape == prob.shape == (12, 48, 48)
     assert set(np.unique(labels)) <= {0, 1}
     assert 0.0 <= prob.min() and prob.max() <= 1.0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"]["name"] == "frangi"
-    assert 0.0 <= manifest["scores_vs_ground_truth"]["dice"] <= 1.0
+    manifest = read_manifest(out / "manifest.json")
+    assert manifest.model.name == "frangi"
+    assert 0.0 <= manifest.extra["scores_vs_ground_truth"]["dice"] <= 1.0
     import imageio.v3 as iio
 
     png = iio.imread(out / "mip_overlay.png")

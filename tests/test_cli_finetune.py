@@ -13,6 +13,7 @@ import torch
 from napari_vessel.commands import finetune as command
 from napari_vessel.errors import InputError
 from napari_vessel.io import load_volume, save_volume
+from napari_vessel.manifest import read_manifest
 from napari_vessel.models import registry
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.models.weights import save_weights
@@ -84,8 +85,8 @@ def test_unsupervised_run_saves_model_manifest_and_segmentation(tiny_tvnet, file
     assert "cli-new" in [s.name for s in registry.list_models()]
     labels = load_volume(out / "stack.cli-new.labels.tif").to_numpy()
     assert labels.shape == (8, 32, 32) and set(np.unique(labels)) <= {0, 1}
-    seg_manifest = json.loads((out / "stack.cli-new.manifest.json").read_text())
-    assert seg_manifest["model"]["name"] == "cli-new"
+    seg_manifest = read_manifest(out / "stack.cli-new.manifest.json")
+    assert seg_manifest.model.name == "cli-new"
     assert "saved model 'cli-new'" in capsys.readouterr().out
 
 

@@ -12,6 +12,7 @@ from napari_vessel.commands import models as models_cmd
 from napari_vessel.commands import segment as segment_cmd
 from napari_vessel.errors import InputError
 from napari_vessel.io import load_volume, save_volume
+from napari_vessel.manifest import read_manifest
 from napari_vessel.models import registry
 from napari_vessel.models.umis import build_umis
 from napari_vessel.models.weights import save_weights
@@ -72,14 +73,14 @@ def test_segment_writes_three_files_and_never_overwrites(tmp_path, stack):
     prob = load_volume(paths["prob"]).to_numpy()
     assert labels.shape == prob.shape == (8, 32, 32) and labels.dtype == np.uint8
     assert load_volume(paths["labels"]).spacing_zyx == (2.0, 1.0, 1.0)
-    manifest = json.loads(paths["manifest"].read_text())
-    assert manifest["model"]["name"] == "frangi" and manifest["parameters"]["threshold"] == 0.5
+    manifest = read_manifest(paths["manifest"])
+    assert manifest.model.name == "frangi" and manifest.parameters.threshold == 0.5
     with pytest.raises(InputError, match="--overwrite"):
         segment_cmd.run(args)
     args = _args(segment_cmd, [str(stack), "-o", str(out), "--model", "frangi", "--quiet",
                                "--overwrite", "--threshold", "0.9"])
     assert segment_cmd.run(args) == 0
-    assert json.loads(paths["manifest"].read_text())["parameters"]["threshold"] == 0.9
+    assert read_manifest(paths["manifest"]).parameters.threshold == 0.9
 
 
 def test_segment_with_a_user_network(tmp_path, stack, user_model):
@@ -87,10 +88,10 @@ def test_segment_with_a_user_network(tmp_path, stack, user_model):
     args = _args(segment_cmd, [str(stack), "-o", str(out), "--model", "my-umis", "--device",
                                "cpu", "--tta", "--quiet"])
     assert segment_cmd.run(args) == 0
-    manifest = json.loads(segment_cmd.output_paths(stack, out)["manifest"].read_text())
+    manifest = read_manifest(segment_cmd.output_paths(stack, out)["manifest"])
     card = json.loads((user_model / "my-umis.json").read_text())
-    assert manifest["model"]["weights_sha256"] == card["sha256"]
-    assert manifest["parameters"]["tta"] is True and manifest["device"] == "cpu"
+    assert manifest.model.weights_sha256 == card["sha256"]
+    assert manifest.parameters.tta is True and manifest.device == "cpu"
 
 
 def test_segment_bad_model_name_writes_nothing(tmp_path, stack):

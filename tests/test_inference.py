@@ -219,11 +219,12 @@ def test_segment_with_a_network(volume, tiny_registered):
     model, _ = registry.load_model("test-tiny-umis", "cpu")
     np.testing.assert_allclose(prob, predict(model, stretched, patch_size=(4, 16, 16),
                                              device="cpu"), atol=1e-5)
-    assert manifest["model"]["weights_sha256"] == tiny_registered.card.sha256
-    assert manifest["device"] == "cpu" and manifest["input"]["spacing_zyx"] == [5.0, 1.0, 1.0]
-    assert manifest["parameters"]["threshold"] == 0.3 and manifest["preprocessing"]
-    assert {"torch", "napari_vessel", "numpy"} <= set(manifest["versions"])
-    assert set(manifest["timing"]) == {"preprocess_s", "predict_s", "postprocess_s"}
+    assert manifest.model.weights_sha256 == tiny_registered.card.sha256
+    assert manifest.device == "cpu" and manifest.input.spacing_zyx == (5.0, 1.0, 1.0)
+    assert manifest.parameters.threshold == 0.3 and manifest.preprocessing
+    versions = manifest.versions
+    assert None not in (versions.torch, versions.napari_vessel, versions.numpy)
+    assert set(manifest.timing.to_dict()) == {"preprocess_s", "predict_s", "postprocess_s"}
     with pytest.raises(InputError, match="threshold"):
         segment(vol, "test-tiny-umis", threshold=2)
 
@@ -234,4 +235,4 @@ def test_segment_with_a_classical_model():
     data = tube * 0.8 + 0.1 + np.random.default_rng(0).normal(0, 0.05, tube.shape)
     prob, labels, manifest = segment(data.astype(np.float32), "morph-acwe", spacing_zyx=(2, 1, 1))
     assert labels[6, 20, 5:35].all() and not labels[:, 2, 2].any()
-    assert manifest["model"]["kind"] == "classical" and manifest["device"] == "cpu"
+    assert manifest.model.kind == "classical" and manifest.device == "cpu"

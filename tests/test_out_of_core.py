@@ -68,13 +68,13 @@ def test_equals_in_memory_with_min_size_across_blocks(model, stack, tmp_path):
     manifest = segment_to_zarr(volume, tmp_path, model, threshold=level, min_size=40,
                                patch_size=PATCH, block_shape=BLOCK, threads=1,
                                pyramid_smallest=32)
-    out = manifest["outputs"]
+    out = manifest.outputs
     np.testing.assert_allclose(_read(out["prob"]), mem_prob, atol=1e-5)
     labels = _read(out["labels"])
     np.testing.assert_array_equal(labels, mem_labels)
     # both stores carry a pyramid: z kept at 2 µm until y/x reach it, mean / max of the level above
     shapes = [[12, 80, 72], [12, 40, 36], [6, 20, 18]]
-    assert manifest["out_of_core"]["pyramid_levels_zyx"] == shapes
+    assert [list(s) for s in manifest.out_of_core.pyramid_levels_zyx] == shapes
     for role, method in (("prob", "mean"), ("labels", "max")):
         levels = [np.asarray(load_volume(out[role], level=k, lazy=False).data) for k in range(3)]
         assert [list(lv.shape) for lv in levels] == shapes
@@ -83,7 +83,7 @@ def test_equals_in_memory_with_min_size_across_blocks(model, stack, tmp_path):
                                        rtol=1e-6)
         assert load_volume(out[role], level=2).spacing_zyx == (4.0, 4.0, 4.0)
     assert set(np.unique(levels[2])) <= {0, 1} and levels[2].sum() > 0
-    assert manifest["out_of_core"]["blocks"] == [2, 3, 3]
+    assert manifest.out_of_core.blocks == (2, 3, 3)
     # the removal was global: a piece crossing block borders was kept, small pieces went
     pieces, count = ndi.label(labels, ndi.generate_binary_structure(3, 3))
     spans = [sl for sl in ndi.find_objects(pieces)]
@@ -97,7 +97,7 @@ def test_stores_are_ome_zarr_and_published_with_a_manifest(model, stack, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "stack_labels.zarr", "stack_manifest.json", "stack_prob.zarr"]
     for role, kind in (("prob", "image"), ("labels", "labels")):
-        info = describe_file(manifest["outputs"][role])
+        info = describe_file(manifest.outputs[role])
         assert info["format"] == "OME-Zarr" and info["kind"] == kind
         assert info["stack_shape"] == (12, 80, 72) and info["voxel_size_um"] == (2.0, 1.0, 1.0)
     attrs = json.loads((tmp_path / "stack_prob.zarr" / ".zattrs").read_text())

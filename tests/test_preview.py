@@ -7,6 +7,7 @@ import pytest
 
 from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.inference import segment
+from napari_vessel.manifest import PreviewInfo
 from napari_vessel.models import registry
 from napari_vessel.models.registry import ModelSpec
 from napari_vessel.preview import CLASSICAL_DEPTH, preview_region, segment_slice, slab_depth
@@ -79,9 +80,11 @@ def test_the_preview_equals_the_full_run_on_its_slice(stack):
     assert preview.origin == (7, 10, 5) and preview.z == 7 and preview.labels.shape == (1, 20, 20)
     prob, labels, _ = segment(stack, "test-local", threshold=0.4)
     np.testing.assert_array_equal(preview.labels, labels[7:8, 10:30, 5:25])
-    assert preview.manifest["preview"] == {"z": 7, "read_zyx": [[3, 12], [6, 34], [1, 29]],
-                                           "shown_zyx": [[7, 8], [10, 30], [5, 25]]}
-    assert preview.manifest["input"]["spacing_zyx"] == [2.0, 1.0, 1.0]
+    assert preview.manifest.preview == PreviewInfo(z=7, read_zyx=((3, 12), (6, 34), (1, 29)),
+                                                   shown_zyx=((7, 8), (10, 30), (5, 25)))
+    assert preview.manifest.to_dict()["preview"] == {
+        "z": 7, "read_zyx": [[3, 12], [6, 34], [1, 29]], "shown_zyx": [[7, 8], [10, 30], [5, 25]]}
+    assert preview.manifest.input.spacing_zyx == (2.0, 1.0, 1.0)
 
 
 def test_relabel_rethresholds_without_the_model(stack):
@@ -142,5 +145,5 @@ def test_preprocessing_statistics_come_from_the_whole_stack(stack):
     finally:
         registry.unregister("test-norm")
     np.testing.assert_array_equal(preview.labels, full[-1:])
-    assert [s["name"] for s in preview.manifest["preprocessing"]["steps"]] == [
+    assert [s["name"] for s in preview.manifest.preprocessing["steps"]] == [
         "median_subtract", "normalize"]

@@ -129,10 +129,10 @@ def test_bad_runtime_requests_are_refused():
 def test_segment_manifest_names_the_runtime_and_the_cpu():
     data = (_volume((8, 48, 48)) * 200).astype(np.uint8)
     _, labels_auto, manifest = segment(data, "tvnet", device="cpu")
-    assert manifest["runtime"]["name"] in ("openvino", "onnx")
-    assert "instructions" in manifest["cpu"]
+    assert manifest.runtime.name in ("openvino", "onnx")
+    assert manifest.cpu is not None and isinstance(manifest.cpu.instructions, tuple)
     _, labels_torch, manifest = segment(data, "tvnet", device="cpu", runtime="torch")
-    assert manifest["runtime"]["name"] == "torch"
+    assert manifest.runtime.name == "torch"
     assert np.array_equal(labels_auto, labels_torch)
 
 

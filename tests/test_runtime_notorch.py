@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from napari_vessel.io import load_volume, save_volume
+from napari_vessel.manifest import RunManifest, read_manifest
 from napari_vessel.phantom import make_phantom
 from napari_vessel.runtime import warm
 
@@ -35,7 +36,7 @@ print(json.dumps({"code": code, "torch": "torch" in sys.modules,
 """
 
 
-def _segment(tmp_path: Path, out: str, *extra: str) -> tuple[dict, str, np.ndarray, dict]:
+def _segment(tmp_path: Path, out: str, *extra: str) -> tuple[dict, str, np.ndarray, RunManifest]:
     env = {**os.environ, "NAPARI_VESSEL_CACHE": str(tmp_path / "cache"),
            "NAPARI_VESSEL_MODELS": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", _RUN, "segment", str(tmp_path / "stack.tif"),
@@ -45,7 +46,7 @@ def _segment(tmp_path: Path, out: str, *extra: str) -> tuple[dict, str, np.ndarr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] == 0, done.stderr
     labels = np.asarray(load_volume(tmp_path / out / "stack_labels.tif").data)
-    manifest = json.loads((tmp_path / out / "stack_manifest.json").read_text())
+    manifest = read_manifest(tmp_path / out / "stack_manifest.json")
     return result, done.stderr, labels, manifest
 
 
@@ -59,17 +60,17 @@ def stack(tmp_path):
 def test_a_warm_segment_imports_no_torch_and_a_corrupt_export_is_rebuilt(stack):
     tmp_path = stack
     first, _, labels, manifest = _segment(tmp_path, "cold")
-    assert first["torch"] and manifest["runtime"]["name"] == "onnx"  # built now, with PyTorch
-    assert "exported" in manifest["runtime"]["reason"]
+    assert first["torch"] and manifest.runtime.name == "onnx"  # built now, with PyTorch
+    assert "exported" in manifest.runtime.reason
 
     again, _, warm_labels, warm_manifest = _segment(tmp_path, "warm")
     assert again["heavy"] == [], again  # no torch (nor dask, napari, OpenVINO) in the process
-    assert warm_manifest["runtime"]["name"] == "onnx"
-    assert "run without PyTorch" in warm_manifest["runtime"]["reason"]
+    assert warm_manifest.runtime.name == "onnx"
+    assert "run without PyTorch" in warm_manifest.runtime.reason
     assert np.array_equal(warm_labels, labels)
-    assert warm_manifest["model"] == manifest["model"]
-    assert warm_manifest["versions"] == manifest["versions"]
-    assert warm_manifest["parameters"] == manifest["parameters"]
+    assert warm_manifest.model == manifest.model
+    assert warm_manifest.versions == manifest.versions
+    assert warm_manifest.parameters == manifest.parameters
     prob_cold = np.asarray(load_volume(tmp_path / "cold" / "stack_prob.tif").data)
     prob_warm = np.asarray(load_volume(tmp_path / "warm" / "stack_prob.tif").data)
     assert np.array_equal(prob_cold, prob_warm)  # the same export, the same numbers
@@ -80,14 +81,14 @@ def test_a_warm_segment_imports_no_torch_and_a_corrupt_export_is_rebuilt(stack):
     fixed, err, fixed_labels, fixed_manifest = _segment(tmp_path, "fixed")
     assert fixed["torch"], "a corrupt export must be rebuilt with PyTorch, not run"
     assert "did not match its hash" in err  # the run says so
-    assert "did not match its hash" in fixed_manifest["runtime"]["reason"]
+    assert "did not match its hash" in fixed_manifest.runtime.reason
     assert np.array_equal(fixed_labels, labels)
 
     rewarmed, _, rewarmed_labels, _ = _segment(tmp_path, "rewarmed")
     assert not rewarmed["torch"] and np.array_equal(rewarmed_labels, labels)
 
     torch_run, _, torch_labels, torch_manifest = _segment(tmp_path, "torch", "--runtime", "torch")
-    assert torch_run["torch"] and torch_manifest["runtime"]["name"] == "torch"
+    assert torch_run["torch"] and torch_manifest.runtime.name == "torch"
     assert np.mean(torch_labels != labels) < 1e-3
 
 

@@ -118,7 +118,7 @@ class PreviewOverlay:
         scale = tuple(float(s) for s in source.scale)
         translate = tuple(float(t) + o * s for t, o, s in
                           zip(source.translate, preview.origin, scale, strict=True))
-        model = preview.manifest["model"]["name"]
+        model = preview.manifest.model.name
         metadata = {"napari_vessel_output": PREVIEW_ROLE, "source_layer": source.name,
                     "model": model, "preview_z": preview.z, "threshold": float(threshold),
                     "min_size": int(min_size), "manifest": preview.manifest}

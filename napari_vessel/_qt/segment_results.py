@@ -17,11 +17,12 @@ run of the same model on the same image makes new layers too.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from ..manifest import RunManifest
 from ..postprocess import probability_to_labels
 from ._common import name_metadata, output_name
 
@@ -115,7 +116,7 @@ class SegmentOutput:
     prob: np.ndarray
     prob_layer: Any
     tracker: LabelsTracker
-    manifest: dict
+    manifest: RunManifest
     threshold: float
     min_size: int
     replaced: list = field(default_factory=list)
@@ -127,9 +128,8 @@ class SegmentOutput:
 
 
 def _labels_metadata(output: SegmentOutput) -> dict:
-    manifest = dict(output.manifest)
-    manifest["parameters"] = {**manifest.get("parameters", {}), "threshold": output.threshold,
-                              "min_size": output.min_size}
+    manifest = replace(output.manifest, parameters=replace(
+        output.manifest.parameters, threshold=output.threshold, min_size=output.min_size))
     metadata = {ROLE_KEY: "labels", "source_layer": output.source.name, "model": output.model,
                 "threshold": output.threshold, "min_size": output.min_size,
                 "manifest": manifest}
@@ -160,8 +160,8 @@ class SegmentResults:
     def _alive(self, layer: Any) -> bool:
         return layer is not None and layer in self.viewer.layers
 
-    def show(self, prob: np.ndarray, labels: np.ndarray, manifest: dict, source: RunInput,
-             threshold: float, min_size: int) -> tuple[SegmentOutput, bool]:
+    def show(self, prob: np.ndarray, labels: np.ndarray, manifest: RunManifest,
+             source: RunInput, threshold: float, min_size: int) -> tuple[SegmentOutput, bool]:
         """Put a run's result in the viewer.
 
         The previous output of the same model on the same image is updated in place when both
@@ -174,7 +174,7 @@ class SegmentResults:
         reused : bool
             True when existing layers were updated.
         """
-        model = manifest["model"]["name"]
+        model = manifest.model.name
         key = (source.name, model)
         old = self.outputs.get(key)
         if (old is not None and self._alive(old.prob_layer) and self._alive(old.labels_layer)
@@ -194,7 +194,7 @@ class SegmentResults:
         self.current = output
         return output, False
 
-    def _add_layers(self, prob: np.ndarray, labels: np.ndarray, manifest: dict,
+    def _add_layers(self, prob: np.ndarray, labels: np.ndarray, manifest: RunManifest,
                     source: RunInput, model: str, threshold: float,
                     min_size: int) -> SegmentOutput:
         grid = {"scale": source.scale, "translate": source.translate}

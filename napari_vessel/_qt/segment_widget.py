@@ -272,7 +272,7 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         self.previews.show(result, source, options["threshold"], options["min_size"])
         h, w = result.labels.shape[-2:]
         self.progress_text.value = (
-            f"preview of slice {result.z} ({h} × {w}) with {result.manifest['model']['name']}: "
+            f"preview of slice {result.z} ({h} × {w}) with {result.manifest.model.name}: "
             f"{float(result.labels.mean()):.1%} vessel in {time.perf_counter() - started:.1f} s;"
             " move the threshold to redraw it")
 
@@ -285,7 +285,7 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         output, reused = self.results.show(prob, labels, manifest, source,  # all or nothing
                                            options["threshold"], options["min_size"])
         seconds = time.perf_counter() - started
-        self.progress_text.value = (f"{manifest['model']['name']} on {manifest['device']}: "
+        self.progress_text.value = (f"{manifest.model.name} on {manifest.device}: "
                                     f"{float(labels.mean()):.1%} vessel in {seconds:.1f} s"
                                     + ("\n(layer already preprocessed: the model's own "
                                        "preprocessing was not applied again)"

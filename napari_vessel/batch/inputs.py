@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections import Counter
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import SUPPORTED
+from ..manifest import RunManifest, read_manifest
 
 
 def _is_stack(path: Path) -> bool:
@@ -90,16 +90,15 @@ def _folder_names(inputs: Sequence[Path]) -> list[str]:
             for s, p in zip(stems, inputs, strict=True)]
 
 
-def _manifest_of(path: Path) -> dict | None:
-    """The manifest at ``path``, or None (missing or unreadable)."""
+def _manifest_of(path: Path) -> RunManifest | None:
+    """The manifest at ``path``, or None (missing, unreadable or not a run manifest)."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(path)
+    except InputError:
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
-def _previous(paths: dict[str, Path]) -> dict | None:
+def _previous(paths: dict[str, Path]) -> RunManifest | None:
     """The manifest of a complete earlier output set, or None (missing, partial or unreadable)."""
     if not all(p.exists() for p in paths.values()):
         return None

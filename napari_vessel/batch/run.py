@@ -128,24 +128,24 @@ def run_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, co
         old = None if config.overwrite else _previous(paths)
         if old is None:
             other = None if config.overwrite else _manifest_of(paths["manifest"])
-            if other is not None and (other.get("batch") or {}).get("settings") not in (
-                    None, config.settings()):  # e.g. a TIFF set where a Zarr set would go
+            if other is not None and other.batch is not None and (
+                    other.batch.settings != config.settings()):  # e.g. a TIFF set for a Zarr one
                 raise InputError(f"{folder} holds results made with other settings ("
-                                 f"{_differences(other['batch']['settings'], config.settings())}"
+                                 f"{_differences(other.batch.settings, config.settings())}"
                                  "); add --overwrite to replace them, or choose another "
                                  "-o/--out")
             continue
-        batch, recorded = old.get("batch") or {}, (old.get("input") or {}).get("source")
-        if batch.get("settings") != config.settings():
+        batch, recorded = old.batch, old.input.source
+        if batch is None or batch.settings != config.settings():
             raise InputError(f"{folder} was segmented with other settings ("
-                             f"{_differences(batch.get('settings'), config.settings())}); add "
+                             f"{_differences(batch and batch.settings, config.settings())}); add "
                              "--overwrite to segment it again, or choose another -o/--out")
         if recorded != source:
             rows[i] = StackResult(source, folder, "failed", error=f"{folder} holds the results of "
                                   f"{recorded}; add --overwrite to replace them or use another -o/--out")
             continue
-        rows[i] = StackResult(source, folder, "skipped", float(batch.get("seconds") or 0.0),
-                              batch.get("voxels"), batch.get("vessel_fraction"))
+        rows[i] = StackResult(source, folder, "skipped", float(batch.seconds or 0.0),
+                              batch.voxels, batch.vessel_fraction)
     todo = [i for i in range(len(sources)) if i not in rows]
     started, dashboard = time.strftime("%Y-%m-%dT%H:%M:%S%z"), None
     progress(len(rows) / len(sources), f"{len(rows)} already done" if rows else "")

@@ -6,9 +6,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError
+from ..manifest import BatchInfo
 from .config import BatchConfig, StackResult
 
 # -- on the workers ------------------------------------------------------------------------------
@@ -70,17 +72,17 @@ def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult
         paths = output_paths(source, folder)
         fraction = float(labels.mean()) if labels.size else 0.0
         seconds = time.perf_counter() - started
-        manifest["outputs"] = {k: str(v) for k, v in paths.items()}
-        manifest["batch"] = {"settings": config.settings(), "worker": where, "threads": threads,
-                             "seconds": round(seconds, 3), "voxels": int(labels.size),
-                             "vessel_fraction": fraction,
-                             "model_from_cache": from_cache}
-        meta = {"model": manifest["model"]["name"], "threshold": manifest["parameters"]["threshold"]}
+        manifest = replace(manifest, outputs={k: str(v) for k, v in paths.items()},
+                           batch=BatchInfo(settings=config.settings(), worker=where,
+                                           threads=threads, seconds=round(seconds, 3),
+                                           voxels=int(labels.size), vessel_fraction=fraction,
+                                           model_from_cache=from_cache))
+        meta = {"model": manifest.model.name, "threshold": manifest.parameters.threshold}
         publish_set(paths, lambda tmp: [
             save_volume(tmp["prob"], prob.astype(np.float32), volume.spacing_zyx, kind="image",
                         metadata=meta),
             save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels", metadata=meta),
-            write_json(tmp["manifest"], manifest, False)])
+            write_json(tmp["manifest"], manifest.to_dict(), False)])
         return StackResult(source, folder, "done", round(time.perf_counter() - started, 3),
                            int(labels.size), fraction)
     except Exception as err:  # noqa: BLE001 - one stack's failure is recorded, the others go on
@@ -94,23 +96,20 @@ def _segment_to_zarr(source: str, folder: str, config: BatchConfig, where: str, 
     import dask.array as da
     import numpy as np
 
-    from ..inference import load_count
     from ..io import load_volume
     from ..out_of_core import segment_to_zarr
     from ..outputs import output_paths
 
     stem = output_paths(source, folder)["manifest"].name.removesuffix("_manifest.json")
     with _RUN_LOCK, _lazy_reads_here(threads):
-        loads = load_count()
         volume = load_volume(source, channel=config.channel, frame=config.frame)
-        batch = {"settings": config.settings(), "worker": where, "threads": threads,
-                 "voxels": int(np.prod(volume.shape)), "out_of_core": True}
+        batch = BatchInfo(settings=config.settings(), worker=where, threads=threads,
+                          voxels=int(np.prod(volume.shape)), out_of_core=True)
         manifest = segment_to_zarr(volume, folder, config.model, name=stem,
                                    threshold=config.threshold, device=device,
                                    runtime=config.runtime, threads=threads, overwrite=True,
                                    extra={"batch": batch})
-        batch["model_from_cache"] = load_count() == loads
-        labels = da.from_zarr(manifest["outputs"]["labels"], component="0")
+        labels = da.from_zarr(manifest.outputs["labels"], component="0")
         fraction = float(labels.mean().compute()) if labels.size else 0.0
     return StackResult(source, folder, "done", round(time.perf_counter() - started, 3),
                        int(labels.size), fraction)

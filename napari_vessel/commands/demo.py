@@ -95,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
         prob, labels, manifest = segment(volume, args.model, device=args.device, progress=progress)
     scores = evaluate(labels, phantom.labels, prob=prob, spacing_zyx=phantom.spacing_zyx)
     spacing = phantom.spacing_zyx
-    manifest = dict(manifest)
-    manifest["sample"] = phantom.params
-    manifest["scores_vs_ground_truth"] = {k: _plain(v) for k, v in scores.items()}
-    manifest["outputs"] = {k: str(v) for k, v in paths.items()}
+    manifest = manifest.updated({
+        "sample": phantom.params,
+        "scores_vs_ground_truth": {k: _plain(v) for k, v in scores.items()},
+        "outputs": {k: str(v) for k, v in paths.items()}})
+    total_s: list[float] = []
 
     def write(tmp: dict[str, Path]) -> None:
         save_volume(tmp["image"], phantom.image, spacing)
@@ -106,21 +107,21 @@ def run(args: argparse.Namespace) -> int:
         save_volume(tmp["prob"], prob, spacing)
         save_volume(tmp["labels"], labels, spacing, kind="labels")
         save_png(tmp["overlay"], overlay_rgb(phantom.image, labels, reference=phantom.labels))
-        manifest["total_s"] = round(time.perf_counter() - started, 3)
-        write_json(tmp["manifest"], manifest, False)
+        total_s.append(round(time.perf_counter() - started, 3))
+        write_json(tmp["manifest"], manifest.updated({"total_s": total_s[-1]}).to_dict(), False)
 
     publish_set(paths, write)  # all six files or none of them; the manifest last
 
-    model = manifest.get("model", {}).get("name", args.model)
-    print(f"model {model}: Dice {scores['dice']:.3f}, clDice {scores['cldice']:.3f}, "
-          f"AP {scores.get('ap', float('nan')):.3f} against the ground truth")
-    print(f"wrote {', '.join(names)} to {out}/ in {manifest['total_s']:.1f} s")
+    print(f"model {manifest.model.name}: Dice {scores['dice']:.3f}, clDice "
+          f"{scores['cldice']:.3f}, AP {scores.get('ap', float('nan')):.3f} against the ground "
+          "truth")
+    print(f"wrote {', '.join(names)} to {out}/ in {total_s[-1]:.1f} s")
     view = has_display() if args.view is None else args.view
     if view:
         from .._qt.launch import open_viewer
 
         open_viewer(phantom.image, spacing, labels=labels, prob=prob, reference=phantom.labels,
-                    model=model)
+                    model=manifest.model.name)
     return 0
 
 

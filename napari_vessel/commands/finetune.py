@@ -213,5 +213,5 @@ def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_vo
     publish_set(paths, lambda tmp: [  # one set, manifest last, as segment writes
         save_volume(tmp["prob"], prob, volume.spacing_zyx),
         save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels"),
-        write_json(tmp["manifest"], manifest, False)])
+        write_json(tmp["manifest"], manifest.to_dict(), False)])
     print(f"segmented {volume.source} with {name!r}: {outputs['labels.tif']}")

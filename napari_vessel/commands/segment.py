@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,21 +120,21 @@ def run(args: argparse.Namespace) -> int:
             min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
             batch_size=args.batch_size, device=args.device, tta=args.tta, progress=progress,
             runtime=args.runtime, threads=getattr(args, "threads", None))
-    manifest["command"] = ["napari-vessel", "segment", *sys.argv[2:]] if sys.argv[1:2] == [
-        "segment"] else None
-    manifest["outputs"] = {k: str(v) for k, v in paths.items()}
-    meta = {"model": spec.name, "threshold": manifest["parameters"]["threshold"]}
+    manifest = replace(manifest, outputs={k: str(v) for k, v in paths.items()}).updated({
+        "command": ["napari-vessel", "segment", *sys.argv[2:]] if sys.argv[1:2] == [
+            "segment"] else None})
+    meta = {"model": spec.name, "threshold": manifest.parameters.threshold}
     publish_set(paths, lambda tmp: [
         save_volume(tmp["prob"], prob.astype(np.float32), volume.spacing_zyx, kind="image",
                     metadata=meta),
         save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels", metadata=meta),
-        _write_json(tmp["manifest"], manifest, False)])
-    used = manifest.get("runtime") or {}
-    if "exported" in str(used.get("reason")):  # built now: the next runs start without PyTorch
-        print(f"runtime {used['name']}: {used['reason']}", file=sys.stderr)
+        _write_json(tmp["manifest"], manifest.to_dict(), False)])
+    used = manifest.runtime
+    if used is not None and "exported" in used.reason:  # built now: next runs without PyTorch
+        print(f"runtime {used.name}: {used.reason}", file=sys.stderr)
     fraction = float(labels.mean()) if labels.size else 0.0
     print(f"wrote {paths['labels']} ({fraction:.1%} vessel), {paths['prob']}, "
-          f"{paths['manifest'].name} in {sum(manifest['timing'].values()):.1f} s", file=sys.stderr)
+          f"{paths['manifest'].name} in {manifest.timing.total_s:.1f} s", file=sys.stderr)
     if getattr(args, "graph", False):
         from ..graph import GraphParams
         from .graph import write_and_report
@@ -164,9 +165,9 @@ def _run_out_of_core(args: argparse.Namespace) -> int:
             patch_size=args.patch_size, batch_size=args.batch_size, device=args.device,
             tta=args.tta, block_shape=args.block_size, overwrite=args.overwrite,
             progress=progress, runtime=args.runtime, threads=args.threads)
-    outputs, done = manifest["outputs"], manifest["out_of_core"]
-    print(f"wrote {outputs['labels']}, {outputs['prob']} ({done['patches']} patches in "
-          f"{'x'.join(map(str, done['blocks']))} blocks; post-processing: "
-          f"{', '.join(done['postprocessing_steps'])}) in {sum(manifest['timing'].values()):.1f} s",
+    outputs, done = manifest.outputs, manifest.out_of_core
+    print(f"wrote {outputs['labels']}, {outputs['prob']} ({done.patches} patches in "
+          f"{'x'.join(map(str, done.blocks))} blocks; post-processing: "
+          f"{', '.join(done.postprocessing_steps)}) in {manifest.timing.total_s:.1f} s",
           file=sys.stderr)
     return 0

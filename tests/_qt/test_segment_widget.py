@@ -120,9 +120,9 @@ def test_segment_adds_probability_and_labels_on_the_image_grid(setup, qtbot):
     expected = _stretch(setup.image.data)
     np.testing.assert_allclose(prob.data, expected)
     assert np.array_equal(labels.data, (expected > 0.4).astype(np.uint8))
-    assert labels.metadata["manifest"]["model"]["name"] == "test-stretch"
-    assert labels.metadata["manifest"]["input"]["spacing_zyx"] == list(SCALE)
-    assert prob.metadata["manifest"]["parameters"]["threshold"] == pytest.approx(0.4)
+    assert labels.metadata["manifest"].model.name == "test-stretch"
+    assert labels.metadata["manifest"].input.spacing_zyx == tuple(SCALE)
+    assert prob.metadata["manifest"].parameters.threshold == pytest.approx(0.4)
     assert labels.metadata["edited"] is False
     assert prob not in setup.widget.layer_combo.choices  # the map is no input
     assert "vessel" in setup.widget.progress_text.value and not setup.messages
@@ -137,7 +137,7 @@ def test_threshold_and_min_size_update_unedited_labels_live(setup, qtbot):
     assert np.array_equal(labels.data, (output.prob > 0.7).astype(np.uint8))
     setup.widget.min_size.value = 5
     qtbot.waitUntil(lambda: labels.metadata["min_size"] == 5, timeout=3000)
-    assert labels.metadata["manifest"]["parameters"]["min_size"] == 5
+    assert labels.metadata["manifest"].parameters.min_size == 5
     assert len(setup.viewer.layers) == 3 and labels.metadata["edited"] is False
 
 
@@ -229,7 +229,7 @@ def test_a_tiny_network_runs_on_the_chosen_device(setup, qtbot, tmp_path):
     widget.tta.value = True
     output = _run(setup, qtbot)
     manifest = output.labels_layer.metadata["manifest"]
-    assert manifest["device"] == "cpu" and manifest["parameters"]["tta"] is True
+    assert manifest.device == "cpu" and manifest.parameters.tta is True
     assert output.labels_layer.name == "stack vessels (test-net)" and not setup.messages
 
 
@@ -347,11 +347,11 @@ def test_a_layer_the_preprocess_dock_made_is_not_preprocessed_twice(setup, qtbot
     widget.models.device_combo.value = "cpu"
     widget.layer_combo.value = viewer.layers["stack preprocessed"]
     output = _run(setup, qtbot)
-    assert output.labels_layer.metadata["manifest"]["parameters"]["preprocess"] is False
+    assert output.labels_layer.metadata["manifest"].parameters.preprocess is False
     assert "already preprocessed" in widget.progress_text.value
     widget.layer_combo.value = viewer.layers["stack"]  # the raw stack gets the card's steps
     output = _run(setup, qtbot)
-    assert output.labels_layer.metadata["manifest"]["parameters"]["preprocess"] is True
+    assert output.labels_layer.metadata["manifest"].parameters.preprocess is True
     assert "already preprocessed" not in widget.progress_text.value
 
 

@@ -113,3 +113,33 @@ def test_the_interruptible_filters_give_the_same_values(monkeypatch):
                             lambda1=1.0, lambda2=2.0, iter_callback=lambda u: steps.append(u.copy()))
     ours = classical.acwe_probability(image, iterations=4, average_last=2)
     np.testing.assert_array_equal(ours, (steps[-1] + steps[-2].astype(np.float32)) / 2)
+
+
+def test_the_pytorch_forward_pass_stops_between_its_layers():
+    """With PyTorch, a cancel pressed inside one forward pass stops it before the next layer (one
+    pass of a big network over a whole stack takes seconds); the hooks are gone afterwards."""
+    import torch
+
+    from napari_vessel.inference import predict
+
+    token = CancelToken()
+    ran = []
+
+    class Press(torch.nn.Module):
+        def forward(self, x):
+            token.cancel()  # the user presses Cancel while this layer computes
+            return x
+
+    class Later(torch.nn.Module):
+        def forward(self, x):
+            ran.append(True)
+            return x
+
+    net = torch.nn.Sequential(Press(), torch.nn.Conv3d(1, 1, 1), Later()).eval()
+    data = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    with pytest.raises(Cancelled):
+        predict(net, data, device="cpu", runtime="torch", patch_size=(4, 16, 16), cancel=token)
+    assert not ran
+    assert all(not m._forward_pre_hooks for m in net.modules())
+    out = predict(net, data, device="cpu", runtime="torch", patch_size=(4, 16, 16))
+    assert out.shape == data.shape and ran
