@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..training import METHODS
@@ -112,6 +115,36 @@ def _ctrl_c_stops(token):
         signal.signal(signal.SIGINT, previous)
 
 
+def _in_thread(work: Callable[[], Any]) -> Any:
+    """Run ``work()`` in a worker thread while the main thread only waits, so that Ctrl-C is
+    handled at once: a signal's handler runs in the main thread, and while that thread is inside
+    one long computation (a training step), two presses arrived as one. An abort (the second
+    press) ends the process at once with status 130; the worker saves nothing."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - raised again in the main thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name="napari-vessel finetune", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        # the worker is inside PyTorch, and a daemon thread there cannot be finalised (the
+        # interpreter aborts at exit): end the process now; nothing was saved
+        print("napari-vessel finetune: interrupted; nothing was saved", file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        os._exit(130)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _read_mask(path: str):
     from ..io import load_volume
 
@@ -178,9 +211,9 @@ def run(args: argparse.Namespace) -> int:
     token = CancelToken()
     with _ctrl_c_stops(token), tqdm_progress(f"fine-tune {args.model}",
                                              disable=args.quiet) as progress:
-        result = finetune(args.model, volume, labels=labels, edited_mask=mask,
-                          checked_slices=args.checked_slices, config=config, progress=progress,
-                          cancel=token)
+        result = _in_thread(lambda: finetune(
+            args.model, volume, labels=labels, edited_mask=mask,
+            checked_slices=args.checked_slices, config=config, progress=progress, cancel=token))
     print(f"{result.steps} steps in {result.seconds:.0f} s: {result.message}")
     if result.kept_parent:  # declined, guarded or stopped at once: the parent is the answer
         print(f"no new model was saved: the result is {args.model} itself")

@@ -74,3 +74,20 @@ def test_two_ctrl_c_abort_and_save_nothing(tmp_path):
     folder = tmp_path / "models"
     leftovers = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     assert leftovers == [], leftovers  # no half-saved model
+
+
+def test_two_quick_ctrl_c_inside_one_step_abort(tmp_path):
+    """Two presses in quick succession, both inside one training step, still abort: the step runs
+    in a worker thread, so the main thread handles each signal when it comes (two presses during
+    one long computation of the main thread used to arrive as one: the run stopped and saved)."""
+    proc = _start(tmp_path, "quick", "--patch-size", "16", "160", "160")  # steps of ~1 s
+    seen = _watch(proc)
+    _wait_for_steps(seen)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    time.sleep(0.2)
+    assert proc.returncode == 130 and "interrupted" in "".join(seen), "".join(seen)
+    folder = tmp_path / "models"
+    assert not folder.exists() or not any(folder.iterdir())
