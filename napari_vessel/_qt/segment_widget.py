@@ -9,6 +9,13 @@ running the model again, and labels the user has edited are never overwritten.
 
 *Preview* (``segment_preview``) segments only the slice on screen, with the slab of z-context the
 model needs, in the same worker; the threshold and the minimum size redraw it too.
+
+*Out of core* (``segment_out_of_core``): a stack over the dock's memory budget, or a lazy layer (a
+pyramid or a dask / Zarr array on disk), is written block by block to OME-Zarr in the output folder
+by :func:`napari_vessel.out_of_core.segment_to_zarr`, and its result comes back as lazy layers read
+from the written stores; existing outputs are replaced only when the user agrees. Such a result is
+not redrawn by the threshold slider (that would read the whole map): the slider then sets the next
+run, and says so.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from .layer_choice import LayerCombo
 from .runner import DockRunner, RunnerMixin
 from .segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
 from .segment_models import ModelPanel, card_threshold
+from .segment_out_of_core import LAZY_TIP, LazyOutput, OutOfCorePanel, OutOfCoreRuns
 from .segment_preview import PreviewOverlay, preview_target
 from .segment_results import ROLE_KEY, RunInput, SegmentResults
 
@@ -48,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SegmentWidget", "layer_volume", "already_preprocessed"]
 
-class SegmentWidget(RunnerMixin, ScrollDock):
+class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
     """Segment vessels in an image layer with a model from the registry.
 
     Parameters
@@ -72,6 +80,10 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         Runs the segmentation or preview: buttons, progress, Cancel, errors.
     job : Job or None
         The running segmentation or preview, if any.
+    output : OutOfCorePanel
+        Memory budget and output folder of out-of-core runs, and the path the next run takes.
+    lazy : LazyOutput or None
+        The latest result when it was written out of core (see :class:`OutOfCoreRuns`).
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -80,6 +92,8 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         self.results = SegmentResults(napari_viewer)
         self.previews = PreviewOverlay(napari_viewer)
         self._quiet = False  # True while the threshold is set by code, not by the user
+        self.lazy: LazyOutput | None = None
+        self.output = OutOfCorePanel()
         self.layer_combo = LayerCombo(napari_viewer, self._image_layers, label="image",
                                       status=self._status)
         self.summary = Label(label="", value="no image layer")
@@ -91,8 +105,9 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         self.tta.tooltip = ("test-time augmentation: average over four flipped copies; about 4× "
                             "slower, often a little better")
         self.threshold = FloatSlider(label="threshold", value=0.5, min=0.0, max=1.0, step=0.01)
-        self.threshold.tooltip = ("voxels with a probability above this are vessel; moving it "
-                                  "redraws the labels without running the model again")
+        self.threshold.tooltip = self._threshold_tip = (
+            "voxels with a probability above this are vessel; moving it redraws the labels "
+            "without running the model again")
         self.paper_post = CheckBox(text="the model's own post-processing", value=True,
                                    visible=False)
         self.paper_post.tooltip = ("cascade models (paper 003): hysteresis thresholds and "
@@ -120,7 +135,8 @@ class SegmentWidget(RunnerMixin, ScrollDock):
                                      self.cancel_button],
                             layout="horizontal", labels=False)
         layout = self.content.layout()
-        for title, part in (("Image", inputs), ("Model", self.models), ("Options", options)):
+        for title, part in (("Image", inputs), ("Model", self.models), ("Options", options),
+                            ("Output", self.output)):
             layout.addWidget(group_box(title, part))
         for part in (buttons, self.progress, self.progress_text):
             layout.addWidget(part.native)
@@ -140,6 +156,7 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         self.threshold.changed.connect(self._threshold_moved)
         self.min_size.changed.connect(self._threshold_moved)
         self.layer_combo.changed.connect(self._input_changed)
+        self.output.budget.changed.connect(lambda *_: self._update_route())
         self.segment_button.changed.connect(lambda *_: self.segment())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
         events = napari_viewer.layers.events
@@ -175,16 +192,21 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         layer = self.layer_combo.value
         if layer is None:
             self.summary.value = "no image layer"
+            self.output.set_default_folder(None)
+            self._update_route()
             return
         try:
-            volume, _ = layer_volume(layer)
+            volume, source = layer_volume(layer)
         except InputError:
             self.summary.value = (" × ".join(str(s) for s in layer.data.shape)
                                   + "  (not a one-channel 3D stack)")
+            self._update_route()
             return
         shape = " × ".join(str(s) for s in volume.shape)
         voxel = " × ".join(f"{s:g}" for s in volume.spacing_zyx)
         self.summary.value = f"{shape}  {volume.dtype}\nvoxel {voxel} µm"
+        self.output.set_default_folder(source)
+        self._update_route()
 
     # ------------------------------------------------------------------------------- the model
     def _current_spec(self) -> ModelSpec | None:
@@ -207,6 +229,7 @@ class SegmentWidget(RunnerMixin, ScrollDock):
             self.threshold.value = card_threshold(spec)
         finally:
             self._quiet = False
+        self._update_route()
 
     # ----------------------------------------------------------------------------------- run
     def _read_run(self) -> tuple[Volume, RunInput, ModelSpec, dict, dict]:
@@ -231,10 +254,19 @@ class SegmentWidget(RunnerMixin, ScrollDock):
         return volume, source, spec, options, ({**options, "threshold": None} if own else options)
 
     def segment(self) -> Any:
-        """Start segmenting the chosen image in a worker; returns the job, or None if refused."""
+        """Start segmenting the chosen image in a worker; returns the job, or None if refused.
+
+        In memory, or out of core into the output folder when the stack is over the memory budget
+        or the layer is lazy (see :mod:`.segment_out_of_core`).
+        """
         try:
             volume, source, spec, options, run = self._read_run()
+            route = self._route(volume, spec)
+            if route.out_of_core:
+                return self._segment_out_of_core(volume, source, spec, options, run, route)
         except InputError as err:
+            if self.job is None:
+                self.progress_text.value = f"not started: {err}"
             self._notify(err)
             return None
 
@@ -243,7 +275,8 @@ class SegmentWidget(RunnerMixin, ScrollDock):
 
         started = time.perf_counter()
         return self.runner.start(work, lambda result: self._done(result, source, options, started),
-                                 starting=f"starting {spec.name}…")
+                                 starting=f"starting {spec.name} in memory ({route.reason})…")
+
 
     def preview(self) -> Any:
         """Segment only the slice on screen (the visible part) in a worker; the job, or None.
@@ -291,15 +324,24 @@ class SegmentWidget(RunnerMixin, ScrollDock):
                                        "preprocessing was not applied again)"
                                        if options.get("preprocess") is False else ""))
         verb = "updated" if reused else "added"
+        self.lazy = None
         self._info(f"{verb} '{output.prob_layer.name}' and '{output.labels_layer.name}'")
         self.previews.remove()  # the full result replaces the preview
         self._update_target()
 
     # ---------------------------------------------------------------------- live threshold
     def _threshold_moved(self, _value: Any = None) -> None:
-        if not self._quiet and (self.results.current is not None
-                                or self.previews.current is not None):
+        if self._quiet:
+            return
+        if self.results.current is not None or self.previews.current is not None:
             self._timer.start()
+        lazy = self._lazy_current()
+        if lazy is not None and self.job is None:
+            self.progress_text.value = (
+                f"threshold {self.threshold.value:.2f} and min size {self.min_size.value} apply "
+                f"to the next Segment: '{lazy.labels_layer.name}' was written out of core and is "
+                "not redrawn (that would read and rewrite the whole map on disk)")
+
 
     def apply_threshold(self) -> Any:
         """Redraw the current labels with the slider's threshold and the minimum size.
@@ -331,7 +373,12 @@ class SegmentWidget(RunnerMixin, ScrollDock):
 
     def _update_target(self) -> None:
         output = self.results.current
-        if output is None:
+        lazy = self._lazy_current()
+        self.threshold.tooltip = LAZY_TIP if lazy is not None else self._threshold_tip
+        if lazy is not None:
+            self.target.value = (f"'{lazy.labels_layer.name}' was written out of core: the "
+                                 "threshold and min size set the next run, it is not redrawn")
+        elif output is None:
             self.target.value = ""
         elif output.labels_layer not in self.viewer.layers:
             self.target.value = "its labels layer was removed: press Segment"
