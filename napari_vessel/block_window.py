@@ -24,7 +24,7 @@ from .errors import InputError
 from .progress import CancelToken, Progress, no_progress
 from .sliding_window import TilePlan, add_tiles, read_region
 
-__all__ = ["BlockGrid", "block_grid", "run_blocks"]
+__all__ = ["BlockGrid", "block_grid", "run_blocks", "overhang_box", "FORWARD"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,17 @@ class BlockGrid:
         """``(lo, end)`` of the voxels the patches of a block cover along ``axis``."""
         lo, hi, owned = self.axes[axis][index]
         return lo, max(hi, owned[-1] + self.plan.patch[axis])
+
+    def box(self, index: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """``(lo, hi, end)`` of block ``index`` (z, y, x): it finishes the voxels ``[lo, hi)``, its
+        patches cover ``[lo, end)``."""
+        spans = [self.extent(a, i) for a, i in enumerate(index)]
+        return ([s[0] for s in spans], [self.axes[a][i][1] for a, i in enumerate(index)],
+                [s[1] for s in spans])
+
+    def tiles(self, index: Sequence[int]) -> Any:
+        """The start corners of the patches block ``index`` owns."""
+        return itertools.product(*(self.axes[a][i][2] for a, i in enumerate(index)))
 
 
 def _groups(starts: Sequence[int], per_block: int, total: int) -> list[tuple]:
@@ -129,20 +140,17 @@ def run_blocks(plan: TilePlan, source: Any, predict_batch: Callable[[np.ndarray]
         progress(count[0] / total, f"patch {count[0]}/{total}")
 
     for index in itertools.product(*(range(n) for n in grid.counts)):
-        spans = [grid.extent(a, i) for a, i in enumerate(index)]
-        lo = [s[0] for s in spans]
-        hi = [grid.axes[a][i][1] for a, i in enumerate(index)]
-        shape = tuple(s[1] - s[0] for s in spans)
+        lo, hi, end = grid.box(index)
+        shape = tuple(e - s for s, e in zip(lo, end, strict=True))
         sums = np.zeros((2, *shape), dtype=np.float32)  # weighted predictions, weights
         for file in sorted(scratch.glob(_spill_name(index, ("*",) * 3).replace("*-*-*", "*"))):
             spill = np.load(file)
             sums[(slice(None), *(slice(0, n) for n in spill.shape[1:]))] += spill
             file.unlink()
-        region = read_region(source, plan, lo, [s[1] for s in spans])
+        region = read_region(source, plan, lo, end)
         if check_region is not None:
             check_region(region)
-        tiles = itertools.product(*(grid.axes[a][i][2] for a, i in enumerate(index)))
-        add_tiles(region, tiles, lo, plan.patch, predict_batch, weights, sums[0], sums[1],
+        add_tiles(region, grid.tiles(index), lo, plan.patch, predict_batch, weights, sums[0], sums[1],
                   batch_size=batch_size, cancel=cancel, done=step)
         del region
         _write_block(plan, sums, lo, hi, out)
@@ -164,17 +172,25 @@ def _write_block(plan: TilePlan, sums: np.ndarray, lo: list[int], hi: list[int],
     out[tuple(target)] = sums[(0, *keep_t)] / sums[(1, *keep_t)]
 
 
+#: Steps to the (up to 7) following blocks a block's patches reach: +1 along some axes.
+FORWARD = tuple(s for s in itertools.product((0, 1), repeat=3) if any(s))
+
+
+def overhang_box(shape: Sequence[int], lo: Sequence[int], hi: Sequence[int],
+                 step: Sequence[int]) -> tuple[slice, slice, slice]:
+    """Where, in a block's sums of spatial ``shape`` (its extent from ``lo``), lie the voxels of
+    the block ``step`` ahead (:data:`FORWARD`); they start at that block's ``lo``."""
+    return tuple(slice(hi[a] - lo[a], shape[a]) if step[a] else slice(0, hi[a] - lo[a])
+                 for a in range(3))
+
+
 def _save_spill(grid: BlockGrid, sums: np.ndarray, index: tuple[int, ...], lo: list[int],
                 hi: list[int], scratch: Path) -> None:
     """Save what the block's patches left in each following block (its origin is that block's lo)."""
-    for step in itertools.product((0, 1), repeat=3):
-        if not any(step):
-            continue
+    for step in FORWARD:
         dest = tuple(i + d for i, d in zip(index, step, strict=True))
         if any(d >= n for d, n in zip(dest, grid.counts, strict=True)):
             continue
-        box = tuple(slice(hi[a] - lo[a], sums.shape[a + 1]) if step[a] else
-                    slice(0, hi[a] - lo[a]) for a in range(3))
-        part = sums[(slice(None), *box)]
+        part = sums[(slice(None), *overhang_box(sums.shape[1:], lo, hi, step))]
         if part.size and part[1].any():
             np.save(scratch / _spill_name(dest, index), part)

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .devices import CPU, cpu_count, make_forward, pick_device, run_device, with_oom_retry
+from .devices import CPU, cpu_count, pick_device, run_device
 from .errors import InputError
 from .manifest import CpuInfo, InputInfo, ModelInfo, RunManifest, RunParameters, Timing, Versions
+from .network import open_network
 from .progress import CancelToken, Progress, check_between_layers, no_progress, scaled
-from .runtime import cached_export, cached_forward, runtime_forward
 from .sliding_window import importance_weights, plan_tiles, run_tiles
 from .volume import Volume, check_3d, check_spacing
 
@@ -136,52 +136,6 @@ def resolve_spec(model: Any):
     except Exception:  # noqa: BLE001 - a cache that cannot be written only costs the next start
         pass
     return spec
-
-
-#: Networks loaded for inference, kept for the next call in this process (most recent last).
-_LOADED: dict[tuple, tuple] = {}
-#: How many networks :func:`_resolve_model` kept at most (a second model does not evict the first).
-KEEP_LOADED = 2
-
-
-def _load_key(spec: Any, device: Any) -> tuple:
-    """A loaded network is reused only for the same weights file (path, size, mtime) and device."""
-    stat = spec.weights.stat() if spec.weights is not None and spec.weights.exists() else None
-    stamp = (str(spec.weights), stat.st_mtime_ns, stat.st_size) if stat else None
-    return spec.name, repr(sorted(spec.config.items())), str(pick_device(device)), stamp
-
-
-def load_count() -> int:
-    """Networks loaded from disk by inference in this process so far (for batch workers)."""
-    return _LOAD_COUNT[0]
-
-
-_LOAD_COUNT = [0]
-
-
-def _resolve_model(model_or_name: Any, device: Any):
-    """(model or None, spec or None) for a name, a spec or an nn.Module.
-
-    Inference never changes a network, so a loaded one is kept (:data:`KEEP_LOADED`) and reused
-    while its weights file is unchanged: a batch worker loads each model once. Fine-tuning loads
-    its own copy through :func:`~napari_vessel.models.registry.load_model`.
-    """
-    from .models import registry
-
-    if isinstance(model_or_name, str | registry.ModelSpec):
-        spec = registry.get(model_or_name)
-        if not spec.is_network:
-            return None, spec
-        key = _load_key(spec, device)
-        if key not in _LOADED:
-            _LOADED[key] = registry.load_model(spec, device)
-            _LOAD_COUNT[0] += 1
-            while len(_LOADED) > KEEP_LOADED:
-                _LOADED.pop(next(iter(_LOADED)))
-        else:
-            _LOADED[key] = _LOADED.pop(key)  # most recently used last
-        return _LOADED[key]
-    return model_or_name, None
 
 
 def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None,
@@ -300,63 +254,23 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
 
     if batch_size is not None and int(batch_size) < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    dev = run_device(device)
-    logits = spec is not None and spec.output == "logits"
     n_threads = int(threads or cpu_count())
-    index = found = None
-    if model is None and dev.type == "cpu" and str(runtime).lower() != "torch":
-        # a registered network: its verified cached export runs without PyTorch
-        from .runtime.warm import index_fields
-
-        index = index_fields(spec)
-        found = cached_export(spec, requested=runtime)
-    if found is not None:
-        multiple, dims = found["multiple"], spec.dims
-    else:
-        dev = pick_device(dev)
-        if model is None:
-            model, spec = _resolve_model(spec, dev)
-        model = model.to(dev).eval()
-        # the network's own down-sampling wins over its spec's (a user card may change it)
-        multiple = (getattr(model, "input_multiple", None) or getattr(model, "total_stride", None)
-                    or (spec.input_multiple_zyx if spec else (1, 1, 1)))
-        dims = spec.dims if spec else 3
-        if dims == 2:
-            multiple = (1, *tuple(multiple)[-2:])
+    state: dict[str, int] = {}
+    net = open_network(model, spec, device=device, runtime=runtime, tta=tta, threads=n_threads,
+                       amp=amp, state=state, cancel=cancel)
+    dev, model, spec, forward = net.device, net.model, net.spec, net.forward
     patch = patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
-    if dims == 2:
+    if net.dims == 2:
         patch = (1, *tuple(patch)[-2:])
-    plan = plan_tiles(data.shape, patch, overlap, multiple)
+    plan = plan_tiles(data.shape, patch, overlap, net.multiple)
     weights = importance_weights(plan.patch, blending)
     if batch_size is None:
         batch_size = 4 if dev.type == "cpu" else 2
-    if amp is None:
-        amp = dev.type == "cuda"
     if block_shape is None and lazy:
         block_shape = tuple(4 * p for p in plan.patch)
-    state = {"batch_size": int(batch_size)}
-    warm = None
-    if found is not None:
-        warm = cached_forward(found, dims=dims, logits=logits, tta=tta, threads=n_threads,
-                              cancel=cancel)
-        if warm is None:  # the runtime could not load it: the PyTorch path rebuilds it
-            dev = pick_device(dev)
-            model, spec = _resolve_model(spec, dev)
-    if warm is not None:
-        fast, info = warm
-    else:
-        if spec is None and runtime == "auto":
-            runtime = "torch"  # a bare module (no registry spec): as given, no export
-        fast, info = runtime_forward(model, requested=runtime, device=dev, dims=dims,
-                                     logits=logits, tta=tta,
-                                     multiple=tuple(int(m) for m in multiple),
-                                     threads=n_threads, cancel=cancel,
-                                     architecture=getattr(spec, "architecture", None),
-                                     index=index)
+    state["batch_size"] = int(batch_size)
     if run_info is not None:
-        run_info.append(info)
-    forward = fast or with_oom_retry(
-        make_forward(model, dev, dims=dims, logits=logits, amp=amp, tta=tta), dev, state)
+        run_info.append(net.info)
 
     extremes = [np.inf, -np.inf]
 
@@ -378,7 +292,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
                          out=out, block_shape=block_shape, check_region=check_region,
                          progress=progress, cancel=cancel)
 
-    if warm is not None:  # ONNX Runtime or OpenVINO with their own threads: no PyTorch at all
+    if model is None:  # ONNX Runtime or OpenVINO with their own threads: no PyTorch here
         result = tiles()
     else:
         import torch
@@ -388,8 +302,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
             torch.set_num_threads(n_threads)
         try:
             # PyTorch's forward pass of a whole stack takes seconds: each layer checks cancel
-            hooks = model if fast is None and hasattr(model, "modules") else None
-            with torch.inference_mode(), check_between_layers(hooks, cancel if hooks else None):
+            with torch.inference_mode(), check_between_layers(model, cancel):
                 result = tiles()
         finally:
             torch.set_num_threads(previous_threads)

@@ -6,7 +6,8 @@ bounded by the block size instead of the stack size:
 1. the model's preprocessing runs lazily on slabs of whole slices and is written once to a scratch
    Zarr array (its global statistics are the in-memory ones, see :mod:`napari_vessel.preprocess`);
 2. the network runs on blocks aligned to the patch grid, each patch once
-   (:mod:`napari_vessel.block_window`), into ``STEM_prob.zarr``;
+   (:mod:`napari_vessel.block_window`), into ``STEM_prob.zarr``; with a dask ``client`` the
+   blocks are tasks on its workers (:mod:`napari_vessel.block_cluster`, same result);
 3. the post-processing runs on blocks with the global answer (:mod:`.postprocess_blocks`) into
    ``STEM_labels.zarr``;
 4. each store gets its pyramid of lower resolutions, level by level from the one before
@@ -83,7 +84,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                     pyramid_smallest: int | None = None,
                     progress: Progress | None = None, cancel: CancelToken | None = None,
                     runtime: str = "auto", threads: int | None = None,
-                    extra: Mapping[str, Any] | None = None) -> RunManifest:
+                    extra: Mapping[str, Any] | None = None, client: Any = None) -> RunManifest:
     """Segment a volume out of core into ``out_dir``: ``NAME_prob.zarr``, ``NAME_labels.zarr``
     (OME-Zarr pyramids, level 0 at full resolution) and ``NAME_manifest.json``.
 
@@ -112,6 +113,13 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
         :class:`~napari_vessel.manifest.BatchInfo` or its JSON form) by name, any other into
         :attr:`~napari_vessel.manifest.RunManifest.extra` (see
         :meth:`~napari_vessel.manifest.RunManifest.updated`).
+    client : distributed.Client, optional
+        Predict the blocks as tasks on this cluster's workers (:mod:`napari_vessel.block_cluster`;
+        the map equals the one-process run's up to float rounding); each worker loads the
+        network once and runs one block at a time with its threads (``threads``, if given, on
+        each worker instead). The scratch (input and block sums) is next to the outputs: on
+        several machines ``out_dir`` must be on a filesystem every worker shares. None: every
+        block in this process.
     model_name, threshold, preprocess, min_size, spacing_zyx, overlap, patch_size, blending,
     device, tta, progress, cancel, runtime, threads
         As in :func:`~napari_vessel.inference.segment`.
@@ -121,13 +129,17 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     RunManifest
         The run manifest (its :meth:`~napari_vessel.manifest.RunManifest.to_dict` is written),
         with ``outputs`` and ``out_of_core`` (block size, patch predictions, post-processing
-        steps done).
+        steps done; with a ``client`` the workers and block tasks).
 
     Raises
     ------
     InputError
         Existing outputs without ``overwrite``, an unwritable folder, a block smaller than a
-        patch, a classical model (they need the whole stack), and what ``segment`` refuses.
+        patch, a classical model (they need the whole stack), and what ``segment`` refuses;
+        with a ``client``, workers that do not share the scratch folder or a lost task.
+    Cancelled
+        When ``cancel`` was set (with a ``client``: no block is submitted any more, running ones
+        stop, pending ones are cancelled); nothing is published, the scratch is removed.
     """
     from .inference import (
         as_volume,
@@ -198,12 +210,25 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                                      "colors": [{"label-value": 1, "rgba": [255, 64, 64, 255]}],
                                      "properties": [{"label-value": 1, "class": "vessel"}],
                                      "source": {"image": f"../{paths['prob'].name}"}})
-            started, run_info = time.perf_counter(), []
-            predict(spec, Volume(pre, volume.spacing_zyx), overlap=overlap, patch_size=patch,
-                    blending=blending, batch_size=batch_size, device=dev, tta=tta,
-                    progress=scaled(progress, 0.15, 0.85), cancel=cancel, runtime=runtime,
-                    run_info=run_info, threads=threads, out=prob, block_shape=block,
-                    spill_dir=scratch / "spill")
+            started, run_info, ran = time.perf_counter(), [], []
+            if client is None:
+                predict(spec, Volume(pre, volume.spacing_zyx), overlap=overlap, patch_size=patch,
+                        blending=blending, batch_size=batch_size, device=dev, tta=tta,
+                        progress=scaled(progress, 0.15, 0.85), cancel=cancel, runtime=runtime,
+                        run_info=run_info, threads=threads, out=prob, block_shape=block,
+                        spill_dir=scratch / "spill")
+            else:
+                from .block_cluster import predict_on_cluster
+                from .block_tasks import BlockJob
+
+                job = BlockJob(source=str((scratch / "input.zarr").resolve()),
+                               scratch=str((scratch / "blocks").resolve()), spec=spec,
+                               block_shape=block, blending=blending, batch_size=batch_size,
+                               device=device, runtime=runtime, tta=tta, threads=threads)
+                ran.append(predict_on_cluster(client, job, pre.shape, patch, overlap, prob,
+                                              progress=scaled(progress, 0.15, 0.85),
+                                              cancel=cancel))
+                run_info.append(ran[0].info)
             mark_complete(prob)
             timing["predict_s"] = time.perf_counter() - started
             started = time.perf_counter()
@@ -221,8 +246,10 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                                            cancel=cancel)
                     levels[role] = [list(s) for s in shapes]
                 timing["pyramid_s"] = time.perf_counter() - started
-            plan = plan_tiles(pre.shape, patch, overlap, spec.input_multiple_zyx)
-            made = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
+            plan = (ran[0].plan if ran else
+                    plan_tiles(pre.shape, patch, overlap, spec.input_multiple_zyx))
+            made = run_manifest(spec, volume, pre_json, recipe,
+                                run_device(ran[0].device) if ran else dev, run_info, timing, {
                 "overlap": float(overlap), "blending": blending, "tta": bool(tta),
                 "patch_size_zyx": patch, "batch_size": batch_size,
                 "preprocess": bool(preprocess)})
@@ -231,12 +258,20 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                 patches=plan.n_tiles, patch_predictions_per_patch=1.0,
                 postprocessing_steps=tuple(steps), postprocessing_skipped=(),
                 pyramid_levels_zyx=levels.get("prob", [tuple(pre.shape)]),
-                pyramid_methods={"prob": "mean", "labels": "max"}),
+                pyramid_methods={"prob": "mean", "labels": "max"},
+                workers=ran[0].workers if ran else None,
+                block_tasks=ran[0].tasks if ran else None),
                 outputs={k: str(v) for k, v in paths.items()}).updated(extra or {})
             write_json(tmp["manifest"], made.to_dict(), False)
             manifest.append(made)
 
-        publish_set(paths, write)
+        if client is None:
+            publish_set(paths, write)
+        else:  # a Client is dask's default scheduler: the stack's own reads stay in this process
+            import dask
+
+            with dask.config.set(scheduler="threads"):
+                publish_set(paths, write)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     progress(1.0, "done")

@@ -32,6 +32,9 @@ def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     mp = pytest.MonkeyPatch()
     mp.setenv(registry.MODELS_ENV, str(folder))
+    import torch
+
+    torch.manual_seed(0)  # a random network: the same one every run (its pieces cross blocks)
     save_weights(build_umis(**TINY), folder / "tiny-umis",
                  {"architecture": "umis", "config": TINY, "kind": "unsupervised"})
     yield "tiny-umis"

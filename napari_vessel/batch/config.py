@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cluster import RESOURCE
 from ..errors import InputError
 
-#: Worker resource that lets the scheduler give a worker one stack at a time (``--resources stack=1``).
-RESOURCE = "stack"
+__all__ = ["RESOURCE", "BatchConfig", "StackResult", "BatchReport"]
 _RUNTIMES, _DEVICES = ("auto", "torch", "onnx", "openvino"), ("auto", "cpu", "cuda", "mps")
 
 

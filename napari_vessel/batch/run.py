@@ -21,44 +21,23 @@ from .worker import _segment_stack
 
 def _failure(err: BaseException) -> str:
     """What a task's exception (raised by dask, not by the stack) means to the user."""
-    from distributed import KilledWorker
+    from ..cluster import lost_task_message
 
-    if isinstance(err, KilledWorker):
-        return ("the worker segmenting this stack died (out of memory, or killed) each time it was "
-                "tried; give the workers more memory (fewer --workers) and run the batch again")
-    return f"the cluster lost this task ({type(err).__name__}: {err})"
+    return lost_task_message(err, "segmenting this stack", "run the batch again")
 
 
 @contextmanager
 def _client(config: BatchConfig, n_stacks: int, log: Callable[[str], None]) -> Iterator[Any]:
-    """A dask Client on a new ``LocalCluster`` of processes, or on ``config.scheduler``."""
-    import dask
-    from distributed import Client, LocalCluster
-
+    """A dask Client on a new ``LocalCluster`` of processes (one worker per stack up to the
+    cores), or on ``config.scheduler`` (:func:`napari_vessel.cluster.open_client`)."""
+    from ..cluster import open_client
     from ..devices import cpu_count
 
-    if config.scheduler is not None:
-        try:
-            client = Client(config.scheduler, timeout=config.connect_timeout)
-        except (OSError, TimeoutError, ValueError, TypeError) as err:
-            raise InputError(f"the dask scheduler at {config.scheduler} did not answer within "
-                             f"{config.connect_timeout:g} s ({err}); check the address and that the "
-                             "scheduler runs, or leave out --scheduler to use this machine") from err
-        log(f"connected to the dask scheduler {config.scheduler}")
-        with client:
-            if not client.scheduler_info().get("workers"):
-                log("waiting for a worker to join the scheduler (Ctrl-C to stop) ...")
-                client.wait_for_workers(1)
-            yield client
-        return
-    cores = cpu_count()
-    workers = config.workers or max(1, min(cores, n_stacks))
-    threads = config.threads_per_worker or max(1, cores // workers)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                               resources={RESOURCE: 1}, dashboard_address=config.dashboard)
-    log(f"started a local dask cluster: {workers} worker(s) x {threads} thread(s)")
-    with cluster, Client(cluster) as client:
+    workers = config.workers or max(1, min(cpu_count(), n_stacks))
+    with open_client(scheduler=config.scheduler, workers=workers,
+                     threads_per_worker=config.threads_per_worker,
+                     connect_timeout=config.connect_timeout, dashboard=config.dashboard,
+                     resources={RESOURCE: 1}, log=log) as client:
         yield client
 
 
@@ -109,6 +88,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, co
     """
     from distributed import as_completed
 
+    from ..cluster import one_task_each
     from ..inference import versions
     from ..io_common import atomic_path
     from ..models import registry
@@ -153,11 +133,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, co
         with _client(config, len(todo), log) as client:
             dashboard = client.dashboard_link
             log(f"dask dashboard: {dashboard}")
-            workers = client.scheduler_info().get("workers", {}).values()
-            one_each = bool(workers) and all(RESOURCE in (w.get("resources") or {}) for w in workers)
+            one_each = one_task_each(client)
             futures = {client.submit(_segment_stack, sources[i], folders[i], config, pure=False,
                                      key=f"segment-{Path(folders[i]).name}-{os.urandom(4).hex()}",
-                                     resources={RESOURCE: 1} if one_each else None): i for i in todo}
+                                     resources=one_each): i for i in todo}
             for future in as_completed(futures):
                 i = futures[future]
                 try:

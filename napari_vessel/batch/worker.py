@@ -46,8 +46,9 @@ def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult
     """The task: segment ``source`` into ``folder`` (``segment``'s output set); never raises."""
     import numpy as np
 
-    from ..inference import load_count, segment
+    from ..inference import segment
     from ..io import load_volume, save_volume
+    from ..network import load_count
     from ..outputs import output_paths, publish_set, write_json
 
     started = time.perf_counter()

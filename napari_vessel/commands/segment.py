@@ -25,6 +25,9 @@ default when --model is not given). Writes, in the output folder:
 With --zarr (or when the in-memory run would need more than --memory-budget GB) the stack is
 segmented out of core, block by block, into STEM_prob.zarr and STEM_labels.zarr (OME-Zarr):
 memory is bounded by --block-size, not by the stack, and the result equals the in-memory one.
+With --workers N (a local cluster of N processes) or --scheduler ADDRESS (a running dask
+scheduler) the blocks of that one stack are predicted as tasks on the workers; on several
+machines OUTDIR must be on a filesystem every worker shares (the scratch is next to it).
 Existing files are never replaced unless --overwrite is given. The model's own preprocessing
 (from its model card) is applied first, and its post-processing last (unless --threshold is given).
 
@@ -33,6 +36,8 @@ examples:
   napari-vessel segment stack.tif -o results --model frangi --threshold 0.4
   napari-vessel segment big.zarr -o results --device cuda --tta --overwrite
   napari-vessel segment huge.zarr -o results --memory-budget 8 --threads 2
+  napari-vessel segment huge.zarr -o /shared/results --zarr --scheduler tcp://head:8786
+  napari-vessel segment huge.zarr -o results --zarr --workers 4 --threads 2
 """
 
 
@@ -80,7 +85,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="voxels per block out of core (default: one patch deep, two wide)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for the network (default: all cores)")
+                        help="CPU threads for the network (default: all cores); with --workers "
+                        "the threads of each worker")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="out of core: predict the blocks on a local dask cluster of N "
+                        "worker processes")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="out of core: predict the blocks on the workers of this running "
+                        "dask scheduler (tcp://host:8786); OUTDIR must be on a filesystem they "
+                        "share")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds to wait for --scheduler to answer (default 10)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -100,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
             return _run_out_of_core(args)
     if getattr(args, "block_size", None) is not None:
         raise InputError("--block-size applies out of core only: add --zarr (or --memory-budget)")
+    if getattr(args, "workers", None) is not None or getattr(args, "scheduler", None) is not None:
+        fits = ("the stack fits --memory-budget, so it is segmented in memory in one process; "
+                if getattr(args, "memory_budget", None) is not None else "")
+        raise InputError(f"{fits}--workers and --scheduler split one stack's blocks out of core "
+                         "only: add --zarr; for many stacks use 'napari-vessel batch'")
     paths = output_paths(args.input, args.out)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.overwrite:
@@ -155,19 +175,41 @@ def _run_out_of_core(args: argparse.Namespace) -> int:
     if getattr(args, "graph", False):
         raise InputError("--graph needs the labels in memory; run 'napari-vessel graph' on "
                          "STEM_labels.zarr afterwards, or segment without --zarr")
+    workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is not None and scheduler is not None:
+        raise InputError("give --workers (a local cluster) or --scheduler (a running one), not "
+                         "both")
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing,
                          lazy=True)
-    print(f"segmenting {args.input} {volume.shape} out of core ...", file=sys.stderr)
-    with tqdm_progress("segment (out of core)", disable=args.quiet) as progress:
-        manifest = segment_to_zarr(
-            volume, args.out, args.model, threshold=args.threshold,
-            preprocess=not args.no_preprocess, min_size=args.min_size, overlap=args.overlap,
-            patch_size=args.patch_size, batch_size=args.batch_size, device=args.device,
-            tta=args.tta, block_shape=args.block_size, overwrite=args.overwrite,
-            progress=progress, runtime=args.runtime, threads=args.threads)
+    options = dict(threshold=args.threshold, preprocess=not args.no_preprocess,
+                   min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
+                   batch_size=args.batch_size, device=args.device, tta=args.tta,
+                   block_shape=args.block_size, overwrite=args.overwrite, runtime=args.runtime)
+    if workers is None and scheduler is None:
+        print(f"segmenting {args.input} {volume.shape} out of core ...", file=sys.stderr)
+        with tqdm_progress("segment (out of core)", disable=args.quiet) as progress:
+            manifest = segment_to_zarr(volume, args.out, args.model, progress=progress,
+                                       threads=args.threads, **options)
+    else:
+        from ..cluster import open_client
+
+        def log(line: str) -> None:
+            print(line, file=sys.stderr)
+
+        with open_client(scheduler=scheduler, workers=workers, threads_per_worker=(
+                args.threads if scheduler is None else None),
+                connect_timeout=getattr(args, "connect_timeout", 10.0), log=log) as client:
+            log(f"dask dashboard: {client.dashboard_link}")
+            print(f"segmenting {args.input} {volume.shape} out of core on the cluster's "
+                  "workers ...", file=sys.stderr)
+            with tqdm_progress("segment (out of core)", disable=args.quiet) as progress:
+                manifest = segment_to_zarr(  # a local worker's threads are --threads already
+                    volume, args.out, args.model, progress=progress, client=client,
+                    threads=args.threads if scheduler is not None else None, **options)
     outputs, done = manifest.outputs, manifest.out_of_core
+    where = f" on {done.workers} worker(s)" if done.workers else ""
     print(f"wrote {outputs['labels']}, {outputs['prob']} ({done.patches} patches in "
-          f"{'x'.join(map(str, done.blocks))} blocks; post-processing: "
+          f"{'x'.join(map(str, done.blocks))} blocks{where}; post-processing: "
           f"{', '.join(done.postprocessing_steps)}) in {manifest.timing.total_s:.1f} s",
           file=sys.stderr)
     return 0

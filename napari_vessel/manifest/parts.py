@@ -169,7 +169,9 @@ class Timing(_Section):
 class OutOfCoreInfo(_Section):
     """What :func:`~napari_vessel.out_of_core.segment_to_zarr` did block by block: the block size,
     blocks per axis, patches, network calls per patch, post-processing steps done and skipped,
-    the pyramid's level shapes and the methods that made them (by store role)."""
+    the pyramid's level shapes and the methods that made them (by store role) and, when the
+    blocks ran as tasks on a dask cluster, how many ``workers`` ran them and how many
+    ``block_tasks`` there were (absent from a run in one process, and from older manifests)."""
 
     block_shape_zyx: tuple[int, int, int]
     blocks: tuple[int, int, int]
@@ -179,6 +181,9 @@ class OutOfCoreInfo(_Section):
     postprocessing_skipped: tuple[str, ...]
     pyramid_levels_zyx: tuple[tuple[int, int, int], ...]
     pyramid_methods: dict[str, str]
+    workers: int | None = None
+    block_tasks: int | None = None
+    _omit_none: ClassVar[tuple[str, ...]] = ("workers", "block_tasks")
     _where: ClassVar[str] = "the manifest's out_of_core"
 
     def __post_init__(self) -> None:
@@ -198,6 +203,9 @@ class OutOfCoreInfo(_Section):
         for value in methods.values():
             _str(value, where + "pyramid_methods")
         object.__setattr__(self, "pyramid_methods", methods)
+        for name in ("workers", "block_tasks"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _int(getattr(self, name), where + name, 1))
 
 
 @dataclass(frozen=True, kw_only=True)
