@@ -51,11 +51,35 @@ def patch_work(size: tuple[int, int, int]) -> dict[str, float]:
             f"old, block {block}": old_work(plan, block), f"new, block {block}": 1.0}
 
 
+def compare_on_crop(stack: Path, work: Path, crop: tuple[int, int, int], threads: int) -> str:
+    """Segment one corner of ``stack`` in memory and out of core; how far the labels differ."""
+    from napari_vessel.inference import segment
+    from napari_vessel.io import load_volume
+    from napari_vessel.io_zarr import create_zarr, mark_complete
+    from napari_vessel.out_of_core import segment_to_zarr
+
+    full = load_volume(stack)
+    corner = np.asarray(full.data[:crop[0], :crop[1], :crop[2]])
+    path = work / "crop.zarr"
+    array = create_zarr(path, corner.shape, corner.dtype, full.spacing_zyx, kind="image")
+    array[...] = corner
+    mark_complete(array)
+    volume = load_volume(path)
+    _, in_memory, _ = segment(volume, device="cpu", threads=threads)
+    segment_to_zarr(volume, work / "crop_out", device="cpu", threads=threads, overwrite=True)
+    out_of_core = np.asarray(load_volume(work / "crop_out" / "crop_labels.zarr").data)
+    differ = int(np.count_nonzero((in_memory > 0) != (out_of_core > 0)))
+    return f"{differ} of {in_memory.size} voxels differ ({int(np.count_nonzero(in_memory))} vessel)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=(48, 1024, 1024), metavar=("Z", "Y", "X"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temporary)")
+    parser.add_argument("--crop", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="also segment this corner of the stack in memory and out of core "
+                             "and compare the labels")
     args = parser.parse_args()
     size = tuple(args.size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,9 +97,12 @@ def main() -> None:
         if done.returncode != 0:
             sys.exit(done.stderr[-3000:])
         peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+        same = compare_on_crop(stack, work, tuple(args.crop), args.threads) if args.crop else None
     voxels = int(np.prod(size))
     print(f"stack {size} ({voxels / 1e6:.1f} Mvoxel), threads {args.threads}")
     print(f"  wall {wall:.1f} s, peak RSS {peak / 1e6:.2f} GB ({peak * 1e3 / voxels:.2f} bytes/voxel)")
+    if same is not None:
+        print(f"  crop {tuple(args.crop)} in memory vs out of core: {same}")
     for key, value in patch_work(size).items():
         print(f"  {key}: {value:g}" if key == "patches" else f"  patch work, {key}: {value:.2f}x")
 
