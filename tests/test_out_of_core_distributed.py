@@ -155,7 +155,7 @@ def test_cli_cluster_options_and_a_scheduler_that_does_not_answer(stack, tmp_pat
     started = time.perf_counter()
     with pytest.raises(InputError, match="did not answer within 1 s"):
         segment_cmd.run(_args([*base, "--zarr", "--scheduler", f"tcp://127.0.0.1:{port}",
-                               "--connect-timeout", "1"]))
+                               "--timeout", "1"]))
     assert time.perf_counter() - started < 10
     assert not (tmp_path / "out").exists()  # nothing is created
     with pytest.raises(InputError, match="out of core only: add --zarr"):

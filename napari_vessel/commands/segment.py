@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="out of core: predict the blocks on the workers of this running "
                         "dask scheduler (tcp://host:8786); OUTDIR must be on a filesystem they "
                         "share")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                         help="seconds to wait for --scheduler to answer (default 10)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -198,7 +198,7 @@ def _run_out_of_core(args: argparse.Namespace) -> int:
 
         with open_client(scheduler=scheduler, workers=workers, threads_per_worker=(
                 args.threads if scheduler is None else None),
-                connect_timeout=getattr(args, "connect_timeout", 10.0), log=log) as client:
+                connect_timeout=getattr(args, "timeout", 10.0), log=log) as client:
             log(f"dask dashboard: {client.dashboard_link}")
             print(f"segmenting {args.input} {volume.shape} out of core on the cluster's "
                   "workers ...", file=sys.stderr)
