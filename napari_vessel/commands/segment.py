@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="segment out of core (as --zarr) when the in-memory run would need "
                         "more than this (about 17 bytes per voxel)")
     parser.add_argument("--block-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                        help="voxels per block out of core (default: one patch deep, two wide)")
+                        help="voxels per block out of core (default: one patch)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the network (default: all cores); with --workers "
                         "the threads of each worker")
