@@ -201,15 +201,22 @@ class ToolsPanel(Container):
             return False
         return self.erase_at(point)
 
+    def _clicked_labels(self, *, image: bool) -> tuple[Any, tuple] | None:
+        """The labels layer a click acts on and its voxel size, or None (the user was told)."""
+        try:
+            _image, labels, _prob = self.get_layers(image=image, labels=True)
+        except InputError as err:
+            self.notify(err)
+            return None
+        return labels, tuple(abs(float(s)) for s in labels.scale)
+
     def erase_at(self, position: Any) -> bool:
         """Erase the branch under ``position`` (data coordinates of the labels)."""
         position = np.asarray(position, dtype=float)
-        try:
-            _image, labels, _prob = self.get_layers(image=False, labels=True)
-        except InputError as err:
-            self.notify(err)
+        found = self._clicked_labels(image=False)
+        if found is None:
             return False
-        spacing = tuple(abs(float(s)) for s in labels.scale)
+        spacing = found[1]
         return self._run("erase branch", lambda data: erase_branch_at(data, position, spacing))
 
     def add_at(self, position: Any) -> bool:
@@ -218,12 +225,10 @@ class ToolsPanel(Container):
         The added voxels get the labels layer's selected label (1 when it is 0).
         """
         position = np.asarray(position, dtype=float)
-        try:
-            _image, labels, _prob = self.get_layers(image=True, labels=True)
-        except InputError as err:
-            self.notify(err)
+        found = self._clicked_labels(image=True)
+        if found is None:
             return False
-        spacing = tuple(abs(float(s)) for s in labels.scale)
+        labels, spacing = found
         value = max(int(labels.selected_label), 1)
         radius = float(self.add_radius.value)
         return self._run("add vessel", lambda data, image: add_vessel_at(
