@@ -24,11 +24,11 @@ from bench_adapt import DATA, new_shifts, real_cases
 from bench_finetune import probability
 from loo_phantoms import other_microscopes
 
-from napari_vessel.metrics import dice
+from napari_vessel.evaluation.metrics import dice
+from napari_vessel.io.volume import Volume
 from napari_vessel.models import registry
 from napari_vessel.training.adapt_synthetic import matched_volumes
 from napari_vessel.training.finetune_data import prepare_image
-from napari_vessel.volume import Volume
 
 
 def main() -> None:

@@ -37,20 +37,20 @@ import torch
 from bench_finetune import probability
 from loo_phantoms import other_microscopes
 
-from napari_vessel.io import load_volume
-from napari_vessel.metrics import average_precision, cldice, dice
+from napari_vessel.evaluation.metrics import average_precision, cldice, dice
+from napari_vessel.io.stacks import load_volume
+from napari_vessel.io.volume import Volume
 from napari_vessel.models import registry
 from napari_vessel.training.adapt import METHODS
 from napari_vessel.training.finetune import FinetuneConfig, finetune
 from napari_vessel.training.finetune_data import prepare_image
-from napari_vessel.volume import Volume
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vesselnn"
 
 
 def new_shifts() -> list[tuple[str, Volume, np.ndarray]]:
     """Synthetic shifts no model here has seen (see the module notes)."""
-    from napari_vessel.phantom import make_phantom, shifted
+    from napari_vessel.data.phantom import make_phantom, shifted
 
     cases = []
     base = make_phantom((16, 256, 256), seed=61)

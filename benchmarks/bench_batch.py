@@ -30,7 +30,7 @@ ONE_PROCESS = """
 import sys, time
 from pathlib import Path
 from napari_vessel import segment
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io.stacks import load_volume, save_volume
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 for path in sorted(src.glob("*.tif")):
@@ -42,8 +42,8 @@ for path in sorted(src.glob("*.tif")):
 
 
 def write_stacks(folder: Path, n: int, shape: tuple[int, int, int]) -> None:
-    from napari_vessel.io import save_volume
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
+    from napari_vessel.io.stacks import save_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):

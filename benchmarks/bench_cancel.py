@@ -19,7 +19,7 @@ import time
 def latency(model: str, data, runtime: str, after: float) -> tuple[str, float | None]:
     """("cancelled" | "finished first" | error text, seconds from cancel to stop)."""
     from napari_vessel.errors import Cancelled
-    from napari_vessel.inference import segment
+    from napari_vessel.inference.run import segment
     from napari_vessel.progress import CancelToken
 
     token = CancelToken()
@@ -49,7 +49,7 @@ def latency(model: str, data, runtime: str, after: float) -> tuple[str, float | 
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from napari_vessel.io import load_volume
+    from napari_vessel.io.stacks import load_volume
     from napari_vessel.models import registry
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

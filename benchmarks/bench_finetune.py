@@ -6,7 +6,7 @@ Run from the repository root (a few minutes per volume on a 2-core CPU)::
     .venv/bin/python benchmarks/bench_finetune.py --only poon2015_BBB_Leakage --minutes 0.5
 
 For each of the six VesselNN volumes (skipped with a message when absent) and for two phantoms
-rendered through other microscopes (:func:`napari_vessel.phantom.shifted`):
+rendered through other microscopes (:func:`napari_vessel.data.phantom.shifted`):
 
 1. *before*: the starting model's segmentation at its card's threshold;
 2. *unsupervised*: :func:`~napari_vessel.training.finetune.finetune` with the UMIS loss for
@@ -38,15 +38,15 @@ import numpy as np
 import torch
 from loo_table import thresholds as loo_thresholds
 
-from napari_vessel.inference import predict
-from napari_vessel.io import load_volume
-from napari_vessel.metrics import average_precision, cldice, dice
+from napari_vessel.data.phantom import make_phantom, shifted
+from napari_vessel.evaluation.metrics import average_precision, cldice, dice
+from napari_vessel.inference.run import predict
+from napari_vessel.io.stacks import load_volume
+from napari_vessel.io.volume import Volume
 from napari_vessel.models import registry
-from napari_vessel.phantom import make_phantom, shifted
 from napari_vessel.training.finetune import FinetuneConfig, finetune
 from napari_vessel.training.finetune_data import prepare_image
 from napari_vessel.training.finetune_loss import ProbabilityNet
-from napari_vessel.volume import Volume
 
 TMP = tempfile.TemporaryDirectory(prefix="bench-finetune-")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vesselnn"
@@ -56,7 +56,7 @@ NOTES = """\
 How to read it: each cell is *before → after (change)*, at the starting model's threshold (its
 card's, or for leave-one-out weights the one chosen on the other five volumes); the fine-tuned
 model keeps that threshold. F1 = Dice of the thresholded map, AP = area under the
-precision-recall curve, clDice with 3D skeletons (`napari_vessel.metrics`). *Kept parent*: the
+precision-recall curve, clDice with 3D skeletons (`napari_vessel.evaluation.metrics`). *Kept parent*: the
 safeguard gave back the starting weights because the loss on fixed probe patches did not go down.
 Times are wall-clock on a shared 2-core machine with one torch thread, and include preprocessing
 and the probe checks; a laptop with both cores free runs about twice as many steps.

@@ -5,7 +5,7 @@ Run from the repository root, one size per process so the peak memory is that si
     .venv/bin/python benchmarks/bench_graph.py --shape 25 512 512
     .venv/bin/python benchmarks/bench_graph.py --shape 100 1024 1024 --spacing 2 1 1
 
-The labels are a phantom's exact vessel labels (:func:`napari_vessel.phantom.make_phantom`), made
+The labels are a phantom's exact vessel labels (:func:`napari_vessel.data.phantom.make_phantom`), made
 in one child process and measured in another, so the peak memory is the graph's.
 The first call compiles the thinning and skan's Numba code; it is timed apart (``warm-up``) on a
 small volume, so the figure is what a second analysis costs, as in the dock.
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--make", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make is not None:  # child 1: make the phantom's labels
-        from napari_vessel.phantom import make_phantom
+        from napari_vessel.data.phantom import make_phantom
 
         np.save(args.make, make_phantom(tuple(args.shape), seed=args.seed,
                                         spacing_zyx=tuple(args.spacing)).labels > 0)
@@ -44,8 +44,8 @@ def main() -> None:
         subprocess.check_call([sys.executable, __file__, *sys.argv[1:], "--make", path])
         sys.exit(subprocess.call([sys.executable, __file__, *sys.argv[1:], "--labels-npy", path]))
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    from napari_vessel.data.phantom import make_phantom
     from napari_vessel.graph import vessel_graph
-    from napari_vessel.phantom import make_phantom
 
     t0 = time.perf_counter()
     vessel_graph(make_phantom((8, 64, 64), seed=1).labels > 0, args.spacing)

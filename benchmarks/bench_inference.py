@@ -84,12 +84,12 @@ def _timed(fn) -> float:
 
 def _input(shape: tuple[int, int, int], real: str | None) -> tuple[np.ndarray, str]:
     if real:
-        from napari_vessel.io import load_volume
+        from napari_vessel.io.stacks import load_volume
 
         data = load_volume(real).to_numpy().astype(np.float32)
         return data / max(float(data.max()), 1.0), f"real {real.rsplit('/', 1)[-1]}"
     try:
-        from napari_vessel.phantom import make_phantom
+        from napari_vessel.data.phantom import make_phantom
 
         image = make_phantom(shape, seed=0).image.astype(np.float32)
         return image / max(float(image.max()), 1.0), "phantom"
@@ -118,9 +118,9 @@ def _child(job: dict, queue) -> None:
 def _measure(job: dict) -> dict:
     import torch
 
-    from napari_vessel.inference import predict
+    from napari_vessel.inference.run import predict
+    from napari_vessel.inference.sliding_window import plan_tiles
     from napari_vessel.models import registry
-    from napari_vessel.sliding_window import plan_tiles
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
@@ -165,7 +165,7 @@ def _monai(model, data, spec, overlap) -> dict:
         from monai.inferers import sliding_window_inference
     except ImportError:
         return {"monai": "skipped (monai is not installed)"}
-    from napari_vessel.sliding_window import plan_tiles
+    from napari_vessel.inference.sliding_window import plan_tiles
 
     if spec.dims != 3:
         return {"monai": "skipped (2D model)"}

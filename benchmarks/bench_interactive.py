@@ -220,7 +220,7 @@ def scores(pred: np.ndarray, ref: np.ndarray, keep: np.ndarray | None = None,
            "precision": tp / npred if npred else 1.0,
            "sensitivity": tp / nref if nref else 1.0, "voxels": int(pred.size)}
     if prob is not None:
-        from napari_vessel.metrics import average_precision
+        from napari_vessel.evaluation.metrics import average_precision
 
         out["ap"] = average_precision(prob, ref)
     return out
@@ -374,7 +374,7 @@ def run(args: argparse.Namespace, out: Path, state: Path) -> None:
     from bench_finetune import starting_model
     from loo_table import thresholds as loo_thresholds
 
-    from napari_vessel.io import load_volume
+    from napari_vessel.io.stacks import load_volume
 
     rows = _read(out)
     mine = _settings(args)

@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_vessel.autosave import AutoSaver  # noqa: E402
 from napari_vessel.projection import LabelMIP  # noqa: E402
+from napari_vessel.refine.autosave import AutoSaver  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks-refine.md"
 

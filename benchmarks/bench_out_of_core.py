@@ -24,8 +24,8 @@ import numpy as np
 
 def write_stack(path: Path, size: tuple[int, int, int]) -> None:
     """A phantom tile repeated over ``size``, written as OME-Zarr slab by slab."""
-    from napari_vessel.io_zarr import create_zarr, mark_complete
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
+    from napari_vessel.io.zarr import create_zarr, mark_complete
 
     tile = make_phantom((min(size[0], 32), min(size[1], 256), min(size[2], 256)), seed=0)
     array = create_zarr(path, size, np.uint8, tile.spacing_zyx, kind="image")
@@ -38,10 +38,10 @@ def write_stack(path: Path, size: tuple[int, int, int]) -> None:
 
 def patch_work(size: tuple[int, int, int]) -> dict[str, float]:
     """Patch predictions per distinct patch: the old block-wise window vs the patch-grid blocks."""
-    from napari_vessel.inference import resolve_spec
-    from napari_vessel.out_of_core import default_block_shape
-    from napari_vessel.sliding_window import patch_work as old_work
-    from napari_vessel.sliding_window import plan_tiles
+    from napari_vessel.inference.out_of_core import default_block_shape
+    from napari_vessel.inference.run import resolve_spec
+    from napari_vessel.inference.sliding_window import patch_work as old_work
+    from napari_vessel.inference.sliding_window import plan_tiles
 
     spec = resolve_spec(None)
     plan = plan_tiles(size, spec.patch_size_zyx, 0.25, spec.input_multiple_zyx)
@@ -53,10 +53,10 @@ def patch_work(size: tuple[int, int, int]) -> dict[str, float]:
 
 def compare_on_crop(stack: Path, work: Path, crop: tuple[int, int, int], threads: int) -> str:
     """Segment one corner of ``stack`` in memory and out of core; how far the labels differ."""
-    from napari_vessel.inference import segment
-    from napari_vessel.io import load_volume
-    from napari_vessel.io_zarr import create_zarr, mark_complete
-    from napari_vessel.out_of_core import segment_to_zarr
+    from napari_vessel.inference.out_of_core import segment_to_zarr
+    from napari_vessel.inference.run import segment
+    from napari_vessel.io.stacks import load_volume
+    from napari_vessel.io.zarr import create_zarr, mark_complete
 
     full = load_volume(stack)
     corner = np.asarray(full.data[:crop[0], :crop[1], :crop[2]])

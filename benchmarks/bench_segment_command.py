@@ -44,8 +44,8 @@ def _volume(path: str | None, phantom: str | None, work: Path) -> Path:
         return Path(path)
     if REAL.exists() and not phantom:
         return REAL
-    from napari_vessel.io import save_volume
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
+    from napari_vessel.io.stacks import save_volume
 
     shape = tuple(int(n) for n in (phantom or "25x512x512").split("x"))
     target = work / f"phantom_{'x'.join(map(str, shape))}.tif"

@@ -1,7 +1,7 @@
 """Vessel graphs of the six real VesselNN volumes: reference labels against the default model.
 
 For each volume in ``--data`` (``images/`` and ``labels/`` TIFFs of the same names), the image is
-segmented with the shipped default model (``napari_vessel.inference.segment``, its own
+segmented with the shipped default model (``napari_vessel.inference.run.segment``, its own
 preprocessing and threshold), the vessel graphs of the reference labels and of the model's labels
 are built with the default ``GraphParams`` at the same voxel size, and a Markdown table is printed:
 per volume the reference's / model's total length (mm), segments, junctions, dangling segments and
@@ -56,10 +56,10 @@ def graph_numbers(graph) -> dict[str, float]:
 def measure(name: str, data: Path, spacing: tuple[float, float, float], model: str | None,
             threads: int) -> dict:
     """Segment one volume and compare the two graphs; returns one row."""
+    from napari_vessel.evaluation.metrics import cldice, dice
     from napari_vessel.graph import compare_graphs, vessel_graph
-    from napari_vessel.inference import segment
-    from napari_vessel.io import load_volume
-    from napari_vessel.metrics import cldice, dice
+    from napari_vessel.inference.run import segment
+    from napari_vessel.io.stacks import load_volume
 
     image = load_volume(data / "images" / f"{name}.tif", lazy=False)
     reference = load_volume(data / "labels" / f"{name}.tif", lazy=False).to_numpy() > 0

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from napari_vessel.metrics import average_precision, cldice
-from napari_vessel.metrics import dice as f1_score
+from napari_vessel.evaluation.metrics import average_precision, cldice
+from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models.tvnet import build_tvnet, config_for_widths
 from napari_vessel.training.data import load_pairs, synthetic_pairs, training_pipeline
 from napari_vessel.training.train import TrainConfig, choose_threshold, predict_volume, train

@@ -29,11 +29,11 @@ def other_microscopes(labels: str = "exact") -> list[tuple[str, np.ndarray, np.n
     synthetic pretraining (not drawn by its generator): a confocal stack with strong background,
     a light-sheet-like stack with illumination stripes, and a two-photon stack at another voxel
     size with a strong gamma. ``labels="visible"`` scores against what a person would paint
-    (``napari_vessel.phantom.visible_labels``) instead of the exact tubes; the images are the same.
+    (``napari_vessel.data.phantom.visible_labels``) instead of the exact tubes; the images are the same.
     """
     from scipy import ndimage as ndi
 
-    from napari_vessel.phantom import make_phantom, shifted, visible_labels
+    from napari_vessel.data.phantom import make_phantom, shifted, visible_labels
 
     if labels not in ("exact", "visible"):
         raise ValueError(f"labels={labels!r}: choose exact or visible")
@@ -70,7 +70,7 @@ def _single(paths: list[str], labels: str = "exact") -> int:
 
     from safetensors.torch import load_file
 
-    from napari_vessel.metrics import average_precision
+    from napari_vessel.evaluation.metrics import average_precision
     from napari_vessel.models.tvnet import build_tvnet
     from napari_vessel.preprocess import Pipeline
     from napari_vessel.training.data import normalise
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from napari_vessel.metrics import average_precision
+    from napari_vessel.evaluation.metrics import average_precision
     from napari_vessel.models.tvnet import build_tvnet
     from napari_vessel.training.data import normalise, training_pipeline
     from napari_vessel.training.train import f1_score, predict_volume

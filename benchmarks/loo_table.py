@@ -3,7 +3,7 @@
 Each model's leave-one-out run (``loo_eval.py``, ``umis_loo.py``, ``zoo_loo.py``) keeps the
 probability map of every held-out volume, predicted by weights that never saw it, and the
 threshold chosen without it. This script thresholds those maps at their fold's level and scores
-them against the labels with :func:`napari_vessel.metrics.evaluate` (AP, F1, sensitivity,
+them against the labels with :func:`napari_vessel.evaluation.metrics.evaluate` (AP, F1, sensitivity,
 specificity, Jaccard, MCC, clDice, HD95), so every model is scored by the same code. Labels are
 read only here.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_vessel.metrics import evaluate
+from napari_vessel.evaluation.metrics import evaluate
 from napari_vessel.training.data import load_pairs
 
 COLUMNS = (("ap", "AP"), ("dice", "F1"), ("sensitivity", "Sens"), ("specificity", "Spec"),

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_vessel.metrics import average_precision, cldice
-from napari_vessel.metrics import dice as f1_score
+from napari_vessel.evaluation.metrics import average_precision, cldice
+from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models.umis import SLIM_CONFIG, build_umis
 from napari_vessel.models.weights import save_weights
 from napari_vessel.training.data import load_pairs

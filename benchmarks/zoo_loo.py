@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_vessel.metrics import average_precision, cldice, precision, sensitivity, specificity
-from napari_vessel.metrics import dice as f1_score
+from napari_vessel.evaluation.metrics import average_precision, cldice, precision, sensitivity, specificity
+from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models import registry
 from napari_vessel.training.data import load_pairs
 from napari_vessel.training.train import (
@@ -52,7 +52,7 @@ def score(prob: np.ndarray, labels: np.ndarray, level: float, post: dict | None 
            "cldice": cldice(pred, labels), "sensitivity": sensitivity(pred, labels),
            "specificity": specificity(pred, labels), "precision": precision(pred, labels)}
     if post:
-        from napari_vessel.postprocess import apply_postprocessing
+        from napari_vessel.postprocess.labels import apply_postprocessing
 
         row["f1_post"] = f1_score(apply_postprocessing(prob, post) > 0, labels)
     return row

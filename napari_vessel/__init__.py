@@ -16,27 +16,27 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import Cancelled, InputError
-from .progress import CancelToken
-from .volume import Volume
+from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.io.volume import Volume
+from napari_vessel.progress import CancelToken
 
 __version__ = "0.1.0"
 
 #: Public names loaded on first use: name -> module that defines it.
 _LAZY = {
-    "load_volume": "io",
-    "save_volume": "io",
-    "describe_file": "io",
-    "make_phantom": "phantom",
+    "load_volume": "io.stacks",
+    "save_volume": "io.stacks",
+    "describe_file": "io.stacks",
+    "make_phantom": "data.phantom",
     "Pipeline": "preprocess",
-    "segment": "inference",
-    "predict": "inference",
-    "segment_to_zarr": "out_of_core",
+    "segment": "inference.run",
+    "predict": "inference.run",
+    "segment_to_zarr": "inference.out_of_core",
     "RunManifest": "manifest",
     "read_manifest": "manifest",
     "list_models": "models.registry",
-    "evaluate": "metrics",
-    "compare": "comparison",
+    "evaluate": "evaluation.metrics",
+    "compare": "evaluation.comparison",
     "finetune": "training.finetune",
     "train": "training.train",
 }

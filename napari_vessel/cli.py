@@ -13,8 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import Cancelled, InputError
+from napari_vessel import __version__
+from napari_vessel.errors import Cancelled, InputError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 

@@ -1,19 +1,23 @@
 """Torch devices, and running a network on batches of patches (flips, AMP, out-of-memory retry).
 
-Used by :mod:`napari_vessel.inference`; nothing here knows about volumes or tiling.
+Used by :mod:`napari_vessel.inference.run`; nothing here knows about volumes or tiling.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["cpu_count", "pick_device", "run_device", "CPU", "make_forward", "with_oom_retry",
-           "is_oom"]
+           "is_oom", "surely_cpu", "torch_version", "torch_version_file"]
 
 
 def cpu_count() -> int:
@@ -49,10 +53,6 @@ def run_device(preference: Any = None):
     (``type`` "cpu", printed as a torch device) when PyTorch is not loaded and the device is
     surely the CPU, else ``pick_device(preference)``.
     """
-    import sys
-
-    from .runtime.warm import surely_cpu
-
     if "torch" not in sys.modules and surely_cpu(preference):
         return CPU
     return pick_device(preference)
@@ -174,3 +174,45 @@ def with_oom_retry(forward, device: Any, state: dict):
             return run(batch)
 
     return run
+
+
+def torch_version_file() -> Path | None:
+    try:
+        found = importlib.util.find_spec("torch")  # locates the package, does not import it
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / "version.py"
+
+
+def torch_version() -> str | None:
+    """The installed torch's version (``torch.__version__``) read from its version file, or None
+    when torch is not installed; PyTorch is not imported."""
+    if "torch" in sys.modules:
+        return str(sys.modules["torch"].__version__)
+    path = torch_version_file()
+    try:
+        text = path.read_text(encoding="utf-8") if path else ""
+    except OSError:
+        return None
+    found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def surely_cpu(preference: Any) -> bool:
+    """True when PyTorch would run on the CPU for device ``preference`` (``"cpu"``; ``"auto"``/None
+    with a CPU-only torch, or on Linux without an NVIDIA, AMD or WSL GPU device); False when only
+    PyTorch can tell (it is then asked)."""
+    name = "auto" if preference is None else str(preference).strip().lower()
+    if name == "cpu":
+        return True
+    if name != "auto" or sys.platform == "darwin":  # Apple MPS: ask PyTorch
+        return False
+    version = torch_version()
+    if version is None or version.endswith("+cpu"):
+        return True
+    if sys.platform.startswith("linux"):
+        nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
+        return not any(os.path.exists(node) for node in nodes)
+    return False

@@ -1,6 +1,6 @@
 """Peak memory of a piece of work: the rise of this process's resident memory, sampled in a thread.
 
-Used by :mod:`napari_vessel.comparison`. Resident memory (RSS) counts what the process really
+Used by :mod:`napari_vessel.evaluation.comparison`. Resident memory (RSS) counts what the process really
 holds in RAM, NumPy arrays and PyTorch tensors alike (``tracemalloc`` misses PyTorch's own
 allocator). Before the baseline is taken, freed memory is returned to the system where the C
 library allows (glibc ``malloc_trim``), so memory left over from earlier work inflates the baseline

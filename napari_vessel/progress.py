@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import Cancelled
+from napari_vessel.errors import Cancelled
 
 __all__ = ["Progress", "CancelToken", "Cancelled", "no_progress", "scaled", "tqdm_progress",
            "check_between_layers"]

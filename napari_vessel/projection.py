@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .volume import check_3d
+from napari_vessel.errors import InputError
+from napari_vessel.io.volume import check_3d
 
 __all__ = ["mip", "mip_with_depth", "slab_bounds", "slab_mip", "sliding_mips", "depth_coded_mip",
            "depth_colours", "DEPTH_HUES", "LabelMIP", "regions_from_paint_event"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["overlay_rgb", "save_png"]
 

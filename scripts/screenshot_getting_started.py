@@ -13,8 +13,8 @@ from qtpy.QtWidgets import QApplication
 
 from napari_vessel._napari.sample_data import sample_2pm
 from napari_vessel._qt.launch import dock_widgets
-from napari_vessel.inference import segment
-from napari_vessel.volume import Volume
+from napari_vessel.inference.run import segment
+from napari_vessel.io.volume import Volume
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 

@@ -27,7 +27,7 @@ def main() -> int:
     import napari
 
     from napari_vessel._qt.review_widget import ReviewWidget
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
 
     OUT.mkdir(parents=True, exist_ok=True)
     phantom = make_phantom((48, 192, 192), kind="2pm", seed=4, radius_range=(1.0, 6.0))

@@ -22,7 +22,7 @@ def main() -> None:
 
     from napari_vessel._napari.sample_data import sample_2pm
     from napari_vessel._qt.segment_widget import SegmentWidget
-    from napari_vessel.io import save_volume
+    from napari_vessel.io.stacks import save_volume
 
     folder = Path(tempfile.gettempdir()) / "napari-vessel-demo"
     shutil.rmtree(folder, ignore_errors=True)

@@ -201,8 +201,8 @@ def test_stop_keeps_a_checked_state_or_the_parent(bar_model):
 def test_a_volume_larger_than_the_sample_adapts_on_blocks(bar_model):
     import dask.array as da
 
+    from napari_vessel.io.volume import Volume
     from napari_vessel.training.finetune_data import sample_blocks
-    from napari_vessel.volume import Volume
 
     image = np.concatenate([bars(seed=s) for s in range(48)], axis=2)  # 8 x 32 x 1536
     lazy = Volume(da.from_array(image, chunks=(8, 32, 32)), (1.0, 1.0, 1.0))
@@ -218,7 +218,7 @@ def test_a_volume_larger_than_the_sample_adapts_on_blocks(bar_model):
 
 
 def test_the_shipped_network_adapts_on_three_slices_and_declines_a_saturated_stack(one_thread):
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
 
     image = make_phantom((3, 96, 96), seed=2).image
     config = FinetuneConfig(minutes=None, max_steps=2, guard_every=1, preview=False, threads=1,

@@ -159,7 +159,7 @@ def test_the_leash_sees_only_the_volume_s_patches(monkeypatch):
 
 
 def test_matched_volumes_can_carry_visible_labels_and_the_config_checks_the_choice():
-    from napari_vessel.synthetic import synthetic_volume
+    from napari_vessel.data.synthetic import synthetic_volume
     from napari_vessel.training.adapt_synthetic import _synthetic_config
     from napari_vessel.training.finetune_config import FinetuneConfig
 

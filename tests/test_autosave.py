@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_vessel.autosave import (
+from napari_vessel.errors import InputError
+from napari_vessel.refine.autosave import (
     ENV_VAR,
     AutoSaver,
     check_folder_writable,
@@ -25,7 +26,6 @@ from napari_vessel.autosave import (
     load_recovery,
     recovery_path,
 )
-from napari_vessel.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ def test_read_only_folder_is_reported(tmp_path, monkeypatch):
 PAINTER = """
 import sys, time
 import numpy as np
-from napari_vessel.autosave import AutoSaver
+from napari_vessel.refine.autosave import AutoSaver
 
 labels = np.zeros((16, 256, 256), dtype=np.uint8)
 saver = AutoSaver(labels, sys.argv[1], interval_s=0.02, layer_name="vessels",

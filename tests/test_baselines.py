@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_vessel import inference
 from napari_vessel.errors import InputError
+from napari_vessel.inference import run as inference
 from napari_vessel.models import registry
 from napari_vessel.models.deepvess import MaxFilter3d, SameConv3d, build_deepvess
 from napari_vessel.models.vesselnn import build_vesselnn

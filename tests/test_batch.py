@@ -21,7 +21,7 @@ from napari_vessel.batch import worker as batch_worker
 from napari_vessel.commands import batch as batch_cmd
 from napari_vessel.commands import segment as segment_cmd
 from napari_vessel.errors import InputError
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io.stacks import load_volume, save_volume
 from napari_vessel.manifest import RunManifest, read_manifest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -24,7 +24,7 @@ def _case():
 
 
 def test_the_paper_levels_find_nothing_and_the_fitted_ones_find_the_tubes():
-    from napari_vessel.postprocess import apply_postprocessing
+    from napari_vessel.postprocess.labels import apply_postprocessing
 
     prob, labels = _case()
     assert not apply_postprocessing(prob, PAPER).any()

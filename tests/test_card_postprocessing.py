@@ -7,10 +7,10 @@ import pytest
 from skimage.filters import apply_hysteresis_threshold
 
 from napari_vessel.errors import InputError
-from napari_vessel.inference import postprocessing_recipe, segment
+from napari_vessel.inference.run import postprocessing_recipe, segment
 from napari_vessel.models import registry
 from napari_vessel.models.cascades import HYSTERESIS, paper_labels
-from napari_vessel.postprocess import apply_postprocessing
+from napari_vessel.postprocess.labels import apply_postprocessing
 
 
 def _hand_made_map() -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_vessel import inference
 from napari_vessel.errors import InputError
+from napari_vessel.inference import run as inference
 from napari_vessel.models import registry
 from napari_vessel.models.cascades import (
     HYSTERESIS,

@@ -7,7 +7,7 @@ import pytest
 from skimage.filters import frangi
 
 from napari_vessel.errors import InputError
-from napari_vessel.inference import predict
+from napari_vessel.inference.run import predict
 from napari_vessel.models import registry
 from napari_vessel.models.classical import (
     acwe_probability,

@@ -12,7 +12,7 @@ import tifffile
 from napari_vessel.commands import evaluate as cmd
 from napari_vessel.errors import InputError
 from napari_vessel.graph import GRAPH_COLUMNS
-from napari_vessel.io import save_volume
+from napari_vessel.io.stacks import save_volume
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -105,7 +105,7 @@ def test_through_the_cli(stacks, capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def phantom_stacks(tmp_path_factory):
     """A small phantom's labels, the same with half of the stack erased, and a plain TIFF."""
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("graph")
     ph = make_phantom((24, 96, 96), seed=0, spacing_zyx=(2.0, 1.0, 1.0), noise=False)

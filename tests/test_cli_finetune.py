@@ -12,7 +12,7 @@ import torch
 
 from napari_vessel.commands import finetune as command
 from napari_vessel.errors import InputError
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io.stacks import load_volume, save_volume
 from napari_vessel.manifest import read_manifest
 from napari_vessel.models import registry
 from napari_vessel.models.tvnet import build_tvnet

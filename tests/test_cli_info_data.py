@@ -11,8 +11,8 @@ import tifffile
 import zarr
 
 from napari_vessel import cli
-from napari_vessel.datasets import VESSELNN
-from napari_vessel.io import save_volume
+from napari_vessel.data.datasets import VESSELNN
+from napari_vessel.io.stacks import save_volume
 
 NAME = "burgess2014_noisySparseVessels"
 

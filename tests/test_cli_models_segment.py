@@ -11,7 +11,7 @@ import pytest
 from napari_vessel.commands import models as models_cmd
 from napari_vessel.commands import segment as segment_cmd
 from napari_vessel.errors import InputError
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io.stacks import load_volume, save_volume
 from napari_vessel.manifest import read_manifest
 from napari_vessel.models import registry
 from napari_vessel.models.umis import build_umis

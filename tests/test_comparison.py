@@ -1,4 +1,4 @@
-"""``napari_vessel.comparison`` and ``napari-vessel benchmark`` on a tiny folder of phantoms."""
+"""``napari_vessel.evaluation.comparison`` and ``napari-vessel benchmark`` on a tiny folder of phantoms."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 import tifffile
 import torch
 
-from napari_vessel import cli, metrics
-from napari_vessel.comparison import (
+from napari_vessel import cli
+from napari_vessel.data.phantom import make_phantom
+from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.evaluation import metrics
+from napari_vessel.evaluation.comparison import (
     PeakMemory,
     choose_models,
     compare,
@@ -19,12 +22,10 @@ from napari_vessel.comparison import (
     load_folder,
     to_json,
 )
-from napari_vessel.errors import Cancelled, InputError
-from napari_vessel.inference import segment
-from napari_vessel.io import load_volume
+from napari_vessel.inference.run import segment
+from napari_vessel.io.stacks import load_volume
 from napari_vessel.models import registry
 from napari_vessel.models.tvnet import build_tvnet
-from napari_vessel.phantom import make_phantom
 from napari_vessel.progress import CancelToken
 
 MODELS = ["frangi", "morph-acwe", "tvnet"]

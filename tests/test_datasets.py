@@ -10,7 +10,7 @@ import threading
 import pooch
 import pytest
 
-from napari_vessel.datasets import (
+from napari_vessel.data.datasets import (
     VESSELNN,
     VESSELNN_URL,
     fetch_vesselnn,

@@ -268,7 +268,7 @@ def test_edited_mask_from_differences_and_checked_slices():
 
 
 def test_supervised_default_mask_is_what_differs_from_the_prediction(tiny_models):
-    from napari_vessel.inference import segment
+    from napari_vessel.inference.run import segment
 
     image, _ = bars()
     _, own, _ = segment(image, "ft-tiny-tvnet", threshold=0.5)
@@ -455,7 +455,7 @@ def test_mean_binary_entropy_matches_scipy():
 
 
 def test_a_confident_model_is_kept_as_it_is(tiny_models):
-    from napari_vessel.inference import predict
+    from napari_vessel.inference.run import predict
     from napari_vessel.stats import mean_binary_entropy
     from napari_vessel.training.finetune_data import prepare_image
     from napari_vessel.training.finetune_loss import ProbabilityNet

@@ -1,6 +1,6 @@
 """The vessel graph: hand-built tubes with known answers, phantoms against their truth, exports, CLI.
 
-Tubes are drawn as in the phantoms (:func:`napari_vessel.tubes.draw_tubes`): a voxel is vessel when
+Tubes are drawn as in the phantoms (:func:`napari_vessel.data.tubes.draw_tubes`): a voxel is vessel when
 its centre lies within the radius of a segment (a capsule), with voxel ``(k, j, i)`` centred at
 ``(k dz, j dy, i dx)`` µm, so the same tube in µm can be drawn at any voxel size.
 """
@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from napari_vessel import cli
+from napari_vessel.data.phantom import make_phantom
+from napari_vessel.data.tubes import draw_tubes
 from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.graph import (
     OUTPUT_FILES,
@@ -26,10 +28,8 @@ from napari_vessel.graph import (
     vessel_graph,
     write_graph,
 )
-from napari_vessel.io import save_volume
-from napari_vessel.phantom import make_phantom
+from napari_vessel.io.stacks import save_volume
 from napari_vessel.progress import CancelToken
-from napari_vessel.tubes import draw_tubes
 
 Y_ARMS = [((20, 40, 10), (20, 40, 40), 4), ((20, 40, 40), (20, 10, 70), 3),
           ((20, 40, 40), (20, 70, 70), 3)]

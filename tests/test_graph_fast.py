@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from napari_vessel.data.phantom import make_phantom
 from napari_vessel.graph import extract, vessel_graph
 from napari_vessel.graph.grid import drop_small, fill_cavities, grid_spacing, radii_at, resample
 from napari_vessel.graph.thin import _DIRECTIONS, is_simple_end, thin, thin_points
 from napari_vessel.graph.topology import point_paths
-from napari_vessel.phantom import make_phantom
 from napari_vessel.progress import no_progress
 
 SPACINGS = [(2.0, 1.0, 1.0), (3.0, 1.0, 1.0), (1.3, 1.0, 1.0), (5.0, 0.7, 0.7), (1.0, 2.5, 1.0)]

@@ -10,14 +10,14 @@ import zarr
 from torch import nn
 
 from napari_vessel.errors import Cancelled, InputError
-from napari_vessel.inference import check_volume_array, pick_device, predict, segment
+from napari_vessel.inference.run import check_volume_array, pick_device, predict, segment
+from napari_vessel.inference.sliding_window import plan_tiles, reflect_indices, tile_starts
+from napari_vessel.io.volume import Volume
 from napari_vessel.models import registry
 from napari_vessel.models.registry import ModelSpec
 from napari_vessel.models.umis import build_umis
 from napari_vessel.models.weights import save_weights
 from napari_vessel.progress import CancelToken
-from napari_vessel.sliding_window import plan_tiles, reflect_indices, tile_starts
-from napari_vessel.volume import Volume
 
 TINY = {"width": 2, "blocks": [1, 1], "strides": [[1, 2, 2], [2, 2, 2]],
         "stem_kernel": [3, 3, 3], "stem_stride": [1, 1, 1], "morph_iterations": 1}

@@ -11,9 +11,10 @@ import pytest
 import tifffile
 import zarr
 
-from napari_vessel import io, io_tiff
 from napari_vessel.errors import InputError
-from napari_vessel.io import describe_file, load_volume, save_volume
+from napari_vessel.io import stacks as io
+from napari_vessel.io import tiff as io_tiff
+from napari_vessel.io.stacks import describe_file, load_volume, save_volume
 
 SPACING = (2.5, 0.5, 0.25)
 

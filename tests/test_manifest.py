@@ -12,8 +12,8 @@ import pytest
 
 from napari_vessel.commands import segment as segment_cmd
 from napari_vessel.errors import InputError
-from napari_vessel.inference import segment
-from napari_vessel.io import save_volume
+from napari_vessel.inference.run import segment
+from napari_vessel.io.stacks import save_volume
 from napari_vessel.manifest import (
     BatchInfo,
     OutOfCoreInfo,

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_vessel import metrics
 from napari_vessel.errors import InputError
+from napari_vessel.evaluation import metrics
 
 # 2 x 5 case: TP = 3, FP = 2, FN = 1, TN = 4
 PRED = np.array([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])

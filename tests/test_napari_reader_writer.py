@@ -10,7 +10,7 @@ import zarr
 from napari_vessel._napari.reader import get_reader, read_stack
 from napari_vessel._napari.writer import write_image, write_labels
 from napari_vessel.errors import InputError
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io.stacks import load_volume, save_volume
 
 SPACING = (3.0, 0.5, 0.25)
 
@@ -143,7 +143,7 @@ def test_ome_zarr_pyramid_makes_multiscale_napari_layers(tmp_path, image):
     store, level 0 first, downsampling factors from the level shapes."""
     from napari.layers import Layer
 
-    from napari_vessel.io_zarr import write_zarr
+    from napari_vessel.io.zarr import write_zarr
 
     big = np.tile(image, (1, 6, 6))  # (5, 72, 84)
     write_zarr(tmp_path / "p.zarr", big, SPACING, kind="image", pyramid=True, smallest=24)

@@ -10,16 +10,16 @@ import pytest
 from scipy import ndimage as ndi
 from test_zarr_pyramid import reference  # the pyramid levels' independent reference
 
-import napari_vessel.out_of_core as ooc
+import napari_vessel.inference.out_of_core as ooc
 from napari_vessel.commands import segment as segment_cmd
+from napari_vessel.data.phantom import make_phantom
 from napari_vessel.errors import InputError
-from napari_vessel.inference import segment
-from napari_vessel.io import describe_file, load_volume, save_volume
+from napari_vessel.inference.out_of_core import segment_to_zarr
+from napari_vessel.inference.run import segment
+from napari_vessel.io.stacks import describe_file, load_volume, save_volume
 from napari_vessel.models import registry
 from napari_vessel.models.umis import build_umis
 from napari_vessel.models.weights import save_weights
-from napari_vessel.out_of_core import segment_to_zarr
-from napari_vessel.phantom import make_phantom
 
 TINY = {"width": 2, "blocks": [1, 1], "strides": [[1, 2, 2], [2, 2, 2]],
         "stem_kernel": [3, 3, 3], "stem_stride": [1, 1, 1], "morph_iterations": 1}
@@ -146,7 +146,8 @@ def test_unwritable_output_is_refused(model, stack, tmp_path):
 
 @pytest.mark.parametrize("where", ["postprocess_blocks", "io_pyramid"])
 def test_interrupted_write_leaves_nothing_finished(model, stack, tmp_path, monkeypatch, where):
-    from napari_vessel import io_pyramid, postprocess_blocks
+    from napari_vessel.io import pyramid as io_pyramid
+    from napari_vessel.postprocess import blocks as postprocess_blocks
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed")

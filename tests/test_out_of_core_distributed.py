@@ -12,17 +12,17 @@ import pytest
 import zarr
 from test_out_of_core import _level, _read  # the gap threshold: float rounding cannot decide
 
-from napari_vessel.block_cluster import predict_on_cluster
-from napari_vessel.block_tasks import BlockJob, block_task
 from napari_vessel.commands import segment as segment_cmd
+from napari_vessel.data.phantom import make_phantom
 from napari_vessel.errors import Cancelled, InputError
-from napari_vessel.inference import predict, resolve_spec
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.inference.block_cluster import predict_on_cluster
+from napari_vessel.inference.block_tasks import BlockJob, block_task
+from napari_vessel.inference.out_of_core import segment_to_zarr
+from napari_vessel.inference.run import predict, resolve_spec
+from napari_vessel.io.stacks import load_volume, save_volume
+from napari_vessel.io.volume import Volume
 from napari_vessel.manifest import OutOfCoreInfo
-from napari_vessel.out_of_core import segment_to_zarr
-from napari_vessel.phantom import make_phantom
 from napari_vessel.progress import CancelToken
-from napari_vessel.volume import Volume
 
 MODEL, PATCH, BLOCK = "tvnet", (8, 32, 32), (8, 32, 32)  # one patch per block: 2 x 3 x 3 blocks
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from napari_vessel.data.phantom import Phantom, make_phantom, shifted
+from napari_vessel.data.tubes import PIAL, draw_tubes
 from napari_vessel.errors import InputError
-from napari_vessel.phantom import Phantom, make_phantom, shifted
-from napari_vessel.tubes import PIAL, draw_tubes
 
 #: Noise-free, flat-lit rendering: the image shows the vessels and nothing else.
 CLEAN = dict(noise=False, haze=0.0, depth_attenuation=0.0, pial_shadow=False, dtype="float32")
@@ -265,7 +265,7 @@ def test_sample_data_layers():
 
 
 def _one_tube(**kwargs):
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
     common = dict(shape=(20, 40, 40), spacing_zyx=(1.0, 1.0, 1.0), dtype="float32",
                   tubes=[((10.0, 20.0, -5.0), (10.0, 20.0, 45.0), 2.0)], background=0.05,
                   haze=0.0, depth_attenuation=0.0, texture=0.0, keep_signals=True)
@@ -273,7 +273,7 @@ def _one_tube(**kwargs):
 
 
 def _visible(ph, **kwargs):
-    from napari_vessel.phantom import visible_labels
+    from napari_vessel.data.phantom import visible_labels
     p = ph.params
     return visible_labels(ph.labels, ph.vessel_signal, ph.clean_signal, ph.spacing_zyx,
                           p["psf_um"], kwargs.pop("photons", p["photons"]),
@@ -311,7 +311,7 @@ def test_visible_labels_drop_a_vessel_lost_in_the_noise():
 
 
 def test_visible_labels_refuse_mismatched_arrays_and_bad_settings():
-    from napari_vessel.phantom import visible_labels
+    from napari_vessel.data.phantom import visible_labels
     ph = _one_tube(psf_um=(1.0, 0.5, 0.5))
     with pytest.raises(InputError, match="one shape"):
         visible_labels(ph.labels[1:], ph.vessel_signal, ph.clean_signal, (1, 1, 1), (1, 1, 1),

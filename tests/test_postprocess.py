@@ -9,7 +9,7 @@ from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import remove_small_objects
 
 from napari_vessel.errors import InputError
-from napari_vessel.postprocess import (
+from napari_vessel.postprocess.labels import (
     fill_holes,
     hysteresis,
     probability_to_labels,

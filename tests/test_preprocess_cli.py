@@ -9,7 +9,7 @@ import pytest
 
 from napari_vessel.commands import preprocess as command
 from napari_vessel.errors import InputError
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io.stacks import load_volume, save_volume
 from napari_vessel.preprocess import DEFAULT_2PM, Pipeline
 
 

@@ -46,7 +46,7 @@ def test_fusion_picks_the_sharp_slice(measure):
 
 
 def test_fusion_on_confocal_phantom():
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
 
     phantom = make_phantom((16, 96, 96), kind="confocal", seed=0, dtype=np.float32)
     result = fuse_focus(phantom.image)

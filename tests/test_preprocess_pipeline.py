@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.io.volume import Volume
 from napari_vessel.preprocess import (
     DEFAULT_2PM,
     DEFAULT_CONFOCAL,
@@ -26,7 +27,6 @@ from napari_vessel.preprocess import (
     make_step,
 )
 from napari_vessel.progress import CancelToken
-from napari_vessel.volume import Volume
 
 ALL_STEPS = (HistogramScale(factor=16.0), MedianSubtract(), Median3D(), DepthCorrect(smooth=3),
              FocusStack(depth_window=3, window=5), Clahe(kernel_size=12),

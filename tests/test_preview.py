@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from napari_vessel.errors import Cancelled, InputError
-from napari_vessel.inference import segment
+from napari_vessel.inference.preview import CLASSICAL_DEPTH, preview_region, segment_slice, slab_depth
+from napari_vessel.inference.run import segment
+from napari_vessel.io.volume import Volume
 from napari_vessel.manifest import PreviewInfo
 from napari_vessel.models import registry
 from napari_vessel.models.registry import ModelSpec
-from napari_vessel.preview import CLASSICAL_DEPTH, preview_region, segment_slice, slab_depth
 from napari_vessel.progress import CancelToken
-from napari_vessel.volume import Volume
 
 SHAPE = (20, 40, 50)
 SEEN: list[tuple] = []
@@ -93,7 +93,7 @@ def test_relabel_rethresholds_without_the_model(stack):
     slab_prob = _local(stack[0:CLASSICAL_DEPTH])
     SEEN.clear()
     np.testing.assert_array_equal(preview.relabel(0.7), (slab_prob[:1] > 0.7).astype(np.uint8))
-    from napari_vessel.postprocess import probability_to_labels
+    from napari_vessel.postprocess.labels import probability_to_labels
 
     expected = probability_to_labels(slab_prob, level=0.5, min_size=4)[:1]
     np.testing.assert_array_equal(preview.relabel(0.5, 4), expected)  # pieces counted in 3D

@@ -54,7 +54,7 @@ def test_core_does_not_import_gui_at_runtime():
     import sys
 
     code = (
-        "import sys, napari_vessel, napari_vessel.io, napari_vessel.phantom, napari_vessel.cli;"
+        "import sys, napari_vessel, napari_vessel.io.stacks, napari_vessel.data.phantom, napari_vessel.cli;"
         "bad=[m for m in ('napari','qtpy','magicgui','PyQt6') if m in sys.modules];"
         "print(','.join(bad))"
     )

@@ -9,7 +9,7 @@ from skimage.measure import label as sk_label
 from skimage.morphology import remove_small_objects
 
 from napari_vessel.errors import InputError
-from napari_vessel.refine import (
+from napari_vessel.refine.edits import (
     Edit,
     apply_edit,
     check_same_grid,
@@ -18,7 +18,7 @@ from napari_vessel.refine import (
     keep_components_at,
     remove_small_components,
 )
-from napari_vessel.refine_paths import bridge_gap, min_cost_path, paint_on_mip
+from napari_vessel.refine.paths import bridge_gap, min_cost_path, paint_on_mip
 
 
 @pytest.fixture
@@ -230,7 +230,7 @@ def test_check_same_grid_and_other_bad_input(blobs):
 
 
 def test_erase_branch_keeps_the_rest_of_the_network():
-    from napari_vessel.refine_branch import erase_branch_at
+    from napari_vessel.refine.branch import erase_branch_at
 
     labels = np.zeros((9, 60, 80), np.uint8)  # a T: a tube along x, a branch along y
     zz, yy, xx = np.indices(labels.shape)

@@ -7,8 +7,8 @@ import pytest
 from scipy.ndimage import binary_dilation
 
 from napari_vessel.errors import InputError
-from napari_vessel.refine import apply_edit
-from napari_vessel.refine_grow import add_vessel_at
+from napari_vessel.refine.edits import apply_edit
+from napari_vessel.refine.grow import add_vessel_at
 
 SHAPE = (12, 40, 40)
 

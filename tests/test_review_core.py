@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_vessel.errors import InputError
-from napari_vessel.refine import apply_edit
-from napari_vessel.review_core import (
+from napari_vessel.refine.edits import apply_edit
+from napari_vessel.refine.review import (
     depth_range,
     erase_columns,
     paint_on_projection,

@@ -10,7 +10,7 @@ import torch
 
 from napari_vessel import runtime
 from napari_vessel.errors import InputError
-from napari_vessel.inference import predict, segment
+from napari_vessel.inference.run import predict, segment
 from napari_vessel.models import registry
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.runtime.export import export_onnx

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel import devices
+from napari_vessel.data.phantom import make_phantom
+from napari_vessel.io.stacks import load_volume, save_volume
 from napari_vessel.manifest import RunManifest, read_manifest
-from napari_vessel.phantom import make_phantom
 from napari_vessel.runtime import warm
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
@@ -151,7 +152,7 @@ def test_a_model_registered_by_hand_is_not_recorded(tmp_path):
 
 
 def test_predict_by_name_uses_the_indexed_export_with_the_same_probabilities():
-    from napari_vessel.inference import predict
+    from napari_vessel.inference.run import predict
 
     data = np.random.default_rng(0).random((8, 64, 64), dtype=np.float32)
     first, second = [], []
@@ -163,13 +164,13 @@ def test_predict_by_name_uses_the_indexed_export_with_the_same_probabilities():
 
 
 def test_surely_cpu():
-    assert warm.surely_cpu("cpu") and warm.surely_cpu("CPU")
-    assert not warm.surely_cpu("cuda") and not warm.surely_cpu("mps")
+    assert devices.surely_cpu("cpu") and devices.surely_cpu("CPU")
+    assert not devices.surely_cpu("cuda") and not devices.surely_cpu("mps")
 
 
 def test_a_warm_run_reports_progress_and_cancels_between_batches():
     from napari_vessel.errors import Cancelled
-    from napari_vessel.inference import predict
+    from napari_vessel.inference.run import predict
     from napari_vessel.progress import CancelToken
 
     data = np.random.default_rng(1).random((8, 64, 64), dtype=np.float32)

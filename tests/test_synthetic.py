@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from napari_vessel.data.synthetic import SyntheticConfig, synthetic_volume
 from napari_vessel.errors import InputError
-from napari_vessel.synthetic import SyntheticConfig, synthetic_volume
 
 SMALL = SyntheticConfig(shape_zyx=(8, 48, 48), radius_um=(1.0, 8.0))
 
@@ -39,7 +39,7 @@ def test_volumes_cover_the_ranges_and_stay_in_unit_range():
 
 
 def test_generator_2_draws_dim_branches_grainy_interiors_and_more_leakage():
-    from napari_vessel.synthetic import GENERATOR_2
+    from napari_vessel.data.synthetic import GENERATOR_2
 
     config = SyntheticConfig(shape_zyx=(8, 48, 48), radius_um=(1.0, 8.0), **GENERATOR_2)
     vols = [synthetic_volume(i, seed=0, config=config) for i in range(12)]
@@ -106,7 +106,7 @@ def test_bad_index_or_seed_is_refused():
 
 
 def test_visible_labels_change_the_labels_only_where_a_person_would_paint_otherwise():
-    from napari_vessel.synthetic import GENERATOR_2
+    from napari_vessel.data.synthetic import GENERATOR_2
 
     exact = SyntheticConfig(shape_zyx=(8, 64, 64), radius_um=(1.0, 8.0), **GENERATOR_2)
     visible = SyntheticConfig(shape_zyx=(8, 64, 64), radius_um=(1.0, 8.0), labels="visible",

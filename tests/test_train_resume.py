@@ -114,7 +114,7 @@ def _parse(argv):
 
 def test_synthetic_pretraining_then_init_from_it(tmp_path, monkeypatch):
     tifffile = pytest.importorskip("tifffile")
-    import napari_vessel.synthetic as synthetic
+    import napari_vessel.data.synthetic as synthetic
 
     small = synthetic.SyntheticConfig(shape_zyx=(8, 48, 48), radius_um=(1.0, 6.0))
     monkeypatch.setattr(synthetic, "SyntheticConfig", lambda **kw: replace(small, **kw))
@@ -246,6 +246,18 @@ def test_calibrate_only_on_several_inits_averages_them(tmp_path, monkeypatch):
     assert [x["weights"] for x in averaged] == ["run0.safetensors", "run1.safetensors"]
     assert len(card["training"]["pretraining"]) == 2 and "average of 2 runs" in card["description"]
     assert 0 <= card["threshold"] <= 1
+
+    # a file given twice counts twice, and the card says so
+    command, args = _parse(["--data", str(tmp_path / "data"), "--init", *map(str, runs),
+                            str(runs[0]), "--calibrate-only", "--widths", "2,4,4,4", "--out",
+                            str(tmp_path / "out"), "--name", "soup2", "--quiet"])
+    assert command.run(args) == 0
+    soup = load_file(str(tmp_path / "out" / "soup2.safetensors"))
+    for key, value in soup.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (2 * a[key] + b[key]) / 3, atol=1e-6), key
+    card = json.loads((tmp_path / "out" / "soup2.json").read_text())
+    assert "weighted average of 2 runs, weights 2:1" in card["description"]
 
 
 def test_synthetic_volumes_shared_among_two_generators(tmp_path, monkeypatch):

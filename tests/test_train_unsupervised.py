@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_vessel.data.phantom import make_phantom
 from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.models.umis import build_umis
-from napari_vessel.phantom import make_phantom
 from napari_vessel.progress import CancelToken
 from napari_vessel.training.data import normalise
 from napari_vessel.training.train_unsupervised import (
@@ -117,7 +117,7 @@ def test_train_command_trains_umis_without_labels_and_writes_a_loadable_card(tmp
     import json
 
     from napari_vessel.cli import main
-    from napari_vessel.inference import predict
+    from napari_vessel.inference.run import predict
     from napari_vessel.models import registry
     from napari_vessel.models.weights import load_weights
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_vessel import inference
 from napari_vessel.cli import main
 from napari_vessel.errors import InputError
+from napari_vessel.inference import run as inference
 from napari_vessel.models import registry
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.training import train as train_module
@@ -35,7 +35,7 @@ def _one_thread(monkeypatch):
 
 
 def _phantom(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
 
     ph = make_phantom(SHAPE, seed=seed, n_trees=1, pial_shadow=False)
     return ph.image, ph.labels > 0

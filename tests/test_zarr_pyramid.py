@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_vessel import io_pyramid
 from napari_vessel._napari.reader import read_stack
 from napari_vessel.errors import Cancelled, InputError
-from napari_vessel.io import describe_file, load_volume, save_volume
-from napari_vessel.io_pyramid import downsample, level_shape, plan_levels, write_pyramid
-from napari_vessel.io_zarr import create_zarr, mark_complete, write_zarr
+from napari_vessel.io import pyramid as io_pyramid
+from napari_vessel.io.pyramid import downsample, level_shape, plan_levels, write_pyramid
+from napari_vessel.io.stacks import describe_file, load_volume, save_volume
+from napari_vessel.io.zarr import create_zarr, mark_complete, write_zarr
 from napari_vessel.progress import CancelToken
 
 

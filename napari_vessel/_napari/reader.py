@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import describe_file, load_volume
-from ..io_zarr import is_zarr
-from ..volume import Volume
+from napari_vessel.errors import InputError
+from napari_vessel.io.stacks import describe_file, load_volume
+from napari_vessel.io.volume import Volume
+from napari_vessel.io.zarr import is_zarr
 
 __all__ = ["get_reader", "read_stack"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..phantom import Phantom, make_phantom
+from napari_vessel.data.phantom import Phantom, make_phantom
 
 __all__ = ["sample_2pm", "sample_confocal", "SAMPLE_SHAPE"]
 

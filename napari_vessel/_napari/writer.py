@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InputError
-from ..io import save_volume
+from napari_vessel.errors import InputError
+from napari_vessel.io.stacks import save_volume
 
 __all__ = ["write_labels", "write_image"]
 

@@ -16,8 +16,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from ..errors import Cancelled, InputError
-from ..progress import CancelToken
+from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.progress import CancelToken
 
 __all__ = ["notify_error", "error_text", "show_info", "show_warning", "output_name", "name_metadata",
            "full_name", "shorten", "group_box", "start_worker", "Job", "MAX_NAME", "FULL_NAME_KEY"]

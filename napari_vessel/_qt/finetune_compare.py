@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
-from ..projection import mip
+from napari_vessel.projection import mip
 
 __all__ = ["ComparePanel", "compare_images"]
 

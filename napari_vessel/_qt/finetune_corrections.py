@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from ..errors import InputError
-from .finetune_layers import EditTracker
-from .layer_choice import LayerCombo
+from napari_vessel._qt.finetune_layers import EditTracker
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel.errors import InputError
 
 __all__ = ["CorrectionsPanel", "EDIT_SOURCES"]
 

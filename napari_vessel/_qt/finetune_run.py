@@ -4,7 +4,7 @@ Kept apart from the widget so it reads top to bottom: the core's
 :func:`~napari_vessel.training.finetune.finetune`, then
 :func:`~napari_vessel.training.finetune.save_finetuned` (atomic; a full or read-only disk is an
 :class:`~napari_vessel.errors.InputError` that says so), then, when asked,
-:func:`~napari_vessel.inference.segment` with the new model. Nothing here touches the viewer.
+:func:`~napari_vessel.inference.run.segment` with the new model. Nothing here touches the viewer.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Cancelled
-from ..progress import CancelToken, Progress, scaled
-from ..training.finetune import FinetuneConfig, FinetuneResult, finetune, save_finetuned
-from ..volume import Volume
+from napari_vessel.errors import Cancelled
+from napari_vessel.io.volume import Volume
+from napari_vessel.progress import CancelToken, Progress, scaled
+from napari_vessel.training.finetune import FinetuneConfig, FinetuneResult, finetune, save_finetuned
 
 __all__ = ["FinetuneJob", "FinetuneOutcome", "run_finetune"]
 
@@ -129,7 +129,7 @@ def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
     weights = save_finetuned(result, job.name, extra={"started_from": "napari Fine-tune dock"})
     outcome = FinetuneOutcome(result, weights)
     if job.segment:
-        from ..inference import segment
+        from napari_vessel.inference.run import segment
 
         job.phase = "segmenting"  # from here on, Stop stops the segmentation
         middle = (train_share + 1.0) / 2

@@ -27,30 +27,30 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
-from ..errors import InputError
-from ..models import registry
-from ..training import METHODS
-from ..training.finetune import (
+from napari_vessel._qt._common import group_box, name_metadata, notify_error, output_name, show_info
+from napari_vessel._qt.dock import ScrollDock
+from napari_vessel._qt.finetune_compare import ComparePanel
+from napari_vessel._qt.finetune_corrections import CorrectionsPanel
+from napari_vessel._qt.finetune_layers import PreviewLayer
+from napari_vessel._qt.finetune_plot import LossPlot
+from napari_vessel._qt.finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel._qt.runner import DockRunner, RunnerMixin
+from napari_vessel._qt.segment_models import card_threshold, models_changed, watch_models
+from napari_vessel._qt.segment_results import ROLE_KEY, SegmentResults
+from napari_vessel._qt.segment_widget import _DERIVED_KEY, layer_volume
+from napari_vessel.errors import InputError
+from napari_vessel.models import registry
+from napari_vessel.training import METHODS
+from napari_vessel.training.finetune import (
     FinetuneConfig,
     FinetuneUpdate,
     check_new_name,
     is_running,
     trainable_models,
 )
-from ..training.finetune_loss import trainable_spec
-from ..training.finetune_save import check_name_syntax, remove_finetuned
-from ._common import group_box, name_metadata, notify_error, output_name, show_info
-from .dock import ScrollDock
-from .finetune_compare import ComparePanel
-from .finetune_corrections import CorrectionsPanel
-from .finetune_layers import PreviewLayer
-from .finetune_plot import LossPlot
-from .finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
-from .layer_choice import LayerCombo
-from .runner import DockRunner, RunnerMixin
-from .segment_models import card_threshold, models_changed, watch_models
-from .segment_results import ROLE_KEY, SegmentResults
-from .segment_widget import _DERIVED_KEY, layer_volume
+from napari_vessel.training.finetune_loss import trainable_spec
+from napari_vessel.training.finetune_save import check_name_syntax, remove_finetuned
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QWidget
 
-from ..graph import OUTPUT_FILES
+from napari_vessel.graph import OUTPUT_FILES
 
 __all__ = ["ask_folder", "confirm_replace", "existing_files", "versions", "OUTPUT_FILES"]
 
@@ -43,7 +43,7 @@ def versions() -> dict[str, str]:
     import networkx
     import skan
 
-    from .. import __version__
+    from napari_vessel import __version__
 
     return {"napari-vessel": __version__, "napari": napari.__version__, "skan": skan.__version__,
             "networkx": networkx.__version__}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import name_metadata, output_name
+from napari_vessel._qt._common import name_metadata, output_name
 
 __all__ = ["GraphLayers", "Grid", "centre_on", "OUTPUT_KEY", "ROLES"]
 

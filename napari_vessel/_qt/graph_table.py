@@ -26,8 +26,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..graph.params import SHORT_SEGMENT_UM
-from .graph_plot import Histogram
+from napari_vessel._qt.graph_plot import Histogram
+from napari_vessel.graph.params import SHORT_SEGMENT_UM
 
 __all__ = ["ResultsPanel", "SegmentTable", "summary_html", "COLUMNS"]
 

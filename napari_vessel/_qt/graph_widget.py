@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 
-from ..errors import InputError
-from ..graph import GraphParams, vessel_graph, write_graph
-from ..volume import check_spacing
-from ._common import group_box, notify_error, show_info, start_worker
-from .dock import ScrollDock
-from .graph_export import OUTPUT_FILES, ask_folder, confirm_replace, existing_files, versions
-from .graph_layers import OUTPUT_KEY, GraphLayers, Grid, centre_on
-from .graph_table import ResultsPanel
-from .layer_choice import LayerCombo
-from .runner import DockRunner, RunnerMixin
+from napari_vessel._qt._common import group_box, notify_error, show_info, start_worker
+from napari_vessel._qt.dock import ScrollDock
+from napari_vessel._qt.graph_export import OUTPUT_FILES, ask_folder, confirm_replace, existing_files, versions
+from napari_vessel._qt.graph_layers import OUTPUT_KEY, GraphLayers, Grid, centre_on
+from napari_vessel._qt.graph_table import ResultsPanel
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel._qt.runner import DockRunner, RunnerMixin
+from napari_vessel.errors import InputError
+from napari_vessel.graph import GraphParams, vessel_graph, write_graph
+from napari_vessel.io.volume import check_spacing
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import FloatSpinBox, Label, PushButton
 
-from ..errors import InputError
-from ..stats import intensity_stats
-from ..volume import check_spacing
-from ._common import notify_error, show_info
-from .dock import ScrollDock
-from .layer_choice import LayerCombo
+from napari_vessel._qt._common import notify_error, show_info
+from napari_vessel._qt.dock import ScrollDock
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel.errors import InputError
+from napari_vessel.io.volume import check_spacing
+from napari_vessel.stats import intensity_stats
 
 #: Decimals of the voxel-size boxes: 4 keep 0.065 µm and 0.9943 µm to within 0.01 %.
 SPACING_DECIMALS = 4

@@ -6,12 +6,12 @@ from typing import Any
 
 import napari
 
-from .finetune_widget import FinetuneWidget
-from .graph_widget import GraphWidget
-from .info_widget import InfoWidget
-from .preprocess_widget import PreprocessWidget
-from .review_widget import ReviewWidget
-from .segment_widget import SegmentWidget
+from napari_vessel._qt.finetune_widget import FinetuneWidget
+from napari_vessel._qt.graph_widget import GraphWidget
+from napari_vessel._qt.info_widget import InfoWidget
+from napari_vessel._qt.preprocess_widget import PreprocessWidget
+from napari_vessel._qt.review_widget import ReviewWidget
+from napari_vessel._qt.segment_widget import SegmentWidget
 
 __all__ = ["open_viewer", "dock_widgets"]
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from magicgui.widgets import ComboBox
 
-from ._common import FULL_NAME_KEY, show_info
-from .review_sync import OUTPUT_KEY
-from .segment_results import ROLE_KEY
+from napari_vessel._qt._common import FULL_NAME_KEY, show_info
+from napari_vessel._qt.review_sync import OUTPUT_KEY
+from napari_vessel._qt.segment_results import ROLE_KEY
 
 __all__ = ["LayerCombo", "newest", "first_source", "is_output", "OUTPUT_KEYS"]
 

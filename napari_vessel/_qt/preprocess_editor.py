@@ -26,8 +26,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import InputError
-from ..preprocess import (
+from napari_vessel._qt._common import show_info
+from napari_vessel._qt.preprocess_form import StepForm, describe
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess import (
     DEFAULT_2PM,
     DEFAULT_CONFOCAL,
     STEPS,
@@ -37,8 +39,6 @@ from ..preprocess import (
     Step,
     make_step,
 )
-from ._common import show_info
-from .preprocess_form import StepForm, describe
 
 __all__ = ["PipelineEditor", "PRESETS", "NEW_STEP_PARAMS"]
 

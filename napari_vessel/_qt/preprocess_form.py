@@ -16,7 +16,7 @@ from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, SpinBox
 
-from ..preprocess import Step
+from napari_vessel.preprocess import Step
 
 __all__ = ["StepForm", "field_type", "describe"]
 

@@ -18,10 +18,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label
 from qtpy.QtCore import QTimer
 
-from ..errors import InputError
-from ..preprocess import Pipeline
-from ..projection import mip as project_mip
-from ._common import start_worker
+from napari_vessel._qt._common import start_worker
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess import Pipeline
+from napari_vessel.projection import mip as project_mip
 
 __all__ = ["PreviewPanel", "preview_image", "check_image_layer", "PREVIEW_ROLE", "MODES"]
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from ..errors import InputError
-from ..models.registry import list_models
-from ..preprocess import HistogramScale, estimate_scale_factor
-from ._common import show_info, start_worker
-from .layer_choice import LayerCombo
-from .preprocess_editor import PipelineEditor
+from napari_vessel._qt._common import show_info, start_worker
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel._qt.preprocess_editor import PipelineEditor
+from napari_vessel.errors import InputError
+from napari_vessel.models.registry import list_models
+from napari_vessel.preprocess import HistogramScale, estimate_scale_factor
 
 __all__ = ["ReferencePanel", "model_profile"]
 

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
-from ..errors import InputError
-from ..preprocess import Pipeline, compute
-from ..progress import CancelToken, Progress, scaled
-from ._common import group_box, name_metadata, notify_error, output_name, show_info
-from .dock import ScrollDock
-from .layer_choice import LayerCombo
-from .preprocess_editor import PipelineEditor
-from .preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
-from .preprocess_reference import ReferencePanel
-from .runner import DockRunner, RunnerMixin
+from napari_vessel._qt._common import group_box, name_metadata, notify_error, output_name, show_info
+from napari_vessel._qt.dock import ScrollDock
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel._qt.preprocess_editor import PipelineEditor
+from napari_vessel._qt.preprocess_preview import PreviewPanel, check_image_layer, layer_spacing
+from napari_vessel._qt.preprocess_reference import ReferencePanel
+from napari_vessel._qt.runner import DockRunner, RunnerMixin
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess import Pipeline, compute
+from napari_vessel.progress import CancelToken, Progress, scaled
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

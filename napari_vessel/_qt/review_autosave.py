@@ -1,6 +1,6 @@
 """The autosave panel of the Review & refine widget: a crash loses at most the last second of edits.
 
-Every 3D Labels layer gets an :class:`~napari_vessel.autosave.AutoSaver` that writes it to a
+Every 3D Labels layer gets an :class:`~napari_vessel.refine.autosave.AutoSaver` that writes it to a
 recovery file in the background after each finished stroke, tool edit, undo or redo: at once, or
 (throttled) when the last save is N seconds old -- 1 s by default, longer for labels so large that
 one save takes more than a quarter of that. When an image is opened whose recovery file exists,
@@ -19,7 +19,11 @@ from magicgui.widgets import CheckBox, Container, Label, LineEdit, PushButton, S
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ..autosave import (
+from napari_vessel._qt._common import name_metadata, output_name, show_info
+from napari_vessel._qt.review_sync import OUTPUT_KEY
+from napari_vessel._qt.review_watch import EditWatcher, defer
+from napari_vessel.errors import InputError
+from napari_vessel.refine.autosave import (
     AutoSaver,
     RecoveryInfo,
     check_folder_writable,
@@ -29,10 +33,6 @@ from ..autosave import (
     load_recovery,
     recovery_path,
 )
-from ..errors import InputError
-from ._common import name_metadata, output_name, show_info
-from .review_sync import OUTPUT_KEY
-from .review_watch import EditWatcher, defer
 
 __all__ = ["AutosavePanel", "image_source", "restore_dialog", "ask_restore_dialog",
            "DEFAULT_INTERVAL_S"]

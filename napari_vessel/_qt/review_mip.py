@@ -23,9 +23,12 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QSizePolicy
 
-from ..errors import InputError
-from ..projection import depth_colours
-from ..review_core import (
+from napari_vessel._qt._common import name_metadata, output_name
+from napari_vessel._qt.review_sync import OUTPUT_KEY, LabelMipOverlay
+from napari_vessel._qt.review_watch import run_in_background
+from napari_vessel.errors import InputError
+from napari_vessel.projection import depth_colours
+from napari_vessel.refine.review import (
     MODES,
     check_mode,
     depth_range,
@@ -35,9 +38,6 @@ from ..review_core import (
     slab_at,
     sliding_geometry,
 )
-from ._common import name_metadata, output_name
-from .review_sync import OUTPUT_KEY, LabelMipOverlay
-from .review_watch import run_in_background
 
 __all__ = ["MipPanel", "MipRequest", "AXES", "PROB_COLORMAP", "SYNC_VOXELS", "depth_legend_pixmap"]
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from ..errors import InputError
-from ..projection import LabelMIP
-from ..review_core import erase_columns, paint_on_projection, projected_geometry, stroke_pixels
-from ._common import name_metadata, output_name
-from .review_watch import EditWatcher, defer
+from napari_vessel._qt._common import name_metadata, output_name
+from napari_vessel._qt.review_watch import EditWatcher, defer
+from napari_vessel.errors import InputError
+from napari_vessel.projection import LabelMIP
+from napari_vessel.refine.review import erase_columns, paint_on_projection, projected_geometry, stroke_pixels
 
 __all__ = ["LabelMipOverlay", "apply_edit_to_layer", "OUTPUT_KEY", "LABEL_MIP_COLOUR",
            "LABEL_OUTLINE_COLOUR"]
@@ -41,7 +41,7 @@ def _one_colour(colour: str) -> Any:
 
 
 def apply_edit_to_layer(layer: Any, edit: Any) -> int:
-    """Write a :class:`~napari_vessel.refine.Edit` into a Labels layer as one undo step."""
+    """Write a :class:`~napari_vessel.refine.edits.Edit` into a Labels layer as one undo step."""
     if edit.size == 0:
         return 0
     hidden = not layer.visible
@@ -209,7 +209,7 @@ class LabelMipOverlay:
         """Put a stroke drawn on the MIP into the 3D labels; returns the voxels changed.
 
         ``value`` > 0 paints at the depth of the vessel under each piece of the stroke within the
-        slab, as one connected piece (:func:`~napari_vessel.review_core.paint_on_projection`); 0 (the
+        slab, as one connected piece (:func:`~napari_vessel.refine.review.paint_on_projection`); 0 (the
         eraser) clears the labels under the stroke within the slab. Either way the overlay shows
         the true projection afterwards.
         """

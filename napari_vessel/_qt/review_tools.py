@@ -1,10 +1,10 @@
 """The vessel tools of the Review & refine widget: clean-up, fill, erase, add and bridge.
 
-Each tool computes a :class:`~napari_vessel.refine.Edit` in a background thread and writes it
+Each tool computes a :class:`~napari_vessel.refine.edits.Edit` in a background thread and writes it
 into the labels layer as one undo step. Points are picked on a Points layer ("Pick points") or,
 as prompts, by clicking on the labels layer: "click a vessel branch to erase it" removes a false
 vessel, "click a missed vessel to add it" adds the bright vessel under the click
-(:func:`~napari_vessel.refine_grow.add_vessel_at`). Every edit counts as a correction for the
+(:func:`~napari_vessel.refine.grow.add_vessel_at`). Every edit counts as a correction for the
 Fine-tune dock (its edit tracker sees the voxels each one changed).
 """
 
@@ -17,15 +17,15 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtWidgets import QSizePolicy
 
-from ..errors import InputError
-from ..refine import fill_holes, keep_components_at, remove_small_components
-from ..refine_branch import erase_branch_at
-from ..refine_grow import add_vessel_at
-from ..refine_paths import bridge_gap
-from ..review_core import still_valid
-from ._common import name_metadata, output_name, show_info
-from .review_sync import OUTPUT_KEY, apply_edit_to_layer
-from .review_watch import run_in_background
+from napari_vessel._qt._common import name_metadata, output_name, show_info
+from napari_vessel._qt.review_sync import OUTPUT_KEY, apply_edit_to_layer
+from napari_vessel._qt.review_watch import run_in_background
+from napari_vessel.errors import InputError
+from napari_vessel.refine.branch import erase_branch_at
+from napari_vessel.refine.edits import fill_holes, keep_components_at, remove_small_components
+from napari_vessel.refine.grow import add_vessel_at
+from napari_vessel.refine.paths import bridge_gap
+from napari_vessel.refine.review import still_valid
 
 __all__ = ["ToolsPanel", "LARGE_EDIT"]
 

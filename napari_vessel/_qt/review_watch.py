@@ -18,10 +18,10 @@ from typing import Any
 
 from qtpy.QtCore import QTimer
 
-from ..errors import InputError
-from ..projection import regions_from_paint_event
-from ..review_core import region_from_update
-from ._common import start_worker
+from napari_vessel._qt._common import start_worker
+from napari_vessel.errors import InputError
+from napari_vessel.projection import regions_from_paint_event
+from napari_vessel.refine.review import region_from_update
 
 __all__ = ["EditWatcher", "defer", "run_in_background"]
 

@@ -4,8 +4,8 @@ and autosave with recovery.
 The dock widget holds the layer choice and three tabs, each a panel in its own module:
 ``review_mip`` (projections and the label-MIP overlay), ``review_tools`` (vessel tools) and
 ``review_autosave`` (background saving and restore). The computation lives in the core
-(:mod:`napari_vessel.projection`, :mod:`napari_vessel.refine`, :mod:`napari_vessel.autosave`,
-:mod:`napari_vessel.review_core`).
+(:mod:`napari_vessel.projection`, :mod:`napari_vessel.refine.edits`, :mod:`napari_vessel.refine.autosave`,
+:mod:`napari_vessel.refine.review`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QTabWidget
 
-from ..errors import InputError
-from ..refine import check_same_grid
-from ..review_core import check_stack
-from ._common import notify_error
-from .dock import ScrollDock
-from .layer_choice import LayerCombo
-from .review_autosave import AutosavePanel
-from .review_mip import MipPanel
-from .review_sync import OUTPUT_KEY
-from .review_tools import ToolsPanel
+from napari_vessel._qt._common import notify_error
+from napari_vessel._qt.dock import ScrollDock
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel._qt.review_autosave import AutosavePanel
+from napari_vessel._qt.review_mip import MipPanel
+from napari_vessel._qt.review_sync import OUTPUT_KEY
+from napari_vessel._qt.review_tools import ToolsPanel
+from napari_vessel.errors import InputError
+from napari_vessel.refine.edits import check_same_grid
+from napari_vessel.refine.review import check_stack
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._common import Job, error_text, start_worker
+from napari_vessel._qt._common import Job, error_text, start_worker
 
 __all__ = ["DockRunner", "RunnerMixin"]
 

@@ -1,4 +1,4 @@
-"""The input of a segmentation: an image layer read as a checked :class:`~napari_vessel.volume.Volume`.
+"""The input of a segmentation: an image layer read as a checked :class:`~napari_vessel.io.volume.Volume`.
 
 Shared by the Segment and Fine-tune docks (:func:`layer_volume`), with where the outputs go
 (:class:`~napari_vessel._qt.segment_results.RunInput`).
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InputError
-from ..inference import check_volume_array
-from ..volume import Volume, check_spacing
-from .segment_results import RunInput
+from napari_vessel._qt.segment_results import RunInput
+from napari_vessel.errors import InputError
+from napari_vessel.inference.run import check_volume_array
+from napari_vessel.io.volume import Volume, check_spacing
 
 __all__ = ["layer_volume", "already_preprocessed"]
 

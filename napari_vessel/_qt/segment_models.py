@@ -14,11 +14,11 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton, TextEdit
 
-from ..devices import pick_device
-from ..errors import InputError
-from ..models import registry
-from ..models.card import format_count, format_scores
-from ..models.registry import ModelSpec
+from napari_vessel.devices import pick_device
+from napari_vessel.errors import InputError
+from napari_vessel.models import registry
+from napari_vessel.models.card import format_count, format_scores
+from napari_vessel.models.registry import ModelSpec
 
 __all__ = ["ModelPanel", "card_text", "card_threshold", "DEVICES", "models_changed",
            "watch_models"]

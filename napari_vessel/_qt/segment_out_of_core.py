@@ -3,7 +3,7 @@
 A stack whose in-memory segmentation would need more than the dock's *memory budget* (default half
 the memory available when napari started), or an image layer that is itself lazy (a multiscale
 pyramid or a dask / Zarr array read from disk), is segmented with
-:func:`napari_vessel.out_of_core.segment_to_zarr` into an output folder instead of in memory:
+:func:`napari_vessel.inference.out_of_core.segment_to_zarr` into an output folder instead of in memory:
 ``NAME_prob.zarr``, ``NAME_labels.zarr`` (OME-Zarr pyramids) and ``NAME_manifest.json``, published
 together. The results come back as lazy (multiscale) layers read from the written stores by the
 plugin's reader (:func:`napari_vessel._napari.reader.read_stack`), so the dock never holds the
@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label
 
-from ..errors import InputError
-from ..manifest import RunManifest
-from ..models.registry import ModelSpec
-from ..out_of_core import BYTES_PER_VOXEL, needs_out_of_core, segment_to_zarr
-from ..outputs import check_writable, output_paths
-from ..volume import Volume
-from ._common import name_metadata, output_name
-from .segment_input import layer_volume
-from .segment_results import ROLE_KEY, RunInput
+from napari_vessel._qt._common import name_metadata, output_name
+from napari_vessel._qt.segment_input import layer_volume
+from napari_vessel._qt.segment_results import ROLE_KEY, RunInput
+from napari_vessel.errors import InputError
+from napari_vessel.inference.out_of_core import BYTES_PER_VOXEL, needs_out_of_core, segment_to_zarr
+from napari_vessel.io.outputs import check_writable, output_paths
+from napari_vessel.io.volume import Volume
+from napari_vessel.manifest import RunManifest
+from napari_vessel.models.registry import ModelSpec
 
 __all__ = ["default_budget_gb", "is_lazy_layer", "default_folder", "output_stem", "Route",
            "choose_path", "existing_outputs", "LazyOutput", "add_lazy_layers", "OutOfCorePanel",
@@ -156,7 +156,7 @@ class LazyOutput:
 def _read(path: str) -> tuple[Any, dict]:
     """A store's data (a lazy array, or a list of them for a pyramid) and layer attributes, as
     the plugin's reader opens it."""
-    from .._napari.reader import read_stack
+    from napari_vessel._napari.reader import read_stack
 
     data, attributes, _kind = read_stack(path)[0]
     return data, attributes

@@ -1,7 +1,7 @@
 """The Segment dock's preview: the current slice, as far as the canvas shows it, in about a second.
 
 *Preview* segments the slice the viewer shows (``viewer.dims``) with the slab of z-context the
-model needs (:func:`napari_vessel.preview.segment_slice`). With *visible area only* it segments just
+model needs (:func:`napari_vessel.inference.preview.segment_slice`). With *visible area only* it segments just
 the part of the slice on screen (the image layer's ``corner_pixels``, which napari updates on each
 draw): zoom in on a region and Preview is quicker there; nothing to draw or to pick. Before the
 canvas was drawn, in a 3D view or with the axes rolled, the whole slice is taken.
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..preview import SlicePreview
-from .segment_results import RunInput
+from napari_vessel._qt.segment_results import RunInput
+from napari_vessel.errors import InputError
+from napari_vessel.inference.preview import SlicePreview
 
 __all__ = ["PREVIEW_ROLE", "PreviewOverlay", "preview_target"]
 
@@ -128,7 +128,7 @@ class PreviewOverlay:
             self.layer.translate = translate
             self.layer.data = preview.labels
         else:
-            from ._common import name_metadata, output_name
+            from napari_vessel._qt._common import name_metadata, output_name
 
             self.layer = self.viewer.add_image(
                 preview.labels, name=output_name(source.name, "preview", self.viewer.layers),

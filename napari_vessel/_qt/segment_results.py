@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import RunManifest
-from ..postprocess import probability_to_labels
-from ._common import name_metadata, output_name
+from napari_vessel._qt._common import name_metadata, output_name
+from napari_vessel.manifest import RunManifest
+from napari_vessel.postprocess.labels import probability_to_labels
 
 __all__ = ["ROLE_KEY", "RunInput", "LabelsTracker", "SegmentOutput", "SegmentResults"]
 

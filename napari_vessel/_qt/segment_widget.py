@@ -1,7 +1,7 @@
 """Segment: run any registered model on a 3D image layer; probability and labels as new layers.
 
 The dock holds the input choice, the model panel (``segment_models``: model list, card, device),
-the run options, and Segment / Cancel with a progress bar. :func:`napari_vessel.inference.segment`
+the run options, and Segment / Cancel with a progress bar. :func:`napari_vessel.inference.run.segment`
 runs in a worker thread, so the viewer stays responsive; Cancel stops it between batches and
 nothing is added. The output layers and the live threshold live in ``segment_results``: the
 threshold slider and the minimum size redraw the labels from the stored probability map without
@@ -12,7 +12,7 @@ model needs, in the same worker; the threshold and the minimum size redraw it to
 
 *Out of core* (``segment_out_of_core``): a stack over the dock's memory budget, or a lazy layer (a
 pyramid or a dask / Zarr array on disk), is written block by block to OME-Zarr in the output folder
-by :func:`napari_vessel.out_of_core.segment_to_zarr`, and its result comes back as lazy layers read
+by :func:`napari_vessel.inference.out_of_core.segment_to_zarr`, and its result comes back as lazy layers read
 from the written stores; existing outputs are replaced only when the user agrees. Such a result is
 not redrawn by the threshold slider (that would read the whole map): the slider then sets the next
 run, and says so.
@@ -35,21 +35,21 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QTimer
 
-from ..devices import pick_device
-from ..errors import InputError
-from ..inference import segment
-from ..models.registry import ModelSpec
-from ..preview import segment_slice
-from ..volume import Volume
-from ._common import group_box, notify_error, show_info
-from .dock import ScrollDock
-from .layer_choice import LayerCombo
-from .runner import DockRunner, RunnerMixin
-from .segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
-from .segment_models import ModelPanel, card_threshold
-from .segment_out_of_core import LAZY_TIP, LazyOutput, OutOfCorePanel, OutOfCoreRuns
-from .segment_preview import PreviewOverlay, preview_target
-from .segment_results import ROLE_KEY, RunInput, SegmentResults
+from napari_vessel._qt._common import group_box, notify_error, show_info
+from napari_vessel._qt.dock import ScrollDock
+from napari_vessel._qt.layer_choice import LayerCombo
+from napari_vessel._qt.runner import DockRunner, RunnerMixin
+from napari_vessel._qt.segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
+from napari_vessel._qt.segment_models import ModelPanel, card_threshold
+from napari_vessel._qt.segment_out_of_core import LAZY_TIP, LazyOutput, OutOfCorePanel, OutOfCoreRuns
+from napari_vessel._qt.segment_preview import PreviewOverlay, preview_target
+from napari_vessel._qt.segment_results import ROLE_KEY, RunInput, SegmentResults
+from napari_vessel.devices import pick_device
+from napari_vessel.errors import InputError
+from napari_vessel.inference.preview import segment_slice
+from napari_vessel.inference.run import segment
+from napari_vessel.io.volume import Volume
+from napari_vessel.models.registry import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -8,8 +8,8 @@ scheduler, and writes ``OUTDIR/summary.csv`` and ``OUTDIR/batch_manifest.json``.
 one stack at a time with all its threads and loads each model once (see :func:`_segment_stack`).
 """
 
-from .config import RESOURCE, BatchConfig, BatchReport, StackResult
-from .inputs import find_inputs
-from .run import run_batch
+from napari_vessel.batch.config import RESOURCE, BatchConfig, BatchReport, StackResult
+from napari_vessel.batch.inputs import find_inputs
+from napari_vessel.batch.run import run_batch
 
 __all__ = ["BatchConfig", "StackResult", "BatchReport", "find_inputs", "run_batch", "RESOURCE"]

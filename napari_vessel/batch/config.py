@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster import RESOURCE
-from ..errors import InputError
+from napari_vessel.errors import InputError
+from napari_vessel.inference.cluster import RESOURCE
 
 __all__ = ["RESOURCE", "BatchConfig", "StackResult", "BatchReport"]
 _RUNTIMES, _DEVICES = ("auto", "torch", "onnx", "openvino"), ("auto", "cpu", "cuda", "mps")
@@ -41,7 +41,7 @@ class BatchConfig:
         Address of the local dashboard (``":0"``: any free port).
     zarr : bool
         Segment each stack out of core into OME-Zarr stores with pyramids
-        (:func:`napari_vessel.out_of_core.segment_to_zarr`; memory bounded by the block, not
+        (:func:`napari_vessel.inference.out_of_core.segment_to_zarr`; memory bounded by the block, not
         the stack) instead of TIFFs.
     """
 

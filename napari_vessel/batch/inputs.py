@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..errors import InputError
-from ..io import SUPPORTED
-from ..manifest import RunManifest, read_manifest
+from napari_vessel.errors import InputError
+from napari_vessel.io.stacks import SUPPORTED
+from napari_vessel.manifest import RunManifest, read_manifest
 
 
 def _is_stack(path: Path) -> bool:
@@ -81,7 +81,7 @@ def find_inputs(patterns: Iterable[str | os.PathLike], *, exclude: str | os.Path
 
 def _folder_names(inputs: Sequence[Path]) -> list[str]:
     """One output folder name per input: its stem, plus a hash of its path where stems collide."""
-    from ..outputs import output_paths
+    from napari_vessel.io.outputs import output_paths
 
     stems = [output_paths(p, ".")["manifest"].name.removesuffix("_manifest.json") for p in inputs]
     counts = Counter(s.lower() for s in stems)  # case-insensitive file systems collide too
@@ -108,7 +108,7 @@ def _previous(paths: dict[str, Path]) -> RunManifest | None:
 def _check_outdir(outdir: Path) -> None:
     """Raise :class:`InputError` unless a probe file can be written in ``outdir`` or, when it does
     not exist yet, in the folder it would be created in (nothing is left behind)."""
-    from ..outputs import check_writable as _check_writable
+    from napari_vessel.io.outputs import check_writable as _check_writable
 
     _check_writable(outdir)
     existing = next(p for p in (outdir, *outdir.parents) if p.exists())

@@ -12,16 +12,16 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..progress import Progress, no_progress
-from .config import RESOURCE, BatchConfig, BatchReport, StackResult
-from .inputs import _check_outdir, _folder_names, _manifest_of, _previous
-from .worker import _segment_stack
+from napari_vessel.batch.config import RESOURCE, BatchConfig, BatchReport, StackResult
+from napari_vessel.batch.inputs import _check_outdir, _folder_names, _manifest_of, _previous
+from napari_vessel.batch.worker import _segment_stack
+from napari_vessel.errors import InputError
+from napari_vessel.progress import Progress, no_progress
 
 
 def _failure(err: BaseException) -> str:
     """What a task's exception (raised by dask, not by the stack) means to the user."""
-    from ..cluster import lost_task_message
+    from napari_vessel.inference.cluster import lost_task_message
 
     return lost_task_message(err, "segmenting this stack", "run the batch again")
 
@@ -29,9 +29,9 @@ def _failure(err: BaseException) -> str:
 @contextmanager
 def _client(config: BatchConfig, n_stacks: int, log: Callable[[str], None]) -> Iterator[Any]:
     """A dask Client on a new ``LocalCluster`` of processes (one worker per stack up to the
-    cores), or on ``config.scheduler`` (:func:`napari_vessel.cluster.open_client`)."""
-    from ..cluster import open_client
-    from ..devices import cpu_count
+    cores), or on ``config.scheduler`` (:func:`napari_vessel.inference.cluster.open_client`)."""
+    from napari_vessel.devices import cpu_count
+    from napari_vessel.inference.cluster import open_client
 
     workers = config.workers or max(1, min(cpu_count(), n_stacks))
     with open_client(scheduler=config.scheduler, workers=workers,
@@ -88,11 +88,11 @@ def run_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, co
     """
     from distributed import as_completed
 
-    from ..cluster import one_task_each
-    from ..inference import versions
-    from ..io_common import atomic_path
-    from ..models import registry
-    from ..outputs import output_paths, write_json
+    from napari_vessel.inference.cluster import one_task_each
+    from napari_vessel.inference.run import versions
+    from napari_vessel.io.common import atomic_path
+    from napari_vessel.io.outputs import output_paths, write_json
+    from napari_vessel.models import registry
 
     progress, log = progress or no_progress, log or (lambda line: None)
     config = replace(config, model=registry.get(config.model or registry.default_model_name()).name)

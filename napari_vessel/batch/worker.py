@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from ..errors import InputError
-from ..manifest import BatchInfo
-from .config import BatchConfig, StackResult
+from napari_vessel.batch.config import BatchConfig, StackResult
+from napari_vessel.errors import InputError
+from napari_vessel.manifest import BatchInfo
 
 # -- on the workers ------------------------------------------------------------------------------
 
@@ -46,10 +46,10 @@ def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult
     """The task: segment ``source`` into ``folder`` (``segment``'s output set); never raises."""
     import numpy as np
 
-    from ..inference import segment
-    from ..io import load_volume, save_volume
-    from ..network import load_count
-    from ..outputs import output_paths, publish_set, write_json
+    from napari_vessel.inference.network import load_count
+    from napari_vessel.inference.run import segment
+    from napari_vessel.io.outputs import output_paths, publish_set, write_json
+    from napari_vessel.io.stacks import load_volume, save_volume
 
     started = time.perf_counter()
     try:
@@ -97,9 +97,9 @@ def _segment_to_zarr(source: str, folder: str, config: BatchConfig, where: str, 
     import dask.array as da
     import numpy as np
 
-    from ..io import load_volume
-    from ..out_of_core import segment_to_zarr
-    from ..outputs import output_paths
+    from napari_vessel.inference.out_of_core import segment_to_zarr
+    from napari_vessel.io.outputs import output_paths
+    from napari_vessel.io.stacks import load_volume
 
     stem = output_paths(source, folder)["manifest"].name.removesuffix("_manifest.json")
     with _RUN_LOCK, _lazy_reads_here(threads):

@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     """Find the stacks, segment them, print a summary; exit code 1 when any failed."""
     from tqdm.auto import tqdm
 
-    from ..batch import BatchConfig, find_inputs, run_batch
-    from ..progress import tqdm_progress
+    from napari_vessel.batch import BatchConfig, find_inputs, run_batch
+    from napari_vessel.progress import tqdm_progress
 
     config = BatchConfig(model=args.model, threshold=args.threshold, runtime=args.runtime,
                          device=args.device, workers=args.workers,

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
-from ..io_common import atomic_path, check_can_write
+from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_path, check_can_write
 
 NAME = "benchmark"
 HELP = "compare the models on your annotated stacks: scores, seconds, voxels/s, memory"
@@ -68,9 +68,15 @@ def _write_text(path: str, text: str, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare the models on ``args.data`` and print the table; returns the exit code."""
-    from ..comparison import choose_models, compare, format_markdown, load_folder, to_json
-    from ..progress import tqdm_progress
-    from ..volume import check_spacing
+    from napari_vessel.evaluation.comparison import (
+        choose_models,
+        compare,
+        format_markdown,
+        load_folder,
+        to_json,
+    )
+    from napari_vessel.io.volume import check_spacing
+    from napari_vessel.progress import tqdm_progress
 
     _check_target(args.out, args.overwrite)
     _check_target(args.json, args.overwrite)

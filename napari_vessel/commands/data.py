@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..datasets import VESSELNN_URL, fetch_vesselnn, iter_pairs, vesselnn_names
-from ..progress import tqdm_progress
+from napari_vessel.data.datasets import VESSELNN_URL, fetch_vesselnn, iter_pairs, vesselnn_names
+from napari_vessel.progress import tqdm_progress
 
 NAME = "data"
 HELP = "download the public VesselNN two-photon volumes with labels (hash-checked)"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..outputs import check_writable, publish_set, write_json
-from ..progress import tqdm_progress
+from napari_vessel.errors import InputError
+from napari_vessel.io.outputs import check_writable, publish_set, write_json
+from napari_vessel.progress import tqdm_progress
 
 NAME = "demo"
 HELP = "segment the built-in vessel sample; write TIFFs, a manifest and a PNG of the MIP overlay"
@@ -67,13 +67,13 @@ def has_display() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Make the sample, segment it, write the results, and optionally open napari."""
-    from ..inference import segment
-    from ..io import save_volume
-    from ..metrics import evaluate
-    from ..models import registry
-    from ..phantom import make_phantom
-    from ..render import overlay_rgb, save_png
-    from ..volume import Volume
+    from napari_vessel.data.phantom import make_phantom
+    from napari_vessel.evaluation.metrics import evaluate
+    from napari_vessel.inference.run import segment
+    from napari_vessel.io.stacks import save_volume
+    from napari_vessel.io.volume import Volume
+    from napari_vessel.models import registry
+    from napari_vessel.render import overlay_rgb, save_png
 
     if args.model is not None:
         registry.get(args.model)  # an unknown name fails here, before any work
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(names)} to {out}/ in {total_s[-1]:.1f} s")
     view = has_display() if args.view is None else args.view
     if view:
-        from .._qt.launch import open_viewer
+        from napari_vessel._qt.launch import open_viewer
 
         open_viewer(phantom.image, spacing, labels=labels, prob=prob, reference=phantom.labels,
                     model=manifest.model.name)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import load_volume
-from ..io_common import atomic_path, check_can_write
-from ..metrics import COLUMNS, evaluate, format_table, mean_row
-from ..volume import check_spacing
+from napari_vessel.errors import InputError
+from napari_vessel.evaluation.metrics import COLUMNS, evaluate, format_table, mean_row
+from napari_vessel.io.common import atomic_path, check_can_write
+from napari_vessel.io.stacks import load_volume
+from napari_vessel.io.volume import check_spacing
 
 NAME = "evaluate"
 HELP = "score segmentations against reference labels (AP, Dice/F1, ..., clDice, HD95)"
@@ -87,7 +87,7 @@ def _check_probability(prob: np.ndarray, path: str) -> None:
 
 def _graph_scores(labels: np.ndarray, reference: np.ndarray, spacing_zyx, name: str) -> dict:
     """LC and the ``d_*`` differences of the two graphs (notes go to stderr)."""
-    from ..graph.compare import graph_scores
+    from napari_vessel.graph.compare import graph_scores
 
     scores, notes = graph_scores(labels, reference, spacing_zyx)
     for note in notes:
@@ -96,7 +96,7 @@ def _graph_scores(labels: np.ndarray, reference: np.ndarray, spacing_zyx, name: 
 
 
 def _write_csv(path: str, rows: list[dict], overwrite: bool) -> None:
-    from ..graph.compare import GRAPH_COLUMNS
+    from napari_vessel.graph.compare import GRAPH_COLUMNS
 
     keys = ["name"] + [k for k in (*COLUMNS, *GRAPH_COLUMNS) if any(k in row for row in rows)]
     with atomic_path(Path(path).expanduser(), overwrite=overwrite) as tmp, \

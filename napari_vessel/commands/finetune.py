@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..training import METHODS
+from napari_vessel.errors import InputError
+from napari_vessel.training import METHODS
 
 NAME = "finetune"
 HELP = "fine-tune a network on a volume (unsupervised, or from corrected labels); saves a new model"
@@ -146,7 +146,7 @@ def _in_thread(work: Callable[[], Any]) -> Any:
 
 
 def _read_mask(path: str):
-    from ..io import load_volume
+    from napari_vessel.io.stacks import load_volume
 
     return load_volume(path, lazy=False).to_numpy()
 
@@ -183,11 +183,11 @@ def run(args: argparse.Namespace) -> int:
     """Fine-tune, save the model (weights, card, manifest), optionally segment; returns 0."""
     import json
 
-    from ..io import load_volume, save_volume
-    from ..outputs import check_writable
-    from ..progress import CancelToken, tqdm_progress
-    from ..training.finetune import FinetuneConfig, check_new_name, finetune, save_finetuned
-    from ..training.finetune_save import _folder
+    from napari_vessel.io.outputs import check_writable
+    from napari_vessel.io.stacks import load_volume, save_volume
+    from napari_vessel.progress import CancelToken, tqdm_progress
+    from napari_vessel.training.finetune import FinetuneConfig, check_new_name, finetune, save_finetuned
+    from napari_vessel.training.finetune_save import _folder
 
     if args.edited_mask and not args.labels:
         raise InputError("--edited-mask needs --labels (the corrected labels)")
@@ -230,15 +230,15 @@ def run(args: argparse.Namespace) -> int:
 def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_volume, json) -> None:
     from dataclasses import replace
 
-    from ..inference import segment
-    from ..models import registry
-    from ..models.weights import read_card
+    from napari_vessel.inference.run import segment
+    from napari_vessel.models import registry
+    from napari_vessel.models.weights import read_card
 
     card = read_card(weights)
     base = registry.get(card.parent)
     spec = replace(base, name=name, weights=weights, card=card, source="user",
                    kind=card.kind or base.kind)
-    from ..outputs import publish_set, write_json
+    from napari_vessel.io.outputs import publish_set, write_json
 
     prob, labels, manifest = segment(volume, spec, threshold=spec.threshold)
     paths = {"prob": outputs["probability.tif"], "labels": outputs["labels.tif"],

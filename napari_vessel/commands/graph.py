@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 NAME = "graph"
 HELP = "vessel graph and morphometrics of a label stack: CSV, GraphML and a JSON summary"
@@ -33,7 +33,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``graph`` options to ``parser``."""
-    from ..graph.params import GraphParams
+    from napari_vessel.graph.params import GraphParams
 
     default = GraphParams()
     parser.add_argument("labels", help="3D label stack (TIFF, OME-TIFF, Zarr); > 0 is vessel")
@@ -69,8 +69,8 @@ def _check_outdir(out: Path, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the graph of ``args.labels`` and write its files; returns the exit code."""
-    from ..graph import GraphParams
-    from ..io import load_volume
+    from napari_vessel.graph import GraphParams
+    from napari_vessel.io.stacks import load_volume
 
     out = Path(args.out).expanduser()
     _check_outdir(out, args.overwrite)
@@ -101,9 +101,9 @@ def write_and_report(labels, spacing_zyx, out: Path, params, manifest: dict, *,
     import networkx
     import skan
 
-    from .. import __version__
-    from ..graph import vessel_graph, write_graph
-    from ..progress import tqdm_progress
+    from napari_vessel import __version__
+    from napari_vessel.graph import vessel_graph, write_graph
+    from napari_vessel.progress import tqdm_progress
 
     start = time.perf_counter()
     with tqdm_progress("graph", disable=quiet) as progress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..io import describe_file, load_volume
+from napari_vessel.io.stacks import describe_file, load_volume
 
 NAME = "info"
 HELP = "show what a stack file holds: shape, dtype, channels, frames, voxel size"

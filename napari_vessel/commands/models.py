@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import registry
-from ..models.card import format_count, format_scores
+from napari_vessel.models import registry
+from napari_vessel.models.card import format_count, format_scores
 
 NAME = "models"
 HELP = "list the segmentation models: name, kind, parameters, scores"

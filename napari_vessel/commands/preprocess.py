@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..preprocess import DEFAULT_2PM, DEFAULT_CONFOCAL, STEPS, Pipeline, compute
-from ..progress import scaled, tqdm_progress
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess import DEFAULT_2PM, DEFAULT_CONFOCAL, STEPS, Pipeline, compute
+from napari_vessel.progress import scaled, tqdm_progress
 
 NAME = "preprocess"
 HELP = "median subtraction, histogram scaling, CLAHE, fusion, normalisation of a stack"
@@ -86,8 +86,8 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
 
 def run(args: argparse.Namespace) -> int:
     """Read ``args.input``, preprocess, write ``args.output`` and its pipeline JSON; returns 0."""
-    from ..io import load_volume, save_volume
-    from ..io_common import atomic_path
+    from napari_vessel.io.common import atomic_path
+    from napari_vessel.io.stacks import load_volume, save_volume
 
     out = Path(args.output).expanduser()
     if out.resolve() == Path(args.input).expanduser().resolve():

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..outputs import check_writable as _check_writable
-from ..outputs import output_paths, publish_set
-from ..outputs import write_json as _write_json
+from napari_vessel.errors import InputError
+from napari_vessel.io.outputs import check_writable as _check_writable
+from napari_vessel.io.outputs import output_paths, publish_set
+from napari_vessel.io.outputs import write_json as _write_json
 
 NAME = "segment"
 HELP = "segment vessels in a stack: labels, probability map and a run manifest"
@@ -102,13 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.input`` and write labels, probability map and manifest."""
-    from ..inference import resolve_spec, segment
-    from ..io import load_volume, save_volume
-    from ..progress import tqdm_progress
+    from napari_vessel.inference.run import resolve_spec, segment
+    from napari_vessel.io.stacks import load_volume, save_volume
+    from napari_vessel.progress import tqdm_progress
 
     if getattr(args, "zarr", False) or getattr(args, "memory_budget", None) is not None:
-        from ..io import describe_file
-        from ..out_of_core import needs_out_of_core
+        from napari_vessel.inference.out_of_core import needs_out_of_core
+        from napari_vessel.io.stacks import describe_file
 
         shape = describe_file(args.input)["stack_shape"] or ()
         if args.zarr or needs_out_of_core(shape, args.memory_budget):
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     graph_dir = paths["manifest"].with_name(paths["manifest"].name.replace("_manifest.json",
                                                                           "_graph"))
     if getattr(args, "graph", False):
-        from .graph import _check_outdir
+        from napari_vessel.commands.graph import _check_outdir
 
         _check_outdir(graph_dir, args.overwrite)  # before minutes of segmenting
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing)
@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {paths['labels']} ({fraction:.1%} vessel), {paths['prob']}, "
           f"{paths['manifest'].name} in {manifest.timing.total_s:.1f} s", file=sys.stderr)
     if getattr(args, "graph", False):
-        from ..graph import GraphParams
-        from .graph import write_and_report
+        from napari_vessel.commands.graph import write_and_report
+        from napari_vessel.graph import GraphParams
 
         write_and_report(labels, volume.spacing_zyx, graph_dir, GraphParams(), {
             "input": str(paths["labels"]), "segmentation_manifest": str(paths["manifest"]),
@@ -168,9 +168,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_out_of_core(args: argparse.Namespace) -> int:
     """Segment block by block into OME-Zarr stores (:func:`~napari_vessel.segment_to_zarr`)."""
-    from ..io import load_volume
-    from ..out_of_core import segment_to_zarr
-    from ..progress import tqdm_progress
+    from napari_vessel.inference.out_of_core import segment_to_zarr
+    from napari_vessel.io.stacks import load_volume
+    from napari_vessel.progress import tqdm_progress
 
     if getattr(args, "graph", False):
         raise InputError("--graph needs the labels in memory; run 'napari-vessel graph' on "
@@ -191,7 +191,7 @@ def _run_out_of_core(args: argparse.Namespace) -> int:
             manifest = segment_to_zarr(volume, args.out, args.model, progress=progress,
                                        threads=args.threads, **options)
     else:
-        from ..cluster import open_client
+        from napari_vessel.inference.cluster import open_client
 
         def log(line: str) -> None:
             print(line, file=sys.stderr)

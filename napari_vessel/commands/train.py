@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 if TYPE_CHECKING:
-    from ..models.card import ModelCard
+    from napari_vessel.models.card import ModelCard
 
 NAME = "train"
 HELP = "train a supervised network of the model zoo on labelled volumes; writes weights + card"
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add N synthetic 2PM phantoms to the training patches (default 0)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="add N domain-randomised synthetic volumes with exact labels to the "
-                        "training patches (napari_vessel.synthetic; default 0)")
+                        "training patches (napari_vessel.data.synthetic; default 0)")
     parser.add_argument("--generator", type=int, choices=(1, 2), nargs="+", default=[1],
                         help="with --synthetic: the synthetic generator (1: the one of the shipped "
                         "pretraining; 2: dim branches, grainy interiors, patchy leakage; see "
@@ -110,8 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _phantom_pairs(n: int, seed: int, pipeline=None) -> list:
-    from ..phantom import make_phantom
-    from ..training.data import Pair, normalise
+    from napari_vessel.data.phantom import make_phantom
+    from napari_vessel.training.data import Pair, normalise
 
     pairs = []
     for i in range(n):
@@ -126,7 +126,7 @@ def _build(args: argparse.Namespace, spec):
     if spec.architecture != "tvnet":  # --widths / --norm were refused in run()
         return spec.builder(**config), config
     if args.widths or args.norm:
-        from ..models.tvnet import config_for_widths
+        from napari_vessel.models.tvnet import config_for_widths
 
         try:
             widths = [int(w) for w in (args.widths or "").split(",")] if args.widths else \
@@ -140,8 +140,8 @@ def _build(args: argparse.Namespace, spec):
 
 
 def _score(model, pair, threshold: float, spec) -> dict:
-    from ..metrics import average_precision, cldice
-    from ..training.train import f1_score, predict_volume
+    from napari_vessel.evaluation.metrics import average_precision, cldice
+    from napari_vessel.training.train import f1_score, predict_volume
 
     prob = predict_volume(model, pair.image, spec=spec)
     pred = prob > threshold
@@ -173,20 +173,19 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..models import registry
-    from ..models.weights import save_weights
-    from ..progress import tqdm_progress
-    from ..training.data import load_pairs, training_pipeline
-    from ..training.train import TrainConfig, default_patch_size, train
-    from ..training.zoo_train import (
-        compose_ensemble,
-        trainable_spec,
-    )
+    from napari_vessel.models import registry
+    from napari_vessel.models.weights import save_weights
+    from napari_vessel.progress import tqdm_progress
+    from napari_vessel.training.data import load_pairs, training_pipeline
+    from napari_vessel.training.train import TrainConfig, default_patch_size, train
+    from napari_vessel.training.zoo_train import compose_ensemble, trainable_spec
 
     unsupervised = next((s for s in registry.list_models() if s.name == args.model
                          and s.kind == "unsupervised" and s.source == "builtin"), None)
     if unsupervised is not None:
-        from .train_umis import run_unsupervised  # learns without labels: own loop and card
+        from napari_vessel.commands.train_umis import (
+            run_unsupervised,  # learns without labels: own loop and card
+        )
 
         if args.steps < 1:
             raise InputError("--steps must be at least 1")
@@ -271,8 +270,8 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
     """The card of a finished run: what data, steps, settings and scores made the weights."""
     import numpy as np
 
-    from ..models.weights import ModelCard, file_sha256
-    from ..training.zoo_train import describe_loss
+    from napari_vessel.models.weights import ModelCard, file_sha256
+    from napari_vessel.training.zoo_train import describe_loss
 
     init = args.init
     notes = {k: v for k, v in (spec.card.extra if spec.card else {}).items()
@@ -302,7 +301,7 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
     post = postprocessing or {}
     # hysteresis levels fitted on the training volumes, like the threshold
     if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
-        from ..training.calibrate import choose_hysteresis
+        from napari_vessel.training.calibrate import choose_hysteresis
 
         labels = {p.name: p.labels for p in train_pairs}
         names_ = [n for n in result.probs if n in labels and
@@ -315,8 +314,7 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
     return ModelCard(
         name=name, architecture=spec.architecture, config=config, kind="supervised",
         description=(f"{what}"
-                     + (f" (average of {len(args.init)} runs)" if len(args.init or []) > 1
-                        else "")
+                     + _soup_note(args.init or [])
                      + "; pretrained on synthetic volumes, threshold chosen on "
                      f"{len(train_pairs)} labelled volumes (not trained on them)")
         if args.calibrate_only else
@@ -339,7 +337,7 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
 
 def _check_args(args: argparse.Namespace, spec) -> None:
     """Refuse option combinations that cannot work, before anything is loaded or trained."""
-    from ..training.zoo_train import has_paper_loss
+    from napari_vessel.training.zoo_train import has_paper_loss
 
     if args.steps < 1:
         raise InputError("--steps must be at least 1")
@@ -373,9 +371,9 @@ def _synthetic(args: argparse.Namespace, pipeline, *,
     labelled volumes) and the card's note on them."""
     if not args.synthetic:
         return [], [], None
-    from ..progress import tqdm_progress
-    from ..synthetic import GENERATOR_2, SyntheticConfig
-    from ..training.data import synthetic_pairs
+    from napari_vessel.data.synthetic import GENERATOR_2, SyntheticConfig
+    from napari_vessel.progress import tqdm_progress
+    from napari_vessel.training.data import synthetic_pairs
 
     volumes: list = []
     held: list = []
@@ -402,7 +400,7 @@ def _check_output(args: argparse.Namespace, spec) -> tuple[Path, str]:
     writable folder, and no model of that name replaced without --overwrite."""
     import tempfile
 
-    from ..training.finetune_save import check_name_syntax
+    from napari_vessel.training.finetune_save import check_name_syntax
 
     name = check_name_syntax(spec.name if args.name is None else args.name)
     out = Path(args.out).expanduser()
@@ -423,7 +421,7 @@ def _check_output(args: argparse.Namespace, spec) -> tuple[Path, str]:
 def _calibrated(model, pairs: list, spec):
     """A :class:`TrainResult` of no training: the model as it is, its threshold chosen on
     ``pairs``."""
-    from ..training.train import TrainResult, calibrate_threshold
+    from napari_vessel.training.train import TrainResult, calibrate_threshold
 
     start = time.monotonic()
     threshold, scores, probs = calibrate_threshold(model, pairs, spec=spec)
@@ -431,10 +429,25 @@ def _calibrated(model, pairs: list, spec):
                        probs)
 
 
+def _soup_note(paths: list[str]) -> str:
+    """How the --init runs were averaged, for the card's description ("" for one run). A file
+    given twice counts twice: " (weighted average of 3 runs, weights 2:1:1)"."""
+    if len(paths) < 2:
+        return ""
+    counts: dict[str, int] = {}
+    for path in paths:
+        key = str(Path(path).resolve())
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) == len(paths):
+        return f" (average of {len(paths)} runs)"
+    return (f" (weighted average of {len(counts)} runs, weights "
+            f"{':'.join(str(n) for n in counts.values())})")
+
+
 def _init_card(path: str) -> ModelCard | None:
     """The :class:`~napari_vessel.models.card.ModelCard` beside the ``--init`` weights (None
     when there is none or it is unreadable)."""
-    from ..models.weights import read_card
+    from napari_vessel.models.weights import read_card
 
     try:
         return read_card(Path(path).with_suffix(".json"))
@@ -448,7 +461,7 @@ def _init_weights(paths: list[str]) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..training.soup import average_weights
+    from napari_vessel.training.soup import average_weights
 
     states = []
     for path in paths:

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 
 def _scores(model: Any, pair: Any, threshold: float, threads: int | None) -> dict:
-    from ..metrics import average_precision, cldice
-    from ..metrics import dice as f1_score
-    from ..training.train_unsupervised import predict_probability
+    from napari_vessel.evaluation.metrics import average_precision, cldice
+    from napari_vessel.evaluation.metrics import dice as f1_score
+    from napari_vessel.training.train_unsupervised import predict_probability
 
     prob = predict_probability(model, pair.image, threads=threads or None)
     pred = prob > threshold
@@ -68,10 +68,10 @@ def run_unsupervised(args: argparse.Namespace, spec: Any) -> int:
     import numpy as np
     import torch
 
-    from ..models.weights import save_weights
-    from ..progress import tqdm_progress
-    from ..training.data import load_pairs
-    from ..training.train_unsupervised import (
+    from napari_vessel.models.weights import save_weights
+    from napari_vessel.progress import tqdm_progress
+    from napari_vessel.training.data import load_pairs
+    from napari_vessel.training.train_unsupervised import (
         UnsupervisedConfig,
         train_unsupervised,
         umis_preprocessing,

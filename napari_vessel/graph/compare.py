@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from .grid import vessel_mask
-from .types import Morphometrics, VesselGraph
+from napari_vessel.errors import InputError
+from napari_vessel.graph.grid import vessel_mask
+from napari_vessel.graph.types import Morphometrics, VesselGraph
 
 __all__ = ["GraphComparison", "compare_graphs", "length_correlation", "graph_scores",
            "GRAPH_METRICS", "GRAPH_COLUMNS"]
@@ -54,7 +54,7 @@ def length_correlation(pred: VesselGraph, ref: VesselGraph, pred_labels: Any,
     al. (its reference 26).
 
     When neither graph has a centreline (denominator 0), LC is 1.0 if the two masks are equal
-    and 0.0 otherwise (the rule of :mod:`napari_vessel.metrics`).
+    and 0.0 otherwise (the rule of :mod:`napari_vessel.evaluation.metrics`).
 
     Parameters
     ----------
@@ -160,7 +160,7 @@ def graph_scores(labels: Any, reference: Any, spacing_zyx: Any) -> tuple[dict[st
     notes : list of str
         The graphs' own notes (e.g. empty labels), prefixed with "prediction" or "reference".
     """
-    from .extract import vessel_graph
+    from napari_vessel.graph.extract import vessel_graph
 
     pred_graph = vessel_graph(labels, spacing_zyx)
     ref_graph = vessel_graph(reference, spacing_zyx)

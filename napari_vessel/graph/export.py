@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..outputs import publish_set
-from .types import PAPER_METRICS, VesselGraph
+from napari_vessel.errors import InputError
+from napari_vessel.graph.types import PAPER_METRICS, VesselGraph
+from napari_vessel.io.outputs import publish_set
 
 __all__ = ["write_graph", "OUTPUT_FILES"]
 
@@ -45,7 +45,7 @@ def write_graph(graph: VesselGraph, outdir: str | os.PathLike, manifest: dict | 
     ``manifest``). Every file carries the voxel size: the CSVs in ``spacing_*_um`` columns,
     the GraphML as graph attributes, the JSON as ``voxel_size_um``.
 
-    The files are published as one set (:func:`napari_vessel.outputs.publish_set`): all are
+    The files are published as one set (:func:`napari_vessel.io.outputs.publish_set`): all are
     written under temporary names beside their places first; only then is an earlier
     ``summary.json`` removed, the files renamed into place and ``summary.json`` renamed last. A
     folder with a ``summary.json`` holds a complete, matching set; a failed run leaves the

@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..progress import CancelToken, Progress, no_progress, scaled
-from ..volume import check_spacing
-from .grid import (
+from napari_vessel.errors import InputError
+from napari_vessel.graph.grid import (
     crop_box,
     drop_small,
     fill_cavities,
@@ -21,11 +19,13 @@ from .grid import (
     resample,
     vessel_mask,
 )
-from .measure import measure_segment, morphometrics, near_border
-from .params import GraphParams
-from .thin import thin_points
-from .topology import clean_graph, point_paths
-from .types import Node, VesselGraph
+from napari_vessel.graph.measure import measure_segment, morphometrics, near_border
+from napari_vessel.graph.params import GraphParams
+from napari_vessel.graph.thin import thin_points
+from napari_vessel.graph.topology import clean_graph, point_paths
+from napari_vessel.graph.types import Node, VesselGraph
+from napari_vessel.io.volume import check_spacing
+from napari_vessel.progress import CancelToken, Progress, no_progress, scaled
 
 __all__ = ["vessel_graph"]
 

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from ..progress import CancelToken, Progress
-from ..volume import check_3d
-from .nearest import between_slices, inside_depth, nearest_distance, offsets_within
-from .params import NEAR_ISOTROPIC
-from .runs import find_runs
+from napari_vessel.errors import InputError
+from napari_vessel.graph.nearest import between_slices, inside_depth, nearest_distance, offsets_within
+from napari_vessel.graph.params import NEAR_ISOTROPIC
+from napari_vessel.graph.runs import find_runs
+from napari_vessel.io.volume import check_3d
+from napari_vessel.progress import CancelToken, Progress
 
 __all__ = ["vessel_mask", "crop_box", "drop_small", "fill_cavities", "grid_spacing", "resample",
            "radii_at", "TILE_VOXELS"]

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .params import SHORT_SEGMENT_UM
-from .types import Morphometrics, Node, Segment
+from napari_vessel.graph.params import SHORT_SEGMENT_UM
+from napari_vessel.graph.types import Morphometrics, Node, Segment
 
 __all__ = ["smoothed", "measure_segment", "near_border", "morphometrics"]
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["GraphParams", "SHORT_SEGMENT_UM", "NEAR_ISOTROPIC"]
 

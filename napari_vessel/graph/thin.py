@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..progress import CancelToken
+from napari_vessel.progress import CancelToken
 
 __all__ = ["thin", "thin_points", "is_simple_end"]
 

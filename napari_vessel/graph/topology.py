@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..progress import CancelToken
-from .params import GraphParams
+from napari_vessel.graph.params import GraphParams
+from napari_vessel.progress import CancelToken
 
 __all__ = ["Piece", "skeleton_paths", "point_paths", "clean_graph"]
 

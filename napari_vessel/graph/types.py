@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import check_spacing
-from .params import GraphParams
+from napari_vessel.errors import InputError
+from napari_vessel.graph.params import GraphParams
+from napari_vessel.io.volume import check_spacing
 
 __all__ = ["Node", "Segment", "Morphometrics", "VesselGraph", "NODE_KINDS", "PAPER_METRICS"]
 

@@ -1,7 +1,7 @@
 """The run manifest of a segmentation as typed data: what ran, on what, how, with what, how long.
 
-:func:`~napari_vessel.inference.segment`, :func:`~napari_vessel.out_of_core.segment_to_zarr` and
-:func:`~napari_vessel.preview.segment_slice` build a :class:`RunManifest`; the commands, the batch
+:func:`~napari_vessel.inference.run.segment`, :func:`~napari_vessel.inference.out_of_core.segment_to_zarr` and
+:func:`~napari_vessel.inference.preview.segment_slice` build a :class:`RunManifest`; the commands, the batch
 and the docks read its attributes, and the output sets hold :meth:`RunManifest.to_dict` as
 ``STEM_manifest.json``. The JSON is the one every release wrote (the field names below are its
 keys); :meth:`RunManifest.from_dict` and :func:`read_manifest` read it back, with an
@@ -9,7 +9,7 @@ keys); :meth:`RunManifest.from_dict` and :func:`read_manifest` read it back, wit
 
 Free-form parts stay plain JSON objects: the network's own ``config``, the card's preprocessing
 pipeline (``preprocessing``, as the pipeline writes it), the post-processing recipe (as
-:func:`~napari_vessel.postprocess.apply_postprocessing` takes it), a batch's ``settings`` and the
+:func:`~napari_vessel.postprocess.labels.apply_postprocessing` takes it), a batch's ``settings`` and the
 top-level entries a caller adds (:attr:`RunManifest.extra`: e.g. the command line, the demo's
 scores). The package reads none of them by key.
 """
@@ -23,10 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..runtime import RuntimeInfo
-from ._checks import _bad, _int, _mapping, _plain, _section, _str
-from .parts import (
+from napari_vessel.errors import InputError
+from napari_vessel.manifest._checks import _bad, _int, _mapping, _plain, _section, _str
+from napari_vessel.manifest.parts import (
     BatchInfo,
     CpuInfo,
     InputInfo,
@@ -37,6 +36,7 @@ from .parts import (
     Timing,
     Versions,
 )
+from napari_vessel.runtime import RuntimeInfo
 
 __all__ = ["RunManifest", "ModelInfo", "InputInfo", "RunParameters", "CpuInfo", "Versions",
            "Timing", "OutOfCoreInfo", "BatchInfo", "PreviewInfo", "read_manifest"]
@@ -84,13 +84,13 @@ class RunManifest:
     created : str
         Local time of the run, ISO 8601 with its UTC offset.
     out_of_core : OutOfCoreInfo or None
-        Set by :func:`~napari_vessel.out_of_core.segment_to_zarr`.
+        Set by :func:`~napari_vessel.inference.out_of_core.segment_to_zarr`.
     outputs : dict of str to str, or None
         The written files by role (``"labels"``, ``"prob"``, ``"manifest"``, ...).
     batch : BatchInfo or None
         Set by ``napari-vessel batch``.
     preview : PreviewInfo or None
-        Set by :func:`~napari_vessel.preview.segment_slice`.
+        Set by :func:`~napari_vessel.inference.preview.segment_slice`.
     extra : dict
         More top-level entries, free-form and written as they are (e.g. ``command``, the demo's
         ``scores_vs_ground_truth``); none may reuse a typed field's name.

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, ClassVar
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 
 def _plain(value: Any) -> Any:

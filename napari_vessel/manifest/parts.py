@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from ._checks import (
+from napari_vessel.manifest._checks import (
     _bad,
     _bool,
     _float,
@@ -77,8 +77,8 @@ class RunParameters(_Section):
 
     ``threshold`` is the plain threshold's level (a hysteresis' low level), ``min_size`` the
     smallest vessel piece kept, ``postprocessing`` the free-form recipe as
-    :func:`~napari_vessel.postprocess.apply_postprocessing` takes it; the rest are the sliding
-    window's settings as :func:`~napari_vessel.inference.predict` takes them, and whether the
+    :func:`~napari_vessel.postprocess.labels.apply_postprocessing` takes it; the rest are the sliding
+    window's settings as :func:`~napari_vessel.inference.run.predict` takes them, and whether the
     model's preprocessing was applied.
     """
 
@@ -167,7 +167,7 @@ class Timing(_Section):
 
 @dataclass(frozen=True, kw_only=True)
 class OutOfCoreInfo(_Section):
-    """What :func:`~napari_vessel.out_of_core.segment_to_zarr` did block by block: the block size,
+    """What :func:`~napari_vessel.inference.out_of_core.segment_to_zarr` did block by block: the block size,
     blocks per axis, patches, network calls per patch, post-processing steps done and skipped,
     the pyramid's level shapes and the methods that made them (by store role) and, when the
     blocks ran as tasks on a dask cluster, how many ``workers`` ran them and how many

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["FORMAT_VERSION", "CARD_FIELDS", "OPTIONAL_FIELDS", "ModelCard", "format_count",
            "format_scores"]
@@ -106,7 +106,7 @@ class ModelCard:
         Recommended vessel-probability threshold, from 0 to 1.
     postprocessing : mapping, optional
         How the probability map becomes labels (JSON form, see
-        :func:`napari_vessel.postprocess.apply_postprocessing`).
+        :func:`napari_vessel.postprocess.labels.apply_postprocessing`).
     patch_size_zyx : tuple of 3 int, optional
         Patch size for sliding-window inference.
     description : str, optional

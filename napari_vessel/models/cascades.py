@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .registry import ModelSpec, register
-from .weights import shipped_weights
+from napari_vessel.errors import InputError
+from napari_vessel.models.registry import ModelSpec, register
+from napari_vessel.models.weights import shipped_weights
 
 __all__ = ["DBAC", "DDMAC", "CascadeEnsemble", "DBACOutput", "DDMACOutput", "EnsembleOutput",
            "build_dbac", "build_ddmac", "build_ensemble", "confocal_preprocessing", "paper_labels",
@@ -329,7 +329,7 @@ def paper_labels(prob: Any, *, low: float = 0.45, high: float = 0.95, min_size: 
     -------
     ndarray of uint8, shape of ``prob``
     """
-    from .. import postprocess
+    from napari_vessel.postprocess import labels as postprocess
 
     labels = postprocess.hysteresis(prob, low, high)
     if min_size:
@@ -360,7 +360,7 @@ def confocal_preprocessing() -> dict:
     Slice by slice, every slice is sharpened from its 5 neighbours (sliding-window fusion)
     before the per-slice CLAHE (section II.A).
     """
-    from ..preprocess import Clahe, FocusStack, Pipeline
+    from napari_vessel.preprocess import Clahe, FocusStack, Pipeline
 
     return Pipeline((FocusStack(depth_window=5), Clahe(mode="2d"))).to_dict()
 

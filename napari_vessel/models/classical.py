@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from .registry import ModelSpec, register
+from napari_vessel.errors import InputError
+from napari_vessel.models.registry import ModelSpec, register
 
 __all__ = ["normalise", "acwe_probability", "frangi_vesselness", "frangi_probability"]
 

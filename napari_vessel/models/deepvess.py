@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .registry import ModelSpec, register
-from .weights import shipped_weights
+from napari_vessel.errors import InputError
+from napari_vessel.models.registry import ModelSpec, register
+from napari_vessel.models.weights import shipped_weights
 
 __all__ = ["DeepVess", "SameConv3d", "MaxFilter3d", "build_deepvess", "SLIM_CONFIG",
            "FULL_CONFIG"]

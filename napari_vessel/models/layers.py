@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = [
     "ELEMENT_DIRECTIONS_3D",

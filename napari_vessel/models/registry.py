@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .card import FORMAT_VERSION, ModelCard
+from napari_vessel.errors import InputError
+from napari_vessel.models.card import FORMAT_VERSION, ModelCard
 
 __all__ = [
     "ModelSpec",
@@ -107,7 +107,7 @@ class ModelSpec:
         The preprocessing pipeline (JSON form) the model expects its input to have gone through.
     postprocessing : dict, optional
         How the probability map becomes labels when the user gives no threshold (JSON form, see
-        :func:`napari_vessel.postprocess.apply_postprocessing`), e.g. paper 003's hysteresis.
+        :func:`napari_vessel.postprocess.labels.apply_postprocessing`), e.g. paper 003's hysteresis.
         None: a plain threshold at the card's ``threshold`` (else 0.5).
     intensity_profile : dict, optional
         Intensity statistics of the training data, for warning on unusual input.
@@ -367,7 +367,7 @@ def _check_user_card(card: ModelCard, base: ModelSpec,
         raise ValueError(f"patch_size_zyx {list(patch)} must be three whole numbers from 1 to 1024")
     recipe = card.postprocessing
     if recipe is not None:
-        from ..postprocess import apply_postprocessing
+        from napari_vessel.postprocess.labels import apply_postprocessing
 
         try:
             apply_postprocessing(np.zeros((1, 4, 4), np.float32), recipe)
@@ -520,14 +520,14 @@ def load_model(name: str | ModelSpec, device: Any = None, *, allow_untrained: bo
     spec : ModelSpec
         The model's spec (its card as read from the weights file).
     """
-    from ..devices import pick_device
-    from .weights import load_weights
+    from napari_vessel.devices import pick_device
+    from napari_vessel.models.weights import load_weights
 
     spec = get(name)
     if not spec.is_network:
         raise InputError(
             f"{spec.name!r} is a classical method, not a network; run it with "
-            "napari_vessel.inference.predict"
+            "napari_vessel.inference.run.predict"
         )
     model = spec.builder(**spec.config)
     if spec.weights is not None and (spec.weights.exists() or spec.source == "user"):

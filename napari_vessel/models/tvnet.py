@@ -211,8 +211,8 @@ def count_parameters(model: nn.Module) -> int:
 
 def _register() -> None:
     """Register ``tvnet`` with the shipped weights; the card's config wins when it exists."""
-    from .registry import ModelSpec, register
-    from .weights import shipped_weights
+    from napari_vessel.models.registry import ModelSpec, register
+    from napari_vessel.models.weights import shipped_weights
 
     weights = shipped_weights("tvnet")
     config = TVNetConfig().to_dict()
@@ -221,8 +221,8 @@ def _register() -> None:
     preprocessing = None
     description = "TV-Net (paper 001), V-Net-like; the shipped weights' card says how they were made"
     if weights is not None:
-        from ..errors import InputError
-        from .weights import read_card
+        from napari_vessel.errors import InputError
+        from napari_vessel.models.weights import read_card
 
         try:
             card = read_card(weights)

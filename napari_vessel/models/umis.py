@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .layers import morph_smooth
-from .registry import ModelSpec, register
-from .weights import shipped_weights
+from napari_vessel.models.layers import morph_smooth
+from napari_vessel.models.registry import ModelSpec, register
+from napari_vessel.models.weights import shipped_weights
 
 __all__ = ["UMIS", "UMISOutput", "build_umis", "SLIM_CONFIG", "FULL_CONFIG"]
 

@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
-from .deepvess import MaxFilter3d, SameConv3d
-from .registry import ModelSpec, register
-from .weights import shipped_weights
+from napari_vessel.errors import InputError
+from napari_vessel.models.deepvess import MaxFilter3d, SameConv3d
+from napari_vessel.models.registry import ModelSpec, register
+from napari_vessel.models.weights import shipped_weights
 
 __all__ = ["VesselNN", "ScaledTanh", "build_vesselnn", "SLIM_CONFIG", "FULL_CONFIG"]
 

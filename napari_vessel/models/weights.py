@@ -44,8 +44,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .card import CARD_FIELDS, FORMAT_VERSION, ModelCard
+from napari_vessel.errors import InputError
+from napari_vessel.models.card import CARD_FIELDS, FORMAT_VERSION, ModelCard
 
 __all__ = [
     "FORMAT_VERSION",

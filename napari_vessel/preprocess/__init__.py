@@ -14,14 +14,14 @@ The same operations as pipeline steps (frozen dataclasses, see :mod:`.steps`) ma
 :class:`Pipeline` that runs on NumPy or dask arrays, previews one slice, and saves to JSON.
 """
 
-from .clahe import equalize_clahe
-from .depth import correct_depth_attenuation
-from .fusion import FusionResult, focus_measure, focus_stack, fuse_focus
-from .median import median_filter2d, median_filter3d, subtract_slice_median
-from .normalize import percentile_stretch, zscore
-from .pipeline import DEFAULT_2PM, DEFAULT_CONFOCAL, FORMAT_VERSION, Pipeline, compute
-from .scaling import estimate_scale_factor, intensity_profile, scale_intensity
-from .steps import (
+from napari_vessel.preprocess.clahe import equalize_clahe
+from napari_vessel.preprocess.depth import correct_depth_attenuation
+from napari_vessel.preprocess.fusion import FusionResult, focus_measure, focus_stack, fuse_focus
+from napari_vessel.preprocess.median import median_filter2d, median_filter3d, subtract_slice_median
+from napari_vessel.preprocess.normalize import percentile_stretch, zscore
+from napari_vessel.preprocess.pipeline import DEFAULT_2PM, DEFAULT_CONFOCAL, FORMAT_VERSION, Pipeline, compute
+from napari_vessel.preprocess.scaling import estimate_scale_factor, intensity_profile, scale_intensity
+from napari_vessel.preprocess.steps import (
     STEPS,
     Clahe,
     DepthCorrect,

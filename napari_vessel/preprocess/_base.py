@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InputError
-from ._common import as_image
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image
 
 __all__ = ["Step"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["as_image", "check_number", "sample_planes", "plane_map", "MAX_SAMPLE", "is_dask"]
 

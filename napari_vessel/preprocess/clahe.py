@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ._common import as_image, check_number, is_dask, workers
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image, check_number, is_dask, workers
 
 __all__ = ["equalize_clahe", "ClaheModel", "fit_clahe", "apply_clahe", "clahe_kernel", "MODES"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from ._common import as_image, check_number, sample_planes
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image, check_number, sample_planes
 
 __all__ = ["correct_depth_attenuation", "DepthLevels", "depth_levels"]
 

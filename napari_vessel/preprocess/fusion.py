@@ -25,8 +25,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters.rank import median as rank_median
 
-from ..errors import InputError
-from ._common import as_image, check_number, plane_map
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image, check_number, plane_map
 
 __all__ = ["focus_measure", "fuse_focus", "focus_stack", "FusionResult", "MEASURES"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from ._common import as_image, check_number, plane_map
-from ._median3 import median3x3x3
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image, check_number, plane_map
+from napari_vessel.preprocess._median3 import median3x3x3
 
 __all__ = ["subtract_slice_median", "median_filter3d", "median_filter2d"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ._common import as_image, check_number, sample_planes
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image, check_number, sample_planes
 
 __all__ = ["zscore", "percentile_stretch", "zscore_stats", "stretch_range"]
 

@@ -25,11 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..progress import CancelToken, Progress, no_progress
-from ..volume import Volume, check_spacing
-from ._common import as_image, check_finite, is_dask
-from .steps import Clahe, Median3D, MedianSubtract, Normalize, Step, make_step, step_from_dict
+from napari_vessel.errors import InputError
+from napari_vessel.io.volume import Volume, check_spacing
+from napari_vessel.preprocess._common import as_image, check_finite, is_dask
+from napari_vessel.preprocess.steps import (
+    Clahe,
+    Median3D,
+    MedianSubtract,
+    Normalize,
+    Step,
+    make_step,
+    step_from_dict,
+)
+from napari_vessel.progress import CancelToken, Progress, no_progress
 
 __all__ = ["Pipeline", "compute", "FORMAT", "FORMAT_VERSION", "DEFAULT_2PM", "DEFAULT_CONFOCAL"]
 

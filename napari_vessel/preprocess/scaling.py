@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ._common import as_image, check_number, sample_planes
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess._common import as_image, check_number, sample_planes
 
 __all__ = ["scale_intensity", "estimate_scale_factor", "intensity_profile", "check_profile",
            "PROFILE_PERCENTILES", "METHODS"]

@@ -26,16 +26,16 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from . import depth as _depth
-from . import fusion as _fusion
-from . import median as _median
-from . import normalize as _norm
-from . import scaling as _scaling
-from ._base import Step, _choice, _flag, _meta
-from ._common import as_image, check_number, plane_map
-from .clahe import MODES as CLAHE_MODES
-from .clahe import NR_OF_GRAY, apply_clahe, clahe_kernel, equalize_clahe, fit_clahe
+from napari_vessel.errors import InputError
+from napari_vessel.preprocess import depth as _depth
+from napari_vessel.preprocess import fusion as _fusion
+from napari_vessel.preprocess import median as _median
+from napari_vessel.preprocess import normalize as _norm
+from napari_vessel.preprocess import scaling as _scaling
+from napari_vessel.preprocess._base import Step, _choice, _flag, _meta
+from napari_vessel.preprocess._common import as_image, check_number, plane_map
+from napari_vessel.preprocess.clahe import MODES as CLAHE_MODES
+from napari_vessel.preprocess.clahe import NR_OF_GRAY, apply_clahe, clahe_kernel, equalize_clahe, fit_clahe
 
 __all__ = ["Step", "MedianSubtract", "Median3D", "DepthCorrect", "HistogramScale", "Clahe",
            "FocusStack", "ZScore", "Normalize", "STEPS", "make_step", "step_from_dict"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Cancelled, InputError
+from napari_vessel.errors import Cancelled, InputError
 
 __all__ = ["RUNTIMES", "CPU_PREFERENCE", "RuntimeInfo", "available", "runtime_forward",
            "cached_export", "cached_forward"]
@@ -201,7 +201,7 @@ def cached_export(spec: Any, *, requested: Any, cache=None):
     InputError
         An unknown runtime name.
     """
-    from . import warm
+    from napari_vessel.runtime import warm
 
     name = _check(requested)
     if name == "torch":
@@ -277,7 +277,7 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
     InputError
         An unknown runtime name, or ONNX/OpenVINO asked for on a GPU.
     """
-    from .export import export_onnx, random_input
+    from napari_vessel.runtime.export import export_onnx, random_input
 
     name = _check(requested)
     if name == "torch":
@@ -326,7 +326,7 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
     info = RuntimeInfo(chosen, f"ONNX export {note}; matches PyTorch within {diff:.1g}",
                        threads=threads)
     if index is not None:
-        from .warm import record_export
+        from napari_vessel.runtime.warm import record_export
 
         try:
             record_export(index, path, multiple=multiple, runtime=chosen, diff=diff, cache=cache)
@@ -338,7 +338,7 @@ def runtime_forward(model: Any, *, requested: Any, device: Any, dims: int, logit
 def _torch_seg(model, probe: np.ndarray):
     import torch
 
-    from ..devices import extract_seg
+    from napari_vessel.devices import extract_seg
 
     return extract_seg(model(torch.from_numpy(probe))).float().numpy()
 

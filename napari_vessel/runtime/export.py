@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..models.weights import file_sha256
+from napari_vessel.errors import InputError
+from napari_vessel.models.weights import file_sha256
 
 __all__ = ["cache_dir", "export_key", "export_onnx", "example_shape", "EXPORT_VERSION"]
 
@@ -78,7 +78,7 @@ class _SegOnly:
     def __new__(cls, model: Any):
         import torch
 
-        from ..devices import extract_seg
+        from napari_vessel.devices import extract_seg
 
         class SegOnly(torch.nn.Module):
             def __init__(self) -> None:

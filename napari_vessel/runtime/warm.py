@@ -25,17 +25,16 @@ import importlib
 import importlib.util
 import json
 import os
-import re
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..models.weights import file_sha256
-from .export import EXPORT_VERSION, cache_dir
+from napari_vessel.devices import torch_version_file
+from napari_vessel.models.weights import file_sha256
+from napari_vessel.runtime.export import EXPORT_VERSION, cache_dir
 
 __all__ = ["software_stamp", "index_fields", "find_export", "record_export", "resolve_name",
-           "remember_name", "surely_cpu", "torch_version", "runtime_stamp", "LazyBuilder"]
+           "remember_name", "runtime_stamp", "LazyBuilder"]
 
 #: Bumped when the entries' layout changes.
 ENTRY_VERSION = 1
@@ -44,42 +43,18 @@ _STAMP: list[str] = []
 _WEIGHTS_SHA: dict[tuple, str] = {}
 
 
-def _torch_version_file() -> Path | None:
-    try:
-        found = importlib.util.find_spec("torch")  # locates the package, does not import it
-    except (ImportError, ValueError):
-        return None
-    if found is None or not found.submodule_search_locations:
-        return None
-    return Path(list(found.submodule_search_locations)[0]) / "version.py"
-
-
-def torch_version() -> str | None:
-    """The installed torch's version (``torch.__version__``) read from its version file, or None
-    when torch is not installed; PyTorch is not imported."""
-    if "torch" in sys.modules:
-        return str(sys.modules["torch"].__version__)
-    path = _torch_version_file()
-    try:
-        text = path.read_text(encoding="utf-8") if path else ""
-    except OSError:
-        return None
-    found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.MULTILINE)
-    return found.group(1) if found else None
-
-
 def software_stamp() -> str:
     """SHA-256 of this package's version, its model and runtime source files, the shipped model
     cards and the installed torch's version file: whatever decides a spec, a network's graph or
     its export. Computed once per process (a few hundred kB read)."""
     if not _STAMP:
-        from .. import __version__
+        from napari_vessel import __version__
 
         digest = hashlib.sha256(f"{__version__}\n{EXPORT_VERSION}\n{ENTRY_VERSION}\n".encode())
         files = [*sorted((_PACKAGE / "models").glob("*.py")),
                  *sorted((_PACKAGE / "models" / "weights").glob("*.json")),
                  *sorted((_PACKAGE / "runtime").glob("*.py")), _PACKAGE / "devices.py",
-                 _torch_version_file()]
+                 torch_version_file()]
         for path in files:
             if path is None:
                 continue
@@ -131,7 +106,7 @@ class LazyBuilder:
         self.ident = ident
 
     def resolve(self):
-        from ..models import registry
+        from napari_vessel.models import registry
 
         registry.list_models()  # the model modules register in order, as without a cache
         module, _, qualname = self.ident.partition(":")
@@ -250,7 +225,7 @@ _SPEC_FIELDS = ("name", "kind", "description", "config", "patch_size_zyx", "inpu
 
 
 def _name_fields(name: str | None) -> dict:
-    from ..models.registry import user_models_dir
+    from napari_vessel.models.registry import user_models_dir
 
     folder = user_models_dir()
     listing = []
@@ -269,8 +244,8 @@ def resolve_name(name: str | None, cache: Path | None = None):
     """The spec the registry gave for model ``name`` (None: the default model) the last time,
     when the software and the user models folder are unchanged; else None. PyTorch and the
     model modules are not imported (the builder is a :class:`LazyBuilder`)."""
-    from ..models.card import ModelCard
-    from ..models.registry import ModelSpec
+    from napari_vessel.models.card import ModelCard
+    from napari_vessel.models.registry import ModelSpec
 
     fields = _name_fields(name)
     entry = _read(_folder(cache, "models") / f"{_digest(fields)[:32]}.json")
@@ -289,7 +264,7 @@ def resolve_name(name: str | None, cache: Path | None = None):
 def remember_name(name: str | None, spec: Any, cache: Path | None = None) -> None:
     """Record ``spec`` as what model ``name`` resolves to (see :func:`resolve_name`): only for a
     network with weights that any fresh process would resolve the same way."""
-    from ..models import registry
+    from napari_vessel.models import registry
 
     builder = _builder_id(getattr(spec, "builder", None))
     if builder is None or not spec.has_weights or not registry.is_package_spec(spec):
@@ -304,19 +279,3 @@ def remember_name(name: str | None, spec: Any, cache: Path | None = None) -> Non
         _write(target, entry)
 
 
-def surely_cpu(preference: Any) -> bool:
-    """True when PyTorch would run on the CPU for device ``preference`` (``"cpu"``; ``"auto"``/None
-    with a CPU-only torch, or on Linux without an NVIDIA, AMD or WSL GPU device); False when only
-    PyTorch can tell (it is then asked)."""
-    name = "auto" if preference is None else str(preference).strip().lower()
-    if name == "cpu":
-        return True
-    if name != "auto" or sys.platform == "darwin":  # Apple MPS: ask PyTorch
-        return False
-    version = torch_version()
-    if version is None or version.endswith("+cpu"):
-        return True
-    if sys.platform.startswith("linux"):
-        nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
-        return not any(os.path.exists(node) for node in nodes)
-    return False

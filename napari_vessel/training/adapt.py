@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from . import METHODS
-from .finetune_loss import forward_parts
+from napari_vessel.errors import InputError
+from napari_vessel.training import METHODS
+from napari_vessel.training.finetune_loss import forward_parts
 
 __all__ = ["METHODS", "ADABN_BLENDS", "batchnorm_statistics", "blend_batchnorm",
            "reestimate_batchnorm", "SelfTrainingLoss", "EntropyLoss", "Leash", "Drift",

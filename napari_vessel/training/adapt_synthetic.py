@@ -2,7 +2,7 @@
 
 The other adaptation methods learn from the volume's own pixels without labels, so they can only
 reinforce what the network already believes (or forget what it knew). This one trains on labels
-that are exact: synthetic vessel volumes from :mod:`napari_vessel.synthetic` (generator 2, whose
+that are exact: synthetic vessel volumes from :mod:`napari_vessel.data.synthetic` (generator 2, whose
 dim branches and grainy interiors cover more of what a new microscope shows), drawn at the
 volume's voxel size, preprocessed as the volume is, and then given the volume's intensity
 histogram (quantile matching), so that background, vessels and noise span the same grey levels
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .data import Pair
-from .data import PatchSampler as PairSampler
-from .finetune_loss import forward_parts
-from .losses import balanced_bce, soft_dice_loss
+from napari_vessel.errors import InputError
+from napari_vessel.training.data import Pair
+from napari_vessel.training.data import PatchSampler as PairSampler
+from napari_vessel.training.finetune_loss import forward_parts
+from napari_vessel.training.losses import balanced_bce, soft_dice_loss
 
 __all__ = ["SYNTHETIC_VOLUMES", "reference_quantiles", "match_quantiles", "matched_volumes",
            "SyntheticBatches", "SyntheticLoss"]
@@ -92,7 +92,7 @@ def match_quantiles(source: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 def _synthetic_config(spacing_zyx: Sequence[float] | None, shape: Sequence[int],
                       labels: str = "exact"):
     """Generator ranges at the volume's voxel size (the defaults when it is unknown or odd)."""
-    from ..synthetic import GENERATOR_2, SyntheticConfig
+    from napari_vessel.data.synthetic import GENERATOR_2, SyntheticConfig
 
     depth = int(min(max(int(shape[0]), 8), 24))
     base = SyntheticConfig(shape_zyx=(depth, 160, 160), labels=labels, **GENERATOR_2)
@@ -139,7 +139,7 @@ def matched_volumes(image: np.ndarray, spacing_zyx: Sequence[float] | None,
     list of Pair
         Images with ``image``'s intensity quantiles, and their labels.
     """
-    from ..synthetic import synthetic_volume
+    from napari_vessel.data.synthetic import synthetic_volume
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InputError(f"the number of synthetic volumes must be a whole number >= 1, "

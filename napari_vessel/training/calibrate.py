@@ -41,8 +41,8 @@ def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     f1 : float
         Its mean F1 over the volumes.
     """
-    from ..postprocess import apply_postprocessing
-    from .train import f1_score
+    from napari_vessel.postprocess.labels import apply_postprocessing
+    from napari_vessel.training.train import f1_score
 
     top = float(recipe.get("high", 0.95))
     if highs is None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["save_checkpoint", "save_state", "load_state"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["Pair", "normalise", "load_pairs", "synthetic_pairs", "PatchSampler", "augment",
            "PREPROCESSING", "TRAINING_PIPELINE", "training_pipeline"]
@@ -29,7 +29,7 @@ def training_pipeline(depth_correct: bool = False):
     """The training preprocessing: slice-median subtraction, optionally the depth-attenuation
     correction (:class:`~napari_vessel.preprocess.DepthCorrect`, every slice brought to a common
     gain), then percentile normalisation."""
-    from ..preprocess import DepthCorrect, MedianSubtract, Normalize, Pipeline
+    from napari_vessel.preprocess import DepthCorrect, MedianSubtract, Normalize, Pipeline
 
     middle = (DepthCorrect(),) if depth_correct else ()
     return Pipeline((MedianSubtract(), *middle, Normalize(low=1.0, high=99.5)))
@@ -118,7 +118,7 @@ def load_pairs(folder: str | Path, *, names: list[str] | None = None,
 
 def synthetic_pairs(n: int, *, seed: int = 0, config=None, pipeline=None, start: int = 0,
                     progress=None) -> list[Pair]:
-    """``n`` domain-randomised synthetic volumes (:mod:`napari_vessel.synthetic`), normalised.
+    """``n`` domain-randomised synthetic volumes (:mod:`napari_vessel.data.synthetic`), normalised.
 
     Parameters
     ----------
@@ -140,7 +140,7 @@ def synthetic_pairs(n: int, *, seed: int = 0, config=None, pipeline=None, start:
     list of Pair
         Named ``synthetic{seed}-{index}``; labels are exact.
     """
-    from ..synthetic import synthetic_volume
+    from napari_vessel.data.synthetic import synthetic_volume
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InputError(f"the number of synthetic volumes must be a whole number >= 0, not {n!r}")

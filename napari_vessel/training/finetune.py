@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import Cancelled, InputError
-from ..progress import CancelToken, Progress, no_progress, scaled
-from ..stats import mean_binary_entropy
-from ..volume import Volume
-from .finetune_config import FinetuneConfig, FinetuneResult, FinetuneUpdate
-from .finetune_data import (
+from napari_vessel.errors import Cancelled, InputError
+from napari_vessel.io.volume import Volume
+from napari_vessel.progress import CancelToken, Progress, no_progress, scaled
+from napari_vessel.stats import mean_binary_entropy
+from napari_vessel.training.finetune_config import FinetuneConfig, FinetuneResult, FinetuneUpdate
+from napari_vessel.training.finetune_data import (
     add_checked_slices,
     as_volume,
     check_labels,
@@ -46,8 +46,8 @@ from .finetune_data import (
     sample_blocks,
     volume_fingerprint,
 )
-from .finetune_loop import FinetuneLoop, model_state
-from .finetune_loss import ProbabilityNet, trainable_spec
+from napari_vessel.training.finetune_loop import FinetuneLoop, model_state
+from napari_vessel.training.finetune_loss import ProbabilityNet, trainable_spec
 
 __all__ = ["FinetuneConfig", "FinetuneUpdate", "FinetuneResult", "finetune", "save_finetuned",
            "check_new_name", "trainable_models", "is_running", "edited_mask_from", "segment_result"]
@@ -62,7 +62,7 @@ def is_running() -> bool:
 
 def trainable_models() -> list[str]:
     """Names of the registered networks that fine-tuning can start from (trained weights)."""
-    from ..models import registry
+    from napari_vessel.models import registry
 
     return [s.name for s in registry.list_models()
             if s.is_network and s.trainable and s.has_weights and s.dims == 3]
@@ -159,9 +159,9 @@ def finetune(model_name: str, volume: Volume | Any, *, labels: Any = None, edite
 
 def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, progress, cancel,
               on_update, preview_z) -> FinetuneResult:
-    from ..devices import cpu_count, pick_device
-    from ..inference import predict
-    from ..models import registry
+    from napari_vessel.devices import cpu_count, pick_device
+    from napari_vessel.inference.run import predict
+    from napari_vessel.models import registry
 
     started = time.monotonic()
     spec = trainable_spec(model_name, trainable_models)
@@ -240,7 +240,7 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     """Segment a volume with a fine-tuned network before (or without) saving it.
 
     The parent's preprocessing and sliding window are used, as
-    :func:`napari_vessel.inference.segment` would with the saved model.
+    :func:`napari_vessel.inference.run.segment` would with the saved model.
 
     Parameters
     ----------
@@ -254,8 +254,8 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     prob : ndarray of float32, shape (Z, Y, X)
     labels : ndarray of uint8, same shape
     """
-    from ..inference import predict
-    from ..models import registry
+    from napari_vessel.inference.run import predict
+    from napari_vessel.models import registry
 
     spec = registry.get(result.parent)
     image, _ = prepare_image(spec, as_volume(volume), cancel=cancel)
@@ -269,7 +269,7 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
 def save_finetuned(result: FinetuneResult, name: str, *, parent: str | None = None,
                    volume_source: Any = None, folder: Any = None, extra: dict | None = None):
     """Save a fine-tuned model as a new user model; see :func:`.finetune_save.save_finetuned`."""
-    from .finetune_save import save_finetuned as _save
+    from napari_vessel.training.finetune_save import save_finetuned as _save
 
     return _save(result, name, parent=parent, volume_source=volume_source, folder=folder,
                  extra=extra)
@@ -277,6 +277,6 @@ def save_finetuned(result: FinetuneResult, name: str, *, parent: str | None = No
 
 def check_new_name(name: str, folder: Any = None) -> str:
     """Check a new model name is valid and free; see :func:`.finetune_save.check_new_name`."""
-    from .finetune_save import check_new_name as _check
+    from napari_vessel.training.finetune_save import check_new_name as _check
 
     return _check(name, folder)

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .adapt import METHODS
-from .umis_loss import UMIS_LAMBDAS
+from napari_vessel.errors import InputError
+from napari_vessel.training.adapt import METHODS
+from napari_vessel.training.umis_loss import UMIS_LAMBDAS
 
 __all__ = ["FinetuneConfig", "FinetuneUpdate", "FinetuneResult", "MODES"]
 

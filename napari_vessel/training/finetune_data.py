@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..progress import CancelToken, Progress
-from ..volume import Volume
+from napari_vessel.errors import InputError
+from napari_vessel.io.volume import Volume
+from napari_vessel.progress import CancelToken, Progress
 
 __all__ = [
     "as_volume",
@@ -37,10 +37,10 @@ __all__ = [
 
 
 def as_volume(volume: Any, *, load: bool = True) -> Volume:
-    """``volume`` as a :class:`~napari_vessel.volume.Volume` (arrays are wrapped), in memory
+    """``volume`` as a :class:`~napari_vessel.io.volume.Volume` (arrays are wrapped), in memory
     unless ``load`` is False."""
     if not isinstance(volume, Volume):
-        from ..inference import check_volume_array
+        from napari_vessel.inference.run import check_volume_array
 
         volume = Volume(check_volume_array(volume, "volume"))
     return volume.with_data(np.asarray(volume.data)) if load and volume.is_lazy else volume
@@ -102,7 +102,7 @@ def check_voxels(data: np.ndarray) -> None:
 
 def prepare_image(spec: Any, volume: Volume, *, progress: Progress | None = None,
                   cancel: CancelToken | None = None) -> tuple[np.ndarray, Any]:
-    """The volume as the model expects its input, like :func:`napari_vessel.inference.segment`.
+    """The volume as the model expects its input, like :func:`napari_vessel.inference.run.segment`.
 
     The model card's preprocessing pipeline when it has one, else a min-max stretch to [0, 1]
     (paper 000, section 5.1).
@@ -118,7 +118,7 @@ def prepare_image(spec: Any, volume: Volume, *, progress: Progress | None = None
     data = np.asarray(volume.data)
     check_voxels(data)
     if spec.preprocessing:
-        from ..preprocess import Pipeline
+        from napari_vessel.preprocess import Pipeline
 
         pre = spec.preprocessing
         pipeline = Pipeline.from_json(pre if isinstance(pre, str) else json.dumps(pre))

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from ..errors import Cancelled
-from .adapt import (
+from napari_vessel.errors import Cancelled
+from napari_vessel.training.adapt import (
     ADABN_BLENDS,
     DriftGuard,
     EntropyLoss,
@@ -31,10 +31,10 @@ from .adapt import (
     blend_batchnorm,
     reestimate_batchnorm,
 )
-from .adapt_synthetic import SyntheticBatches, SyntheticLoss, matched_volumes
-from .finetune_config import FinetuneResult, FinetuneUpdate
-from .finetune_data import PatchSampler, fit_patch_size
-from .finetune_loss import make_loss, probe_loss, run_preview
+from napari_vessel.training.adapt_synthetic import SyntheticBatches, SyntheticLoss, matched_volumes
+from napari_vessel.training.finetune_config import FinetuneResult, FinetuneUpdate
+from napari_vessel.training.finetune_data import PatchSampler, fit_patch_size
+from napari_vessel.training.finetune_loss import make_loss, probe_loss, run_preview
 
 __all__ = ["FinetuneLoop", "model_state"]
 

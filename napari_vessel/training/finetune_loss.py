@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
-from ..models.layers import morph_smooth
-from .finetune_data import preview_window
-from .losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
-from .umis_loss import UMISLoss
+from napari_vessel.errors import InputError
+from napari_vessel.models.layers import morph_smooth
+from napari_vessel.training.finetune_data import preview_window
+from napari_vessel.training.losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
+from napari_vessel.training.umis_loss import UMISLoss
 
 __all__ = ["ProbabilityNet", "trainable_spec", "forward_parts", "make_loss", "probe_loss",
            "run_preview"]
@@ -40,7 +40,7 @@ Loss = Callable[..., tuple[torch.Tensor, dict]]
 
 def trainable_spec(name: Any, trainable: Callable[[], list[str]]):
     """The registry spec of ``name`` if fine-tuning can start from it, else :class:`InputError`."""
-    from ..models import registry
+    from napari_vessel.models import registry
 
     spec = registry.get(name)
     problem = None

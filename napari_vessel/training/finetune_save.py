@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..volume import Volume
+from napari_vessel.errors import InputError
+from napari_vessel.io.volume import Volume
 
 __all__ = ["check_new_name", "check_name_syntax", "save_finetuned", "MANIFEST_SUFFIX"]
 
@@ -40,8 +40,8 @@ _UNSUPERVISED_LOSS = {
 
 
 def _folder(folder: Any) -> Path:
-    from ..models.registry import user_models_dir
-    from ..models.weights import SHIPPED_DIR
+    from napari_vessel.models.registry import user_models_dir
+    from napari_vessel.models.weights import SHIPPED_DIR
 
     path = Path(folder).expanduser() if folder is not None else user_models_dir()
     if path.resolve() == SHIPPED_DIR.resolve():
@@ -51,7 +51,7 @@ def _folder(folder: Any) -> Path:
 
 
 def _taken(name: str, folder: Path) -> bool:
-    from ..models import registry
+    from napari_vessel.models import registry
 
     names = {s.name.lower() for s in registry.list_models()}
     files = [folder / f"{name}{suffix}" for suffix in (".json", ".safetensors", MANIFEST_SUFFIX)]
@@ -90,7 +90,7 @@ def check_new_name(name: str, folder: Any = None) -> str:
 def _source_info(result: Any, volume_source: Any) -> dict:
     info = dict(result.volume or {})
     if isinstance(volume_source, Volume):
-        from .finetune_data import volume_fingerprint
+        from napari_vessel.training.finetune_data import volume_fingerprint
 
         info = volume_fingerprint(volume_source)
     elif volume_source is not None:
@@ -141,9 +141,9 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
         No step was run; invalid or taken name; the folder of the shipped weights; a full or
         read-only disk (nothing half-written remains).
     """
-    from ..inference import versions
-    from ..models import registry
-    from ..models.weights import ModelCard, save_weights
+    from napari_vessel.inference.run import versions
+    from napari_vessel.models import registry
+    from napari_vessel.models.weights import ModelCard, save_weights
 
     if result.steps == 0:
         raise InputError("the fine-tune stopped before its first step, so the model equals its "
@@ -218,7 +218,7 @@ def remove_finetuned(weights: Any) -> list[Path]:
         The file is not a fine-tuned model (its card names no parent), or it lies among the
         shipped weights.
     """
-    from ..models.weights import SHIPPED_DIR, read_card
+    from napari_vessel.models.weights import SHIPPED_DIR, read_card
 
     path = Path(weights)
     card_path = path.with_suffix(".json")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..models.layers import sobel_gradients_3d, soft_skeleton
+from napari_vessel.errors import InputError
+from napari_vessel.models.layers import sobel_gradients_3d, soft_skeleton
 
 __all__ = [
     "balanced_bce",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import InputError
+from napari_vessel.errors import InputError
 
 __all__ = ["average_weights"]
 

@@ -13,7 +13,7 @@ DBAC / DDMAC cascades and their ensemble) gets its paper's loss from
 
 After training, the probability threshold is chosen on the *training* volumes (best mean F1) and
 stored with the model, so a held-out volume never influences it. The probability maps come from
-the plugin's inference engine (:func:`napari_vessel.inference.predict`), so they are the model's
+the plugin's inference engine (:func:`napari_vessel.inference.run.predict`), so they are the model's
 final probability exactly as segmenting gives it (2D models slice by slice).
 
 The loss functions are those of :mod:`napari_vessel.training.losses` (re-exported here); the
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
-from ..models.registry import ModelSpec
-from ..models.vcnet import VCNetOutput
-from ..progress import CancelToken, Progress, no_progress
-from .checkpoint import load_state, save_checkpoint, save_state
-from .data import Pair, PatchSampler, augment
-from .losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
-from .zoo_losses import as_slices, has_own_loss, model_loss
+from napari_vessel.errors import InputError
+from napari_vessel.models.registry import ModelSpec
+from napari_vessel.models.vcnet import VCNetOutput
+from napari_vessel.progress import CancelToken, Progress, no_progress
+from napari_vessel.training.checkpoint import load_state, save_checkpoint, save_state
+from napari_vessel.training.data import Pair, PatchSampler, augment
+from napari_vessel.training.losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
+from napari_vessel.training.zoo_losses import as_slices, has_own_loss, model_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "predict_volume", "choose_threshold",
            "calibrate_threshold",
@@ -180,7 +180,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, spec: ModelSpec | Non
                    ) -> np.ndarray:
     """Vessel probability of a normalised (Z, Y, X) volume, with the plugin's inference engine.
 
-    Runs :func:`napari_vessel.inference.predict` on the CPU with PyTorch and the threads torch is
+    Runs :func:`napari_vessel.inference.run.predict` on the CPU with PyTorch and the threads torch is
     set to, so a validation prediction is what segmenting with the saved model gives (exactly
     with ``runtime="torch"``; within 1e-6 on the exported CPU runtimes): the final probability
     (sigmoid of logits, or a fused probability), 2D models slice by slice.
@@ -203,7 +203,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, spec: ModelSpec | Non
     -------
     ndarray of float32, shape (Z, Y, X)
     """
-    from ..inference import predict
+    from napari_vessel.inference.run import predict
 
     model.eval()
     spec = training_spec(model, spec)
@@ -296,7 +296,7 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
     TrainResult
         With the training volumes' probability maps in ``probs``.
     """
-    from ..devices import pick_device
+    from napari_vessel.devices import pick_device
 
     cfg = config or TrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 1:

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..progress import CancelToken, Progress, no_progress
-from .data import augment
-from .train import save_checkpoint, warmup_cosine
-from .umis_loss import UMISLoss
+from napari_vessel.errors import InputError
+from napari_vessel.progress import CancelToken, Progress, no_progress
+from napari_vessel.training.data import augment
+from napari_vessel.training.train import save_checkpoint, warmup_cosine
+from napari_vessel.training.umis_loss import UMISLoss
 
 __all__ = ["UnsupervisedConfig", "UnsupervisedResult", "train_unsupervised",
            "umis_preprocessing", "predict_probability"]
@@ -36,7 +36,7 @@ def umis_preprocessing() -> dict:
     [0, 1]: the active contour compares region means of the image itself, so the input must span
     the same range on every volume.
     """
-    from .data import PREPROCESSING
+    from napari_vessel.training.data import PREPROCESSING
 
     return dict(PREPROCESSING)
 
@@ -204,8 +204,8 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
 def predict_probability(model: torch.nn.Module, image: np.ndarray, *, device: str = "cpu",
                         threads: int | None = None) -> np.ndarray:
     """UMIS's smoothed segmentation ``S`` of a preprocessed volume, with the plugin's engine."""
-    from ..inference import predict
-    from ..models.registry import get
+    from napari_vessel.inference.run import predict
+    from napari_vessel.models.registry import get
 
     return np.asarray(predict(model.eval(), image, spec=get("umis"), device=device,
                               threads=threads))

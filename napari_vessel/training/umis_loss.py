@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InputError
-from ..models.layers import gradient_l1
-from .losses import _EPS, _check_pair, _mean, _weights
+from napari_vessel.errors import InputError
+from napari_vessel.models.layers import gradient_l1
+from napari_vessel.training.losses import _EPS, _check_pair, _mean, _weights
 
 __all__ = [
     "region_means",

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..models.cascades import DBACOutput, DDMACOutput, EnsembleOutput
-from ..models.vcnet import VCNetOutput
-from .losses import balanced_bce, soft_cldice_loss, soft_dice_loss
+from napari_vessel.errors import InputError
+from napari_vessel.models.cascades import DBACOutput, DDMACOutput, EnsembleOutput
+from napari_vessel.models.vcnet import VCNetOutput
+from napari_vessel.training.losses import balanced_bce, soft_cldice_loss, soft_dice_loss
 
 __all__ = ["vcnet_loss", "dbac_loss", "ddmac_loss", "ensemble_loss", "model_loss",
            "has_own_loss", "dilated_probability_map", "label_mips", "as_slices"]

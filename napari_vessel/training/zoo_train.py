@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..models import registry
+from napari_vessel.errors import InputError
+from napari_vessel.models import registry
 
 __all__ = ["trainable_names", "trainable_spec", "describe_loss", "has_paper_loss",
            "compose_ensemble"]
@@ -107,8 +107,8 @@ def compose_ensemble(model: Any, members: Sequence[str | Path], pairs: list,
     composed_from : dict
         Each member's card name, SHA-256 and training command, for the card.
     """
-    from ..models.weights import load_weights
-    from .train import TrainResult, choose_threshold, predict_volume
+    from napari_vessel.models.weights import load_weights
+    from napari_vessel.training.train import TrainResult, choose_threshold, predict_volume
 
     start = time.monotonic()
     composed: dict[str, Any] = {}

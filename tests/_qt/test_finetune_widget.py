@@ -255,7 +255,7 @@ def test_stop_still_segments_with_the_kept_model_when_asked(setup, qtbot):
 
 
 def test_stop_while_segmenting_stops_only_the_segmentation(setup, qtbot, monkeypatch):
-    import napari_vessel.inference as inference
+    import napari_vessel.inference.run as inference
     from napari_vessel.errors import Cancelled
 
     widget = setup.widget
@@ -383,7 +383,7 @@ def test_edit_tracker_marks_exactly_the_brushed_voxels():
 
     # the Review dock's tools and prompts write an Edit with data_setitem as one undo step
     from napari_vessel._qt.review_sync import apply_edit_to_layer
-    from napari_vessel.refine import Edit
+    from napari_vessel.refine.edits import Edit
 
     before = np.array(layer.data)
     target = np.zeros(SHAPE, bool)

@@ -13,8 +13,8 @@ from qtpy.QtCore import Qt
 import napari_vessel._qt.graph_widget as module
 from napari_vessel._qt.graph_layers import OUTPUT_KEY
 from napari_vessel._qt.graph_widget import GraphWidget
+from napari_vessel.data.tubes import draw_tubes
 from napari_vessel.graph import OUTPUT_FILES
-from napari_vessel.tubes import draw_tubes
 
 SHAPE = (24, 64, 64)
 SCALE = (2.0, 1.0, 1.0)
@@ -126,7 +126,7 @@ def test_reanalyse_after_an_edit_replaces_the_layers(setup, qtbot):
 
 
 def test_cancel_stops_within_a_second_and_adds_nothing(setup, qtbot):
-    from napari_vessel.phantom import make_phantom
+    from napari_vessel.data.phantom import make_phantom
 
     widget, viewer = setup.widget, setup.viewer
     phantom = make_phantom((48, 256, 256), seed=1, noise=False)

@@ -7,8 +7,8 @@ import pytest
 
 import napari_vessel._qt.review_widget as module
 from napari_vessel._qt.review_widget import ReviewWidget
-from napari_vessel.autosave import find_recovery
 from napari_vessel.projection import depth_colours
+from napari_vessel.refine.autosave import find_recovery
 
 SHAPE = (10, 64, 64)
 
@@ -448,7 +448,7 @@ def test_a_finished_stroke_is_in_the_recovery_file_within_the_throttle(setup, qt
     import time
 
     from napari_vessel._qt.review_autosave import DEFAULT_INTERVAL_S
-    from napari_vessel.autosave import load_recovery
+    from napari_vessel.refine.autosave import load_recovery
 
     _viewer, widget, _image_layer, labels, messages = setup
     assert widget.autosave.interval.value == DEFAULT_INTERVAL_S <= 1

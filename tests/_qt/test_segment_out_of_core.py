@@ -14,12 +14,12 @@ import pytest
 import napari_vessel._qt.segment_widget as module
 from napari_vessel._qt.segment_out_of_core import LAZY_TIP, STORE_KEY, choose_path
 from napari_vessel._qt.segment_widget import SegmentWidget
+from napari_vessel.data.phantom import make_phantom
 from napari_vessel.errors import InputError
-from napari_vessel.io import save_volume
+from napari_vessel.io.stacks import save_volume
 from napari_vessel.manifest import RunManifest
 from napari_vessel.models import registry
 from napari_vessel.models.registry import ModelSpec
-from napari_vessel.phantom import make_phantom
 
 torch = pytest.importorskip("torch")
 da = pytest.importorskip("dask.array")

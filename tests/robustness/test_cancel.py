@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_vessel.errors import Cancelled
-from napari_vessel.inference import segment
+from napari_vessel.inference.run import segment
 from napari_vessel.progress import CancelToken
 
 
@@ -120,7 +120,7 @@ def test_the_pytorch_forward_pass_stops_between_its_layers():
     pass of a big network over a whole stack takes seconds); the hooks are gone afterwards."""
     import torch
 
-    from napari_vessel.inference import predict
+    from napari_vessel.inference.run import predict
 
     token = CancelToken()
     ran = []

@@ -10,10 +10,10 @@ import pytest
 import tifffile
 import zarr
 
-from napari_vessel import io_zarr
 from napari_vessel.cli import main
 from napari_vessel.errors import InputError
-from napari_vessel.io import load_volume, save_volume
+from napari_vessel.io import zarr as io_zarr
+from napari_vessel.io.stacks import load_volume, save_volume
 
 STACK = (np.random.default_rng(0).random((8, 64, 64)) * 200).astype(np.uint8)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import napari_vessel.commands.demo as demo
-import napari_vessel.inference
+import napari_vessel.inference.run
 import napari_vessel.render
 from napari_vessel.cli import main
 
@@ -25,7 +25,7 @@ def _files(folder):
 
 
 def _no_work(monkeypatch):
-    monkeypatch.setattr(napari_vessel.inference, "segment",
+    monkeypatch.setattr(napari_vessel.inference.run, "segment",
                         lambda *a, **k: pytest.fail("the work started"))
 
 

@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
-from napari_vessel.io import save_volume
-from napari_vessel.phantom import make_phantom
+from napari_vessel.data.phantom import make_phantom
+from napari_vessel.io.stacks import save_volume
 
 
 def _start(tmp_path, name: str, *extra: str) -> subprocess.Popen:

@@ -8,7 +8,7 @@ import tifffile
 
 from napari_vessel.cli import main
 from napari_vessel.errors import InputError
-from napari_vessel.inference import segment
+from napari_vessel.inference.run import segment
 
 
 @pytest.mark.parametrize("value, dtype, shown", [(7, np.uint8, "7"), (1e-298, np.float64, "1e-298"),
@@ -33,7 +33,7 @@ def test_segment_takes_the_frame_it_asks_for(tmp_path, capsys):
 def test_a_tiff_header_that_declares_more_planes_than_the_file_holds_is_refused(tmp_path):
     """8 real planes, 100,000 declared: tifffile would zero-pad the rest (hours of segmenting
     nothing)."""
-    from napari_vessel.io import load_volume
+    from napari_vessel.io.stacks import load_volume
 
     path = tmp_path / "lie.ome.tif"
     tifffile.imwrite(path, np.ones((8, 16, 16), np.uint8), ome=True, metadata={"axes": "ZYX"})
@@ -45,7 +45,7 @@ def test_a_tiff_header_that_declares_more_planes_than_the_file_holds_is_refused(
 
 
 def test_a_tiff_with_pages_of_different_sizes_is_refused_not_cut(tmp_path):
-    from napari_vessel.io import load_volume
+    from napari_vessel.io.stacks import load_volume
 
     path = tmp_path / "mixed.tif"
     with tifffile.TiffWriter(path) as writer:
@@ -60,7 +60,7 @@ def test_a_tiff_with_pages_of_different_sizes_is_refused_not_cut(tmp_path):
                                   '{"napari_vessel": {"kind": 5, "metadata": "text"}}',
                                   '{"napari_vessel": {"metadata": {"spacing_known": [1]}}}'])
 def test_stored_metadata_of_the_wrong_type_is_ignored_not_a_crash(tmp_path, info):
-    from napari_vessel.io import load_volume
+    from napari_vessel.io.stacks import load_volume
 
     path = tmp_path / "odd.tif"
     tifffile.imwrite(path, np.ones((4, 16, 16), np.uint8), imagej=True,
@@ -85,7 +85,7 @@ def test_hostile_pipeline_json_gets_a_message():
 def test_a_malformed_recovery_file_is_skipped_with_a_warning(tmp_path, meta):
     import json
 
-    from napari_vessel.autosave import RECOVERY_SUFFIX, find_recovery, load_recovery
+    from napari_vessel.refine.autosave import RECOVERY_SUFFIX, find_recovery, load_recovery
 
     image = tmp_path / "stack.tif"
     image.write_bytes(b"")
@@ -108,7 +108,7 @@ def test_evaluate_refuses_a_probability_map_outside_zero_one(tmp_path, capsys):
 
 
 def test_out_of_memory_is_not_called_corruption(tmp_path, monkeypatch):
-    from napari_vessel.io import load_volume
+    from napari_vessel.io.stacks import load_volume
 
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, np.ones((6, 16, 16), np.uint8))

@@ -27,7 +27,7 @@ def test_disk_full_at_the_labels_leaves_the_earlier_set_untouched(stack, tmp_pat
     out = tmp_path / "out"
     assert main(["segment", str(stack), "-o", str(out), "--quiet", "--threshold", "0.5"]) == 0
     before = _files(out)
-    import napari_vessel.io as io
+    import napari_vessel.io.stacks as io
 
     real = io.save_volume
 
@@ -70,7 +70,7 @@ def test_an_unwritable_output_is_refused_before_the_work(stack, tmp_path, capsys
 
 
 def test_a_system_error_is_one_clear_line(stack, tmp_path, monkeypatch, capsys):
-    import napari_vessel.io as io
+    import napari_vessel.io.stacks as io
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -1,0 +1,570 @@
+"""Run any registered model on a volume: device choice, checks, sliding window, and ``segment``.
+
+:func:`predict` turns a volume into a float32 probability map with any network (sliding window,
+see :mod:`napari_vessel.inference.sliding_window`) or classical method of the registry. :func:`segment` is
+the one-call API behind the widget and ``napari-vessel segment``: the model's own preprocessing,
+prediction, thresholding, and a run manifest that records everything needed to repeat the run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from napari_vessel.devices import CPU, cpu_count, pick_device, run_device
+from napari_vessel.errors import InputError
+from napari_vessel.inference.network import open_network
+from napari_vessel.inference.sliding_window import importance_weights, plan_tiles, run_tiles
+from napari_vessel.io.volume import Volume, check_3d, check_spacing
+from napari_vessel.manifest import CpuInfo, InputInfo, ModelInfo, RunManifest, RunParameters, Timing, Versions
+from napari_vessel.progress import CancelToken, Progress, check_between_layers, no_progress, scaled
+
+__all__ = ["pick_device", "predict", "segment", "postprocessing_recipe", "check_volume_array",
+           "as_volume",
+           "versions", "resolve_spec", "prepare_input", "run_manifest"]
+
+DEFAULT_PATCH = (32, 128, 128)
+
+
+def check_volume_array(data: Any, what: str = "image") -> Any:
+    """Check a volume for the models and return it as (Z, Y, X) (a singleton channel is dropped).
+
+    Raises
+    ------
+    InputError
+        2D image, several channels, too many axes, non-numeric data. (NaNs and all-equal values
+        are checked on the voxels by :func:`predict`.)
+    """
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) == 4 and 1 in shape:
+        data = data[(slice(None),) * shape.index(1) + (0,)]
+        shape = tuple(data.shape)
+    if len(shape) == 4 and min(shape) <= 4:
+        axis = shape.index(min(shape))
+        raise InputError(
+            f"the {what} has shape {shape} with {shape[axis]} channels on axis {axis}; the models "
+            "take one channel: choose the vessel channel first (e.g. image[..., 0] or "
+            "--channel in 'napari-vessel preprocess')"
+        )
+    check_3d(data, what)
+    kind = np.dtype(getattr(data, "dtype", np.float32)).kind
+    if kind not in "biuf":
+        raise InputError(f"the {what} has data type {data.dtype}; a numeric image is needed")
+    return data
+
+
+def as_volume(volume: Any, spacing_zyx: Any = None) -> Volume:
+    """``volume`` as a checked :class:`~napari_vessel.io.volume.Volume` (Z, Y, X).
+
+    An array gets ``spacing_zyx`` (1 µm when None); a Volume keeps its own unless
+    ``spacing_zyx`` is given. Raises :class:`InputError` as :func:`check_volume_array` does.
+    """
+    if not isinstance(volume, Volume):
+        return Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
+    if spacing_zyx is not None:
+        volume = volume.with_spacing(spacing_zyx)
+    check_volume_array(volume.data)
+    return volume
+
+
+def _takes_cancel(function: Any) -> bool:
+    """Whether a classical ``predict`` accepts ``cancel=`` (a keyword or ``**kwargs``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any((p.name == "cancel" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in parameters)
+
+
+def _check_voxels(region: np.ndarray) -> None:
+    if not np.isfinite(region).all():
+        raise InputError("the image contains NaN or infinite values; replace them (e.g. "
+                         "np.nan_to_num) or check how the file was made")
+
+
+def _constant_error(value: float) -> InputError:
+    what = "all zero" if value == 0 else f"constant (every voxel is {value:g})"
+    return InputError(f"the image is {what}: there is nothing to segment; check the channel and "
+                      "the file")
+
+
+def _is_lazy(data: Any) -> bool:
+    return not isinstance(data, np.ndarray)
+
+
+def _registry():
+    from napari_vessel.models import registry
+
+    return registry
+
+
+def resolve_spec(model: Any):
+    """The registered model called ``model`` (None or "": the default model), or ``model`` itself
+    when it is a :class:`~napari_vessel.models.registry.ModelSpec`.
+
+    In a process that has registered nothing yet, the spec an earlier run recorded for this name
+    is used when nothing it depends on changed (:func:`napari_vessel.runtime.warm.resolve_name`):
+    the model modules, which import PyTorch, are then not imported. Else the registry answers
+    (and its answer is recorded for the next process).
+
+    Raises
+    ------
+    InputError
+        Unknown name (with the closest names).
+    """
+    from napari_vessel.runtime import warm
+
+    registry = _registry()
+    if isinstance(model, registry.ModelSpec):
+        return model
+    name = model or None
+    if registry.untouched():
+        spec = warm.resolve_name(name)
+        if spec is not None:
+            return spec
+    spec = registry.get(name if name is not None else registry.default_model_name())
+    try:
+        warm.remember_name(name, spec)
+    except Exception:  # noqa: BLE001 - a cache that cannot be written only costs the next start
+        pass
+    return spec
+
+
+def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None,
+            patch_size: Any = None, overlap: float = 0.25, blending: str = "gaussian",
+            batch_size: int | None = None, device: Any = None, amp: bool | None = None,
+            tta: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
+            out: Any = None, block_shape: Any = None, spec: Any = None,
+            threads: int | None = None, runtime: str = "auto",
+            run_info: list | None = None, spill_dir: Any = None) -> Any:
+    """Probability map of vessels for a volume.
+
+    Parameters
+    ----------
+    model_or_name : str, ModelSpec or torch.nn.Module
+        A registered model (network or classical) or a network in eval mode. A module's output is
+        taken as probabilities; a module may define ``input_multiple`` (z, y, x).
+    volume_or_array : Volume or array-like, shape (Z, Y, X)
+        NumPy, dask or Zarr; a lazy array is read block by block. Intensities as the model
+        expects them (see :func:`segment` for the preprocessing).
+    spacing_zyx : (float, float, float), optional
+        Voxel size in µm (classical models use it); taken from a :class:`Volume` otherwise.
+    patch_size : (int, int, int), optional
+        Patch size (z, y, x); default the model's. Rounded to the network's input multiple and
+        shrunk along axes where the volume is smaller.
+    overlap : float
+        Fraction of a patch shared with its neighbours, in [0, 1).
+    blending : {"gaussian", "constant"}
+        Importance weights of the patch voxels (constant = the paper's averaging).
+    batch_size : int, optional
+        Patches per forward pass (default 4 on a CPU, 2 on a GPU). Halved on GPU out-of-memory.
+    device : str or torch.device, optional
+        ``"auto"``/None (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    amp : bool, optional
+        Mixed precision; default on for CUDA only.
+    tta : bool
+        Average over the four in-plane flips (test-time augmentation).
+    progress : callable, optional
+        ``progress(fraction, message)`` after every batch; fractions increase.
+    cancel : CancelToken, optional
+        Checked before every batch; raises :class:`~napari_vessel.errors.Cancelled`.
+    out : array-like, optional
+        NumPy or Zarr array (Z, Y, X) to write into (for volumes larger than memory).
+    block_shape : (int, int, int), optional
+        Output block size for lazy inputs (default four patches per axis); the result does not
+        depend on it.
+    spec : ModelSpec, optional
+        Describes a network passed as a module (its ``dims``, ``output``, patch size and input
+        multiple), e.g. a model being trained; ignored when ``model_or_name`` is a name or spec.
+    threads : int, optional
+        CPU threads for the network (default: every core this process may use).
+    runtime : {"auto", "torch", "onnx", "openvino"}
+        How the network runs (:mod:`napari_vessel.runtime`): ``"auto"`` uses the fastest
+        exported runtime on a CPU for a registered network (a bare module without ``spec`` runs
+        as given, with PyTorch) and PyTorch on a GPU; a fallback to PyTorch is warned about.
+    run_info : list, optional
+        Receives the :class:`~napari_vessel.runtime.RuntimeInfo` of the run (for manifests).
+    spill_dir : str or Path, optional
+        With ``out`` and ``block_shape``: blocks follow the patch grid and every patch is
+        predicted once (:func:`~napari_vessel.inference.block_window.run_blocks`); the sums carried
+        between blocks go to this folder.
+
+    Returns
+    -------
+    ndarray of float32 (or ``out``), shape (Z, Y, X), values in [0, 1]
+
+    Raises
+    ------
+    InputError
+        Unknown model, 2D image, several channels, NaNs, a constant volume, bad options, GPU out
+        of memory even with one patch.
+    Cancelled
+        When ``cancel`` was set; nothing is returned.
+    """
+    progress = progress or no_progress
+    if isinstance(volume_or_array, Volume):
+        spacing = volume_or_array.spacing_zyx if spacing_zyx is None else spacing_zyx
+        data = volume_or_array.data
+    else:
+        data, spacing = volume_or_array, spacing_zyx or (1.0, 1.0, 1.0)
+    spacing = check_spacing(spacing, 3)
+    data = check_volume_array(data)
+    lazy = _is_lazy(data)
+    if not lazy:
+        _check_voxels(data)
+        lo, hi = float(data.min()), float(data.max())
+        if lo == hi:
+            raise _constant_error(lo)
+    if out is not None and tuple(out.shape) != tuple(data.shape):
+        raise InputError(f"out has shape {tuple(out.shape)}, the volume {tuple(data.shape)}")
+    if cancel is not None:
+        cancel.check()
+    model = None
+    if isinstance(model_or_name, str | _registry().ModelSpec):
+        spec = resolve_spec(model_or_name)  # no PyTorch needed yet (see runtime.warm)
+    else:
+        model = model_or_name
+
+    if spec is not None and not spec.is_network:  # classical: whole volume at once
+        array = np.asarray(data, dtype=np.float32)
+        if lazy:
+            _check_voxels(array)
+            if array.min() == array.max():
+                raise _constant_error(float(array.min()))
+        progress(0.0, f"{spec.name}: running")
+        params = dict(spec.config)
+        if cancel is not None and _takes_cancel(spec.predict):
+            params["cancel"] = cancel  # checked between its steps (a filter pass, a slab)
+        prob = np.asarray(spec.predict(array, spacing, **params), dtype=np.float32)
+        if cancel is not None:
+            cancel.check()
+        progress(1.0, f"{spec.name}: done")
+        if out is None:
+            return prob
+        out[...] = prob
+        return out
+
+    if batch_size is not None and int(batch_size) < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    n_threads = int(threads or cpu_count())
+    state: dict[str, int] = {}
+    net = open_network(model, spec, device=device, runtime=runtime, tta=tta, threads=n_threads,
+                       amp=amp, state=state, cancel=cancel)
+    dev, model, spec, forward = net.device, net.model, net.spec, net.forward
+    patch = patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
+    if net.dims == 2:
+        patch = (1, *tuple(patch)[-2:])
+    plan = plan_tiles(data.shape, patch, overlap, net.multiple)
+    weights = importance_weights(plan.patch, blending)
+    if batch_size is None:
+        batch_size = 4 if dev.type == "cpu" else 2
+    if block_shape is None and lazy:
+        block_shape = tuple(4 * p for p in plan.patch)
+    state["batch_size"] = int(batch_size)
+    if run_info is not None:
+        run_info.append(net.info)
+
+    extremes = [np.inf, -np.inf]
+
+    def check_region(region: np.ndarray) -> None:
+        if lazy:
+            _check_voxels(region)
+            extremes[0] = min(extremes[0], float(region.min()))
+            extremes[1] = max(extremes[1], float(region.max()))
+
+    def tiles():
+        if spill_dir is not None:
+            from napari_vessel.inference.block_window import run_blocks
+
+            return run_blocks(plan, data, forward, weights=weights, out=out,
+                              block_shape=block_shape, scratch=spill_dir,
+                              batch_size=state["batch_size"], check_region=check_region,
+                              progress=progress, cancel=cancel)
+        return run_tiles(plan, data, forward, weights=weights, batch_size=state["batch_size"],
+                         out=out, block_shape=block_shape, check_region=check_region,
+                         progress=progress, cancel=cancel)
+
+    if model is None:  # ONNX Runtime or OpenVINO with their own threads: no PyTorch here
+        result = tiles()
+    else:
+        import torch
+
+        previous_threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(n_threads)
+        try:
+            # PyTorch's forward pass of a whole stack takes seconds: each layer checks cancel
+            with torch.inference_mode(), check_between_layers(model, cancel):
+                result = tiles()
+        finally:
+            torch.set_num_threads(previous_threads)
+    if cancel is not None:  # a cancel during the last batch still cancels: no result
+        cancel.check()
+    if lazy and extremes[0] == extremes[1]:
+        raise _constant_error(extremes[0])
+    return result
+
+
+def _pipeline(pre: Any):
+    from napari_vessel.preprocess import Pipeline
+
+    return Pipeline.from_json(pre if isinstance(pre, str) else json.dumps(pre))
+
+
+def _as_json_obj(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _minmax(data: Any) -> Any:
+    """Stretch intensities to [0, 1] (paper 000, section 5.1); works lazily on dask arrays."""
+    lo, hi = data.min(), data.max()
+    if hasattr(lo, "compute"):
+        lo, hi = lo.compute(), hi.compute()
+    lo, hi = float(lo), float(hi)
+    if hi == lo:
+        raise _constant_error(lo)
+    return (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+
+
+def cpu_features() -> dict:
+    """The CPU's name and the vector instruction sets the runtimes can use (Linux; else empty)."""
+    flags: set[str] = set()
+    name = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name" and not name:
+                    name = value.strip()
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+    return {"name": name, "instructions": [f for f in wanted if f in flags]}
+
+
+def _version(module: str, distribution: str) -> str | None:
+    """A package's version without importing it (a segment does not need every package)."""
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    """Versions of the software that made a result (read without importing the packages)."""
+    from napari_vessel import __version__
+    from napari_vessel.devices import torch_version
+
+    return {"napari_vessel": __version__, "python": platform.python_version(),
+            "torch": torch_version(), "numpy": np.__version__,
+            "scipy": _version("scipy", "scipy"),
+            "scikit_image": _version("skimage", "scikit-image"), "platform": platform.platform()}
+
+
+def postprocessing_recipe(spec: Any, threshold: float | None = None,
+                          min_size: int = 0) -> dict[str, Any]:
+    """How :func:`segment` turns a model's probability map into labels.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model.
+    threshold : float, optional
+        The user's threshold: when given, a plain threshold at this level, whatever the card
+        says (the user's choice wins, and the labels can be redone from the map the same way).
+    min_size : int
+        Remove vessel pieces smaller than this; 0 keeps the post-processing's own value.
+
+    Returns
+    -------
+    dict
+        For :func:`~napari_vessel.postprocess.labels.apply_postprocessing`: the model's
+        ``postprocessing`` (e.g. hysteresis 0.45/0.95 and clean-up for the paper 003 cascades)
+        when no threshold is given, else ``{"method": "threshold", "level": ..., "min_size":
+        ...}`` with the card's ``threshold`` (else 0.5).
+
+    Raises
+    ------
+    InputError
+        A threshold outside [0, 1] or a negative ``min_size``.
+    """
+    if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 0:
+        raise InputError(f"min_size={min_size!r} must be a whole number of voxels >= 0")
+    if threshold is None and spec.postprocessing:
+        recipe = {k: v for k, v in dict(spec.postprocessing).items() if k != "function"}
+        if min_size:
+            recipe["min_size"] = int(min_size)
+        return recipe
+    if threshold is None:
+        threshold = spec.threshold
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+    return {"method": "threshold", "level": float(threshold), "min_size": int(min_size)}
+
+
+def segment(volume: Any, model_name: str | None = None, *, threshold: float | None = None,
+            preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
+            overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
+            batch_size: int | None = None, device: Any = None, tta: bool = False,
+            progress: Progress | None = None, cancel: CancelToken | None = None,
+            runtime: str = "auto", threads: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray, RunManifest]:
+    """Segment vessels in a volume with a registered model.
+
+    Applies the model's expected preprocessing (its card's pipeline; else a min-max stretch to
+    [0, 1] for networks), :func:`predict`, then the model's post-processing (a threshold, or
+    hysteresis and clean-up) to the probability map.
+
+    Parameters
+    ----------
+    volume : Volume or array-like, shape (Z, Y, X)
+    model_name : str or ModelSpec, optional
+        A registered model; default :func:`~napari_vessel.models.registry.default_model_name`
+        (see :func:`resolve_spec`).
+    threshold : float, optional
+        Probability above which a voxel is vessel (a plain threshold). Default: the model's
+        post-processing (see :func:`postprocessing_recipe`): paper 003's hysteresis and clean-up
+        for the cascades, else the ``threshold`` of the model card (chosen on the training
+        data), else 0.5. The map is returned, so it can be re-thresholded.
+    preprocess : bool
+        Apply the model's preprocessing first (turn off for already preprocessed input).
+    min_size : int
+        Remove connected vessel pieces smaller than this many voxels (0: the post-processing's
+        own value, none for a plain threshold).
+    spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel, runtime
+        As in :func:`predict`.
+    threads : int, optional
+        CPU threads for the network, as in :func:`predict` (default: every core this process may
+        use).
+
+    Returns
+    -------
+    prob : ndarray of float32, shape (Z, Y, X)
+    labels : ndarray of uint8, shape (Z, Y, X)
+        1 for vessel, 0 for background.
+    manifest : RunManifest
+        Model, weights hash, preprocessing, parameters, device, versions and timings
+        (:class:`~napari_vessel.manifest.RunManifest`; ``manifest.to_dict()`` is its JSON form).
+    """
+    from napari_vessel.postprocess.labels import apply_postprocessing
+
+    volume = as_volume(volume, spacing_zyx)
+    data = check_volume_array(volume.data)
+    spec = resolve_spec(model_name)
+    recipe = postprocessing_recipe(spec, threshold, min_size)
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    data, pre_json = prepare_input(data, spec, volume.spacing_zyx, preprocess=preprocess,
+                                   progress=scaled(progress, 0.0, 0.1, "preprocessing"),
+                                   cancel=cancel)
+    timing["preprocess_s"] = time.perf_counter() - started
+    dev = run_device(device) if spec.is_network else CPU
+    started = time.perf_counter()
+    run_info: list = []
+    prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,
+                   blending=blending, batch_size=batch_size, device=dev, tta=tta,
+                   progress=scaled(progress, 0.1, 0.95), cancel=cancel, runtime=runtime,
+                   run_info=run_info, threads=threads)
+    timing["predict_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    labels = np.asarray(apply_postprocessing(prob, recipe), dtype=np.uint8)
+    timing["postprocess_s"] = time.perf_counter() - started
+    if progress is not None:
+        progress(1.0, "done")
+    manifest = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
+        "overlap": float(overlap), "blending": blending, "tta": bool(tta),
+        "patch_size_zyx": tuple(patch_size or spec.patch_size_zyx), "batch_size": batch_size,
+        "preprocess": bool(preprocess)})
+    return prob, labels, manifest
+
+
+def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = True,
+                  progress: Progress | None = None, cancel: CancelToken | None = None
+                  ) -> tuple[Any, Any]:
+    """The model's expected preprocessing of ``data`` (lazy for a dask array), as :func:`segment`
+    applies it: the card's pipeline, else a min-max stretch to [0, 1] for networks.
+
+    Returns
+    -------
+    data : ndarray or dask array, shape (Z, Y, X)
+    preprocessing : dict or None
+        What was done, for the run manifest.
+    """
+    pre_json: Any = None
+    if not _is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
+        _check_voxels(data)
+        if data.size and float(data.min()) == float(data.max()):
+            raise _constant_error(float(data.min()))
+    if preprocess and spec.preprocessing:
+        pipeline = _pipeline(spec.preprocessing)
+        data = pipeline.apply(data, spacing_zyx=spacing_zyx, progress=progress, cancel=cancel)
+        pre_json = _as_json_obj(pipeline.to_json())
+    elif preprocess and spec.is_network:
+        data = _minmax(data)
+        pre_json = {"steps": [{"name": "minmax", "note": "stretch to [0, 1] (no card pipeline)"}]}
+    return data, pre_json
+
+
+def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: dict, dev: Any,
+                 run_info: list, timing: dict, parameters: dict) -> RunManifest:
+    """The run manifest of a segmentation (model, input, preprocessing, parameters, versions).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model.
+    volume : Volume
+        The input as given (before preprocessing).
+    pre_json : dict or None
+        The preprocessing done (:func:`prepare_input`).
+    recipe : dict
+        The post-processing (:func:`postprocessing_recipe`).
+    dev : torch.device or Device
+        Where the model ran.
+    run_info : list
+        Empty, or the :class:`~napari_vessel.runtime.RuntimeInfo` :func:`predict` reported.
+    timing : dict of str to float
+        Seconds by stage (``preprocess_s``, ``predict_s``, ``postprocess_s``, ``pyramid_s``).
+    parameters : dict
+        The sliding window's settings and ``preprocess`` (see
+        :class:`~napari_vessel.manifest.RunParameters`).
+
+    Returns
+    -------
+    RunManifest
+    """
+    card = spec.card
+    return RunManifest(
+        model=ModelInfo(name=spec.name, kind=spec.kind, architecture=spec.architecture,
+                        source=spec.source, weights_sha256=card.sha256 if card else None,
+                        parent=card.parent if card else None,
+                        config=dict(spec.config) if spec.is_network else None),
+        input=InputInfo(source=None if volume.source is None else str(volume.source),
+                        shape=tuple(volume.shape), dtype=str(volume.dtype),
+                        spacing_zyx=tuple(volume.spacing_zyx),
+                        spacing_known=bool(volume.spacing_known)),
+        preprocessing=pre_json,
+        parameters=RunParameters(threshold=float(recipe.get("level", recipe.get("low", 0.5))),
+                                 min_size=int(recipe.get("min_size", 0)), postprocessing=recipe,
+                                 **parameters),
+        device=str(dev),
+        runtime=run_info[0] if run_info else None,
+        cpu=CpuInfo(**cpu_features()) if dev.type == "cpu" else None,
+        versions=Versions(**versions()),
+        timing=Timing(**{k: round(v, 3) for k, v in timing.items()}),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
