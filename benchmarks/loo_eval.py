@@ -27,6 +27,7 @@ from napari_vessel.evaluation.metrics import average_precision, cldice
 from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models.tvnet import build_tvnet, config_for_widths
 from napari_vessel.training.data import load_pairs, synthetic_pairs, training_pipeline
+from napari_vessel.training.loo import leave_one_out
 from napari_vessel.training.train import TrainConfig, choose_threshold, predict_volume, train
 
 #: Label-free threshold methods (``skimage.filters.threshold_*``) for ``--threshold-method``.
@@ -122,23 +123,20 @@ def main() -> None:
             maps[key] = predict(model, pair.image)
         return maps[key]
 
-    for held in pairs:
-        if args.only and held.name not in args.only:
-            continue
+    for held, training in leave_one_out(pairs, only=args.only or None):
         start = time.monotonic()
         torch.manual_seed(args.seed)
         model = build_tvnet(**model_config)
         if init is not None:
             model.load_state_dict(init)
-        training = [p for p in pairs if p is not held]
         weights_key = None
         if args.reuse:
             weights_key = str((Path(args.reuse) / f"{held.name}.safetensors").resolve())
             model = load_fold(Path(args.reuse), held.name, model)
             saved = Path(args.reuse) / f"{held.name}.probs.npz"
             if saved.exists():  # the level of the training run (no flips), as a card stores it
-                with np.load(saved) as maps:
-                    train_probs = [maps[p.name].astype(np.float32) for p in training]
+                with np.load(saved) as saved_maps:  # not `maps`: that is fold_predict's cache
+                    train_probs = [saved_maps[p.name].astype(np.float32) for p in training]
             else:
                 train_probs = [fold_predict(model, p, weights_key) for p in training]
             fixed, scores = choose_threshold(train_probs, [p.labels for p in training])

@@ -24,6 +24,7 @@ from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models.umis import SLIM_CONFIG, build_umis
 from napari_vessel.models.weights import save_weights
 from napari_vessel.training.data import load_pairs
+from napari_vessel.training.loo import leave_one_out
 from napari_vessel.training.train_unsupervised import (
     UnsupervisedConfig,
     predict_probability,
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the per-volume results here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default, reproducible), cuda, mps or auto")
     parser.add_argument("--save-dir", help="keep each fold's weights + card here (outside the "
                         "repository), e.g. as starting points of benchmarks/bench_finetune.py")
     args = parser.parse_args()
@@ -52,20 +55,18 @@ def main() -> None:
         overrides["patch_size"] = tuple(overrides["patch_size"])
     cfg = UnsupervisedConfig(steps=args.steps, seed=args.seed, **overrides)
     rows = []
-    for held in pairs:
-        if args.only and held.name not in args.only:
-            continue
+    for held, training in leave_one_out(pairs, only=args.only or None):
         start = time.monotonic()
         torch.manual_seed(args.seed)
         model = build_umis(**SLIM_CONFIG)
-        result = train_unsupervised(model, [p.image for p in pairs if p is not held], cfg)
+        result = train_unsupervised(model, [p.image for p in training], cfg, device=args.device)
         prob = predict_probability(result.model, held.image, threads=args.threads)
         if args.save_dir:
             save_weights(result.model, Path(args.save_dir) / f"umis-loo-{held.name}.safetensors",
                          {"name": f"umis-loo-{held.name}", "architecture": "umis",
                           "config": dict(SLIM_CONFIG), "kind": "unsupervised",
                           "threshold": args.threshold, "preprocessing": umis_preprocessing(),
-                          "trained_on": [p.name for p in pairs if p is not held]})
+                          "trained_on": [p.name for p in training]})
         pred = prob > args.threshold
         row = {"volume": held.name, "f1": f1_score(pred, held.labels),
                "ap": average_precision(prob, held.labels), "cldice": cldice(pred, held.labels),

@@ -34,6 +34,7 @@ from napari_vessel.evaluation.metrics import average_precision, cldice, precisio
 from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models import registry
 from napari_vessel.training.data import load_pairs
+from napari_vessel.training.loo import leave_one_out
 from napari_vessel.training.train import (
     TrainConfig,
     choose_threshold,
@@ -72,13 +73,11 @@ def run_arch(args: argparse.Namespace, pairs: list) -> tuple[list[dict], dict]:
     overrides["patch_size"] = tuple(overrides.get("patch_size") or default_patch_size(spec))
     cfg = TrainConfig(steps=args.steps, seed=args.seed, checkpoint_every=0, **overrides)
     rows = []
-    for held in pairs:
-        if args.only and held.name not in args.only:
-            continue
+    for held, training in leave_one_out(pairs, only=args.only or None):
         start = time.monotonic()
         torch.manual_seed(args.seed)
         model = spec.builder(**spec.config)
-        result = train(model, [p for p in pairs if p is not held], cfg, spec=spec)
+        result = train(model, training, cfg, spec=spec)
         prob = predict_volume(result.model, held.image, spec=spec)
         if args.save_dir:
             save_maps(Path(args.save_dir) / spec.name, held.name, {**result.probs, held.name: prob})
@@ -90,9 +89,7 @@ def run_arch(args: argparse.Namespace, pairs: list) -> tuple[list[dict], dict]:
                "minutes": (time.monotonic() - start) / 60}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()
-                if k != "extra"}
-    return rows, settings
+    return rows, cfg.to_dict(with_extra=False)
 
 
 def run_compose(args: argparse.Namespace, pairs: list) -> list[dict]:
@@ -101,13 +98,10 @@ def run_compose(args: argparse.Namespace, pairs: list) -> list[dict]:
     post = registry.get("cascade-ensemble").postprocessing if set(args.compose) == {
         "dbac", "ddmac"} else None
     rows = []
-    for held in pairs:
-        if args.only and held.name not in args.only:
-            continue
+    for held, training in leave_one_out(pairs, only=args.only or None):
         maps = [np.load(folder / f"{held.name}.probs.npz") for folder in folders]
         mean = {p.name: np.mean([m[p.name].astype(np.float32) for m in maps], axis=0)
                 for p in pairs}
-        training = [p for p in pairs if p is not held]
         level, scores = choose_threshold([mean[p.name] for p in training],
                                          [p.labels for p in training])
         row = {"volume": held.name, **score(mean[held.name], held.labels, level, post),

@@ -7,10 +7,19 @@ import pytest
 from skimage.filters import apply_hysteresis_threshold
 
 from napari_vessel.errors import InputError
-from napari_vessel.inference.run import postprocessing_recipe, segment
+from napari_vessel.inference.run import segment
 from napari_vessel.models import registry
 from napari_vessel.models.cascades import HYSTERESIS, paper_labels
-from napari_vessel.postprocess.labels import apply_postprocessing
+from napari_vessel.postprocess.labels import Postprocessing
+
+
+def postprocessing_recipe(spec, threshold=None, min_size=0) -> dict:
+    """The JSON form of :meth:`Postprocessing.for_model` (as the run manifest holds it)."""
+    return Postprocessing.for_model(spec, threshold, min_size).to_dict()
+
+
+def apply_postprocessing(prob, recipe=None):
+    return Postprocessing.from_dict(recipe).apply(prob)
 
 
 def _hand_made_map() -> np.ndarray:
@@ -92,3 +101,32 @@ def test_apply_postprocessing_recipes():
     np.testing.assert_array_equal(apply_postprocessing(prob), (prob > 0.5).astype(np.uint8))
     with pytest.raises(InputError, match="unknown post-processing"):
         apply_postprocessing(prob, {"method": "watershed"})
+
+
+def test_postprocessing_round_trips_the_card_json_and_validates():
+    card = {"method": "hysteresis", "low": 0.25, "high": 0.35, "min_size": 64,
+            "fill_holes": True, "max_hole": 64, "chosen_on": "training volumes"}
+    recipe = Postprocessing.from_dict(card)
+    assert recipe.to_dict() == card and list(recipe.to_dict()) == list(card)
+    assert Postprocessing.from_dict(recipe.to_dict()) == recipe
+    plain = {"method": "threshold", "level": 0.0, "min_size": 0}
+    assert Postprocessing.from_dict(plain).to_dict() == plain
+    spec = registry.get("frangi")
+    assert Postprocessing.for_model(spec, 0.0).threshold == 0.0  # 0.0 is a threshold, not "none"
+    for bad, message in [({"method": "hysteresis", "low": 0.9, "high": 0.5}, "low threshold"),
+                         ({"level": 1.5}, "between 0 and 1"), ({"min_size": -1}, "min_size"),
+                         ({"level": 0.5, "high": 0.9}, "hysteresis"),
+                         ({"connectivity": 4}, "connectivity"),
+                         ({"fill_holes": "yes"}, "fill_holes")]:
+        with pytest.raises(InputError, match=message):
+            Postprocessing(**{**Postprocessing.from_dict(
+                {k: v for k, v in bad.items() if k != "fill_holes"}).__dict__,
+                **({"fill_holes": bad["fill_holes"]} if "fill_holes" in bad else {})})
+
+
+def test_rethreshold_keeps_the_method():
+    recipe = Postprocessing.from_dict(HYSTERESIS)
+    moved = recipe.rethreshold(0.5, 10)
+    assert moved.method == "hysteresis" and moved.threshold == 0.5 and moved.min_size == 10
+    assert moved.high == 0.95
+    assert recipe.rethreshold(0.97).high == 0.97  # low == high: a plain threshold

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from napari_vessel.commands import finetune as command
-from napari_vessel.errors import InputError
 from napari_vessel.io.stacks import load_volume, save_volume
 from napari_vessel.manifest import read_manifest
 from napari_vessel.models import registry
@@ -55,19 +51,10 @@ def files(tmp_path, monkeypatch):
 
 
 def call(argv: list[str]) -> int:
-    """``napari-vessel finetune ARGV``: through the CLI when listed, else the same handling."""
+    """``napari-vessel finetune ARGV`` through the CLI."""
     from napari_vessel import cli
 
-    if "finetune" in cli.COMMANDS:
-        return cli.main(["finetune", *argv])
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return command.run(args)
-    except InputError as err:
-        print(f"napari-vessel finetune: error: {err}", file=sys.stderr)
-        return 2
+    return cli.main(["finetune", *argv])
 
 
 def test_unsupervised_run_saves_model_manifest_and_segmentation(tiny_tvnet, files, capsys):

@@ -17,12 +17,6 @@ from napari_vessel.io.stacks import save_volume
 NAME = "burgess2014_noisySparseVessels"
 
 
-@pytest.fixture(autouse=True)
-def only_these_commands(monkeypatch):
-    """Build the parser with the two commands tested here (others may not exist yet)."""
-    monkeypatch.setattr(cli, "COMMANDS", ("info", "data"))
-
-
 @pytest.fixture
 def hyperstack(tmp_path):
     path = tmp_path / "hyper.tif"

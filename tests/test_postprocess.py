@@ -144,3 +144,22 @@ def test_inputs_are_not_modified(prob):
 def test_bad_input_names_the_problem(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def test_default_connectivity_is_full_for_2d_arrays():
+    """connectivity=None (the default) is the full neighbourhood of the array's ndim, so (y, x)
+    input works as the docstrings promise (it used to raise with connectivity=3)."""
+    from napari_vessel.models.cascades import paper_labels
+    from napari_vessel.postprocess.labels import Postprocessing, hysteresis
+
+    prob = np.zeros((6, 6))
+    prob[1, 1], prob[2, 2], prob[4, 4] = 0.99, 0.6, 0.6  # diagonal neighbours join in 2D
+    np.testing.assert_array_equal(hysteresis(prob, 0.5, 0.9)[2, 2], 1)
+    assert hysteresis(prob, 0.5, 0.9)[4, 4] == 0
+    assert remove_small(prob > 0.5, 2).sum() == 2
+    assert probability_to_labels(prob, min_size=2).sum() == 2
+    assert paper_labels(prob, min_size=2).sum() == 2
+    recipe = Postprocessing.from_dict({"method": "hysteresis", "low": 0.5, "high": 0.9,
+                                       "min_size": 2, "fill_holes": True})
+    np.testing.assert_array_equal(recipe.apply(prob), paper_labels(prob, low=0.5, high=0.9,
+                                                                   min_size=2, max_hole=None))

@@ -78,11 +78,9 @@ def test_scaling_factor_from_the_command_line(stack_file, tmp_path):
     np.testing.assert_array_equal(load_volume(out).data, image.astype(np.float32) * 16)
 
 
-def test_through_the_cli_dispatcher(stack_file, tmp_path, monkeypatch, capsys):
+def test_through_the_cli_dispatcher(stack_file, tmp_path, capsys):
     from napari_vessel import cli
 
-    if "preprocess" not in cli.COMMANDS:  # until the command is registered
-        monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "preprocess"))
     path, _ = stack_file
     out = tmp_path / "c.tif"
     assert cli.main(["preprocess", str(path), str(out), "--quiet"]) == 0

@@ -14,9 +14,9 @@ from napari_vessel.refine.edits import (
     apply_edit,
     check_same_grid,
     erase_component_at,
-    fill_holes,
+    erase_small_components,
+    fill_holes_with_nearest_label,
     keep_components_at,
-    remove_small_components,
 )
 from napari_vessel.refine.paths import bridge_gap, min_cost_path, paint_on_mip
 
@@ -47,26 +47,26 @@ def test_edit_apply_and_inverse(blobs):
     assert apply_edit(in_place, edit, copy=False) is in_place
 
 
-def test_remove_small_components_matches_skimage(blobs):
-    edit = remove_small_components(blobs, 5)
+def test_erase_small_components_matches_skimage(blobs):
+    edit = erase_small_components(blobs, 5)
     expected = remove_small_objects(sk_label(blobs, connectivity=1), max_size=4) > 0
     np.testing.assert_array_equal(apply_edit(blobs, edit) != 0, expected)
     assert edit.size == 5  # the 4-voxel line and the single voxel
     # bool labels, one value: the fast path
     binary = blobs != 0
-    np.testing.assert_array_equal(apply_edit(binary, remove_small_components(binary, 5)), expected)
+    np.testing.assert_array_equal(apply_edit(binary, erase_small_components(binary, 5)), expected)
 
 
 def test_components_of_different_values_are_separate():
     labels = np.zeros((3, 3, 6), dtype=np.uint8)
     labels[1, 1, 0:3] = 1
     labels[1, 1, 3:5] = 2  # touching, different value: its own component of 2 voxels
-    result = apply_edit(labels, remove_small_components(labels, 3))
+    result = apply_edit(labels, erase_small_components(labels, 3))
     assert result[1, 1].tolist() == [1, 1, 1, 0, 0, 0]
     diagonal = np.zeros((3, 3, 3), dtype=np.uint8)
     diagonal[0, 0, 0] = diagonal[1, 1, 1] = 1
-    assert remove_small_components(diagonal, 2, connectivity=3).size == 0
-    assert remove_small_components(diagonal, 2, connectivity=1).size == 2
+    assert erase_small_components(diagonal, 2, connectivity=3).size == 0
+    assert erase_small_components(diagonal, 2, connectivity=1).size == 2
 
 
 def test_keep_components_at(blobs):
@@ -97,14 +97,14 @@ def test_fill_holes_3d_and_per_slice():
     tube = np.zeros((5, 7, 7), dtype=np.uint8)  # a vessel along z with an open lumen
     tube[:, 1:6, 1:6] = 1
     tube[:, 3, 3] = 0
-    assert fill_holes(tube).size == 0  # open at both ends in 3D
-    per_slice = apply_edit(tube, fill_holes(tube, per_slice=True))
+    assert fill_holes_with_nearest_label(tube).size == 0  # open at both ends in 3D
+    per_slice = apply_edit(tube, fill_holes_with_nearest_label(tube, per_slice=True))
     assert per_slice[:, 3, 3].tolist() == [1] * 5
     ball = np.zeros((7, 7, 7), dtype=np.uint8)
     ball[1:6, 1:6, 1:6] = 3
     ball[3, 3, 3] = 0
     np.testing.assert_array_equal(
-        apply_edit(ball, fill_holes(ball)), np.where(ndi.binary_fill_holes(ball), 3, 0)
+        apply_edit(ball, fill_holes_with_nearest_label(ball)), np.where(ndi.binary_fill_holes(ball), 3, 0)
     )
 
 
@@ -114,7 +114,7 @@ def test_fill_holes_takes_nearest_label_value():
     labels[2, 2, 1] = 0
     labels[1:4, 1:4, 5:8] = 7  # cube of 7 with a hole at (2, 2, 6)
     labels[2, 2, 6] = 0
-    result = apply_edit(labels, fill_holes(labels))
+    result = apply_edit(labels, fill_holes_with_nearest_label(labels))
     assert result[2, 2, 1] == 1 and result[2, 2, 6] == 7
 
 
@@ -222,11 +222,11 @@ def test_check_same_grid_and_other_bad_input(blobs):
     with pytest.raises(InputError, match="scale"):
         check_same_grid(blobs, blobs, (2, 1, 1), (1, 1, 1))
     with pytest.raises(InputError, match="2D"):
-        remove_small_components(blobs[0], 3)
+        erase_small_components(blobs[0], 3)
     with pytest.raises(InputError, match="at least 1"):
-        remove_small_components(blobs, 0)
+        erase_small_components(blobs, 0)
     with pytest.raises(InputError, match="connectivity"):
-        remove_small_components(blobs, 3, connectivity=4)
+        erase_small_components(blobs, 3, connectivity=4)
 
 
 def test_erase_branch_keeps_the_rest_of_the_network():

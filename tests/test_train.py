@@ -13,7 +13,7 @@ from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.progress import CancelToken
 from napari_vessel.training import train as train_module
-from napari_vessel.training.data import Pair, PatchSampler, augment, load_pairs, normalise
+from napari_vessel.training.data import LabelledPatchSampler, Pair, augment, load_pairs, normalise
 from napari_vessel.training.train import (
     TrainConfig,
     balanced_bce,
@@ -118,7 +118,7 @@ def test_normalise_and_load_pairs(tmp_path):
 
 def test_sampler_and_augment_shapes():
     pair = _tubes(shape=(3, 20, 20))  # thinner than the patch: padded
-    sampler = PatchSampler([pair], (4, 16, 16), foreground_fraction=1.0)
+    sampler = LabelledPatchSampler([pair], (4, 16, 16), foreground_fraction=1.0)
     rng = np.random.default_rng(0)
     image, labels = sampler.sample(rng)
     assert image.shape == labels.shape == (4, 16, 16)
@@ -190,7 +190,7 @@ def test_bad_settings_are_refused():
     with pytest.raises(InputError):
         train(build_tvnet(**TINY), [_tubes(0)], _cfg(steps=0))
     with pytest.raises(InputError):
-        PatchSampler([], (4, 16, 16))
+        LabelledPatchSampler([], (4, 16, 16))
 
 
 def test_train_command_writes_weights_and_card(tmp_path, monkeypatch):
@@ -276,6 +276,6 @@ def test_train_command_depth_correction_and_plain_bce_go_into_the_card(tmp_path,
 
 def test_z_subsampling_keeps_the_patch_shape():
     pair = _tubes(shape=(12, 20, 20))
-    sampler = PatchSampler([pair], (4, 16, 16), z_subsample=1.0)
+    sampler = LabelledPatchSampler([pair], (4, 16, 16), z_subsample=1.0)
     image, labels = sampler.sample(np.random.default_rng(1))
     assert image.shape == labels.shape == (4, 16, 16)

@@ -17,7 +17,7 @@ from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.training import train as train_module
 from napari_vessel.training.data import Pair, normalise
 from napari_vessel.training.train import TrainConfig, train
-from napari_vessel.training.zoo_train import trainable_names, trainable_spec
+from napari_vessel.training.zoo_train import trainable_names, zoo_training_spec
 
 #: The CPU variants of the zoo (the -full ones share their code and are checked by name only).
 ZOO = ("vcnet", "dbac", "ddmac", "cascade-ensemble", "deepvess", "vesselnn")
@@ -143,11 +143,11 @@ def test_untrainable_and_unknown_names_are_refused(capsys):
     assert {"tvnet", *ZOO, "vcnet-full", "dbac-full", "deepvess-full"} <= set(names)
     assert "umis" not in names and "frangi" not in names
     with pytest.raises(InputError, match="trainable models: .*vcnet"):
-        trainable_spec("vcnett")
+        zoo_training_spec("vcnett")
     with pytest.raises(InputError, match="classical.*trainable models"):
-        trainable_spec("frangi")
+        zoo_training_spec("frangi")
     with pytest.raises(InputError, match="without labels.*--model umis"):
-        trainable_spec("umis")
+        zoo_training_spec("umis")
     for argv, message in ((["--model", "nope"], "trainable"),
                           (["--model", "vcnet", "--widths", "2,2,2,2"], "TV-Net options")):
         assert main(["train", *argv, "--data", "nowhere"]) == 2

@@ -130,14 +130,15 @@ def run_finetune(job: FinetuneJob, *, progress: Progress, cancel: CancelToken,
     outcome = FinetuneOutcome(result, weights)
     if job.segment:
         from napari_vessel.inference.run import segment
+        from napari_vessel.training.finetune_save import segment_finetuned
 
         job.phase = "segmenting"  # from here on, Stop stops the segmentation
         middle = (train_share + 1.0) / 2
         progress(train_share, f"segmenting with {job.name}…")
         try:
-            outcome.segmentation = segment(job.volume, job.name, device=job.config.device,
-                                           progress=scaled(progress, train_share, middle),
-                                           cancel=job.segment_token)
+            outcome.segmentation = segment_finetuned(
+                job.volume, job.name, weights, device=job.config.device,
+                progress=scaled(progress, train_share, middle), cancel=job.segment_token)
             progress(middle, f"segmenting with {job.model} for the comparison…")
             outcome.parent_labels = segment(job.volume, job.model, device=job.config.device,
                                             progress=scaled(progress, middle, 1.0),

@@ -22,7 +22,11 @@ from napari_vessel._qt.review_sync import OUTPUT_KEY, apply_edit_to_layer
 from napari_vessel._qt.review_watch import run_in_background
 from napari_vessel.errors import InputError
 from napari_vessel.refine.branch import erase_branch_at
-from napari_vessel.refine.edits import fill_holes, keep_components_at, remove_small_components
+from napari_vessel.refine.edits import (
+    erase_small_components,
+    fill_holes_with_nearest_label,
+    keep_components_at,
+)
 from napari_vessel.refine.grow import add_vessel_at
 from napari_vessel.refine.paths import bridge_gap
 from napari_vessel.refine.review import still_valid
@@ -175,12 +179,12 @@ class ToolsPanel(Container):
             self.notify(f"smallest vessel size {size} must be at least 1 voxel")
             return False
         return self._run(f"remove components < {size} voxels",
-                         lambda data: remove_small_components(data, size))
+                         lambda data: erase_small_components(data, size))
 
     def fill(self, _value: Any = None) -> bool:
         """Fill holes (in 3D, or in each z slice)."""
         per_slice = self.per_slice.value
-        return self._run("fill holes", lambda data: fill_holes(data, per_slice=per_slice))
+        return self._run("fill holes", lambda data: fill_holes_with_nearest_label(data, per_slice=per_slice))
 
     def keep_at_points(self, _value: Any = None) -> bool:
         """Keep only the components touching the picked points."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from napari_vessel._qt._common import name_metadata, output_name
 from napari_vessel.manifest import RunManifest
-from napari_vessel.postprocess.labels import probability_to_labels
+from napari_vessel.postprocess.labels import Postprocessing
 
 __all__ = ["ROLE_KEY", "RunInput", "LabelsTracker", "SegmentOutput", "SegmentResults"]
 
@@ -120,6 +120,7 @@ class SegmentOutput:
     threshold: float
     min_size: int
     replaced: list = field(default_factory=list)
+    recipe: Postprocessing | None = None  # the post-processing of the last redraw
 
     @property
     def labels_layer(self) -> Any:
@@ -128,8 +129,10 @@ class SegmentOutput:
 
 
 def _labels_metadata(output: SegmentOutput) -> dict:
+    changes = {} if output.recipe is None else {"postprocessing": output.recipe.to_dict()}
     manifest = replace(output.manifest, parameters=replace(
-        output.manifest.parameters, threshold=output.threshold, min_size=output.min_size))
+        output.manifest.parameters, threshold=output.threshold, min_size=output.min_size,
+        **changes))
     metadata = {ROLE_KEY: "labels", "source_layer": output.source.name, "model": output.model,
                 "threshold": output.threshold, "min_size": output.min_size,
                 "manifest": manifest}
@@ -241,8 +244,12 @@ class SegmentResults:
             return None
         if float(threshold) == output.threshold and int(min_size) == output.min_size:
             return None
-        labels = probability_to_labels(output.prob, level=float(threshold), min_size=int(min_size))
+        # the run's own post-processing (e.g. hysteresis) at the new threshold
+        recipe = Postprocessing.from_dict(output.manifest.parameters.postprocessing).rethreshold(
+            float(threshold), int(min_size))
+        labels = recipe.apply(output.prob)
         output.threshold, output.min_size = float(threshold), int(min_size)
+        output.recipe = recipe
         if not output.tracker.edited:
             output.tracker.write(labels)
             output.labels_layer.metadata.update(_labels_metadata(output))

@@ -112,8 +112,8 @@ class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
                                    visible=False)
         self.paper_post.tooltip = ("cascade models (paper 003): hysteresis thresholds and "
                                    "morphological clean-up as in the paper, instead of the "
-                                   "threshold; moving the slider afterwards redraws with a plain "
-                                   "threshold")
+                                   "threshold; moving the slider afterwards redraws with the "
+                                   "same post-processing, the slider setting its low threshold")
         self.min_size = SpinBox(label="min size", value=0, min=0, max=10**9, step=10)
         self.min_size.tooltip = "remove vessel pieces with fewer voxels than this (0 keeps all)"
         self.target = Label(label="", value="")

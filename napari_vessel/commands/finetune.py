@@ -151,10 +151,10 @@ def _read_mask(path: str):
     return load_volume(path, lazy=False).to_numpy()
 
 
-def _outputs(outdir: str, stem: str, name: str) -> dict[str, Path]:
-    folder = Path(outdir)
-    paths = {k: folder / f"{stem}.{name}.{k}" for k in ("probability.tif", "labels.tif",
-                                                         "manifest.json")}
+def _outputs(outdir: str, source: str, name: str) -> dict[str, Path]:
+    from napari_vessel.io.outputs import finetune_output_paths
+
+    paths = finetune_output_paths(source, outdir, name)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing:
         raise InputError(f"{existing[0]} already exists; choose another --segment folder")
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.segment:
         check_writable(Path(args.segment), "--segment folder")
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, lazy=False)
-    outputs = _outputs(args.segment, Path(args.input).stem, name) if args.segment else None
+    outputs = _outputs(args.segment, args.input, name) if args.segment else None
     labels = _read_mask(args.labels) if args.labels else None
     mask = _read_mask(args.edited_mask) if args.edited_mask else None
     config = FinetuneConfig(
@@ -228,23 +228,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segment(weights: Path, name: str, volume, outputs: dict[str, Path], save_volume, json) -> None:
-    from dataclasses import replace
-
-    from napari_vessel.inference.run import segment
-    from napari_vessel.models import registry
-    from napari_vessel.models.weights import read_card
-
-    card = read_card(weights)
-    base = registry.get(card.parent)
-    spec = replace(base, name=name, weights=weights, card=card, source="user",
-                   kind=card.kind or base.kind)
+    """Segment with the saved model as the Fine-tune dock does (its card's post-processing)."""
     from napari_vessel.io.outputs import publish_set, write_json
+    from napari_vessel.training.finetune_save import segment_finetuned
 
-    prob, labels, manifest = segment(volume, spec, threshold=spec.threshold)
-    paths = {"prob": outputs["probability.tif"], "labels": outputs["labels.tif"],
-             "manifest": outputs["manifest.json"]}
+    prob, labels, manifest = segment_finetuned(volume, name, weights)
+    paths = outputs
     publish_set(paths, lambda tmp: [  # one set, manifest last, as segment writes
         save_volume(tmp["prob"], prob, volume.spacing_zyx),
         save_volume(tmp["labels"], labels, volume.spacing_zyx, kind="labels"),
         write_json(tmp["manifest"], manifest.to_dict(), False)])
-    print(f"segmented {volume.source} with {name!r}: {outputs['labels.tif']}")
+    print(f"segmented {volume.source} with {name!r}: {outputs['labels']}")

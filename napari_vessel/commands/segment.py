@@ -137,9 +137,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm_progress(f"segment ({spec.name})", disable=args.quiet) as progress:
         prob, labels, manifest = segment(
             volume, spec, threshold=args.threshold, preprocess=not args.no_preprocess,
-            min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
-            batch_size=args.batch_size, device=args.device, tta=args.tta, progress=progress,
-            runtime=args.runtime, threads=getattr(args, "threads", None))
+            min_size=args.min_size, options=_window_options(args), progress=progress)
     manifest = replace(manifest, outputs={k: str(v) for k, v in paths.items()}).updated({
         "command": ["napari-vessel", "segment", *sys.argv[2:]] if sys.argv[1:2] == [
             "segment"] else None})
@@ -166,6 +164,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window_options(args: argparse.Namespace, threads: bool = True):
+    """The sliding window's settings from the command line (``threads=False``: none given)."""
+    from napari_vessel.inference.options import WindowOptions
+
+    return WindowOptions(patch_size=args.patch_size, overlap=args.overlap, tta=bool(args.tta),
+                         batch_size=args.batch_size, device=args.device, runtime=args.runtime,
+                         threads=getattr(args, "threads", None) if threads else None)
+
+
 def _run_out_of_core(args: argparse.Namespace) -> int:
     """Segment block by block into OME-Zarr stores (:func:`~napari_vessel.segment_to_zarr`)."""
     from napari_vessel.inference.out_of_core import segment_to_zarr
@@ -182,14 +189,12 @@ def _run_out_of_core(args: argparse.Namespace) -> int:
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, spacing=args.spacing,
                          lazy=True)
     options = dict(threshold=args.threshold, preprocess=not args.no_preprocess,
-                   min_size=args.min_size, overlap=args.overlap, patch_size=args.patch_size,
-                   batch_size=args.batch_size, device=args.device, tta=args.tta,
-                   block_shape=args.block_size, overwrite=args.overwrite, runtime=args.runtime)
+                   min_size=args.min_size, block_shape=args.block_size, overwrite=args.overwrite)
     if workers is None and scheduler is None:
         print(f"segmenting {args.input} {volume.shape} out of core ...", file=sys.stderr)
         with tqdm_progress("segment (out of core)", disable=args.quiet) as progress:
             manifest = segment_to_zarr(volume, args.out, args.model, progress=progress,
-                                       threads=args.threads, **options)
+                                       options=_window_options(args), **options)
     else:
         from napari_vessel.inference.cluster import open_client
 
@@ -205,7 +210,7 @@ def _run_out_of_core(args: argparse.Namespace) -> int:
             with tqdm_progress("segment (out of core)", disable=args.quiet) as progress:
                 manifest = segment_to_zarr(  # a local worker's threads are --threads already
                     volume, args.out, args.model, progress=progress, client=client,
-                    threads=args.threads if scheduler is not None else None, **options)
+                    options=_window_options(args, threads=scheduler is not None), **options)
     outputs, done = manifest.outputs, manifest.out_of_core
     where = f" on {done.workers} worker(s)" if done.workers else ""
     print(f"wrote {outputs['labels']}, {outputs['prob']} ({done.patches} patches in "

@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_vessel.errors import InputError
 
@@ -175,10 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_vessel.models import registry
     from napari_vessel.models.weights import save_weights
-    from napari_vessel.progress import tqdm_progress
     from napari_vessel.training.data import load_pairs, training_pipeline
-    from napari_vessel.training.train import TrainConfig, default_patch_size, train
-    from napari_vessel.training.zoo_train import compose_ensemble, trainable_spec
+    from napari_vessel.training.zoo_train import zoo_training_spec
 
     unsupervised = next((s for s in registry.list_models() if s.name == args.model
                          and s.kind == "unsupervised" and s.source == "builtin"), None)
@@ -194,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.model!r} trains without labels with its own preprocessing")
         _check_output(args, unsupervised)
         return run_unsupervised(args, unsupervised)
-    spec = trainable_spec(args.model)
+    spec = zoo_training_spec(args.model)
     _check_args(args, spec)
     out, name = _check_output(args, spec)
     if args.threads:
@@ -203,48 +201,15 @@ def run(args: argparse.Namespace) -> int:
                                             else ["train", *sys.argv[1:]])
     pipeline = training_pipeline(depth_correct=args.depth_correct)
     init = _init_weights(args.init) if args.init else None
-    init_names = ", ".join(args.init or [])
     pairs = load_pairs(args.data, pipeline=pipeline) if args.data else []
-    names = [p.name for p in pairs]
-    unknown = [n for n in args.leave_out if n not in names]
-    if unknown:
-        raise InputError(f"--leave-out {unknown[0]!r} is not in {args.data}: {', '.join(names)}")
-    extra = {} if args.cldice is None else {"cldice_weight": args.cldice}
-    if args.plain_bce:
-        extra["balance"] = False
-    for key in ("batch_size", "lr", "threshold_crop"):
-        if getattr(args, key) is not None:
-            extra[key] = getattr(args, key)
-    patch = tuple(args.patch_size) if args.patch_size else default_patch_size(spec)
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, patch_size=patch,
-                      **extra)
+    folds = _folds(args, pairs)
+    cfg = _train_config(args, spec)
     phantoms = _phantom_pairs(args.phantoms, args.seed, pipeline) if args.phantoms else []
     synthetic, held_synthetic, synthetic_note = _synthetic(args, pipeline, labelled=bool(pairs))
-    phantoms += synthetic
-    folds = [[n] for n in names] if args.loo else [list(args.leave_out)]
-    scores: dict = {}
     start = time.monotonic()
-    for fold in folds:
-        torch.manual_seed(args.seed)
-        model, config = _build(args, spec)
-        if init is not None:
-            _load_init(model, init, init_names)
-        train_pairs = [p for p in pairs if p.name not in fold]
-        if args.members:
-            result, members = compose_ensemble(model, args.members, train_pairs, spec)
-        elif args.calibrate_only:
-            result = _calibrated(model, train_pairs, spec)
-        else:
-            label = f"train (without {', '.join(fold)})" if fold else "train"
-            with tqdm_progress(label, disable=args.quiet) as progress:
-                result = train(model, train_pairs, cfg, extra_pairs=phantoms, progress=progress,
-                               checkpoint=out / f"{name}.checkpoint.safetensors", spec=spec,
-                               resume=args.resume, device=args.device,
-                               threshold_pairs=train_pairs or held_synthetic)
-        for held in (p for p in pairs if p.name in fold):
-            scores[held.name] = _score(result.model, held, result.threshold, spec)
-            print(f"{held.name}: F1 {scores[held.name]['f1']:.3f} "
-                  f"(threshold {result.threshold:.3f} from the training volumes)")
+    result, config, members, train_pairs, scores = _train_folds(
+        args, spec, folds, cfg, init=init, checkpoint=out / f"{name}.checkpoint.safetensors",
+        extra_pairs=phantoms + synthetic, held_synthetic=held_synthetic)
     if scores:
         scores["mean_f1"] = round(float(np.mean([s["f1"] for s in scores.values()])), 4)
         print(f"mean held-out F1: {scores['mean_f1']:.3f}")
@@ -252,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
     if args.loo:
         return 0
     card = _new_card(args, spec, name=name, command=command, cfg=cfg, config=config,
-                     result=result, pipeline=pipeline, train_pairs=train_pairs, extra=phantoms,
-                     members=members if args.members else None, synthetic_note=synthetic_note,
-                     scores=scores)
+                     result=result, pipeline=pipeline, train_pairs=train_pairs,
+                     extra=phantoms + synthetic, members=members,
+                     synthetic_note=synthetic_note, scores=scores)
     path = save_weights(result.model, out / name, card)
     (out / f"{name}.checkpoint.safetensors").unlink(missing_ok=True)
     (out / f"{name}.checkpoint.json").unlink(missing_ok=True)
@@ -262,6 +227,82 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({size:.1f} MB) and its card ({(time.monotonic() - start) / 60:.1f} "
           f"min); threshold {result.threshold:.3f}")
     return 0
+
+
+def _folds(args: argparse.Namespace, pairs: list) -> list[tuple[list, list]]:
+    """(held-out pairs, training pairs) of every run: one per volume with ``--loo``
+    (:func:`~napari_vessel.training.loo.leave_one_out`), else one run without the
+    ``--leave-out`` volumes."""
+    from napari_vessel.training.loo import leave_one_out
+
+    if args.loo:
+        return [([held], training) for held, training in leave_one_out(pairs)]
+    names = [p.name for p in pairs]
+    unknown = [n for n in args.leave_out if n not in names]
+    if unknown:
+        raise InputError(f"--leave-out {unknown[0]!r} is not in {args.data}: {', '.join(names)}")
+    return [([p for p in pairs if p.name in args.leave_out],
+             [p for p in pairs if p.name not in args.leave_out])]
+
+
+def _train_config(args: argparse.Namespace, spec):
+    """The :class:`~napari_vessel.training.train.TrainConfig` of the options."""
+    from napari_vessel.training.train import TrainConfig, default_patch_size
+
+    extra = {} if args.cldice is None else {"cldice_weight": args.cldice}
+    if args.plain_bce:
+        extra["balance"] = False
+    for key in ("batch_size", "lr", "threshold_crop"):
+        if getattr(args, key) is not None:
+            extra[key] = getattr(args, key)
+    patch = tuple(args.patch_size) if args.patch_size else default_patch_size(spec)
+    return TrainConfig(steps=args.steps, seed=args.seed, minutes=args.minutes, patch_size=patch,
+                       **extra)
+
+
+def _train_folds(args: argparse.Namespace, spec, folds: list[tuple[list, list]], cfg, *,
+                 init: dict | None, checkpoint: Path, extra_pairs: list, held_synthetic: list
+                 ) -> tuple[Any, dict, list | None, list, dict]:
+    """Train (compose, or only calibrate) one model per fold and score its held-out volumes,
+    printing each score as it comes. ``init``: the ``--init`` tensors every fold starts from.
+
+    Returns
+    -------
+    result, config, members, train_pairs
+        The last fold's :class:`~napari_vessel.training.train.TrainResult`, builder config,
+        composed members (None unless ``--members``) and training pairs.
+    scores : dict
+        The held-out volumes' scores, by name.
+    """
+    import torch
+
+    from napari_vessel.progress import tqdm_progress
+    from napari_vessel.training.train import train
+    from napari_vessel.training.zoo_train import compose_ensemble
+
+    scores: dict = {}
+    for held, train_pairs in folds:
+        torch.manual_seed(args.seed)
+        model, config = _build(args, spec)
+        if init is not None:
+            _load_init(model, init, ", ".join(args.init))
+        members = None
+        if args.members:
+            result, members = compose_ensemble(model, args.members, train_pairs, spec)
+        elif args.calibrate_only:
+            result = _calibrated(model, train_pairs, spec)
+        else:
+            label = f"train (without {', '.join(p.name for p in held)})" if held else "train"
+            with tqdm_progress(label, disable=args.quiet) as progress:
+                result = train(model, train_pairs, cfg, extra_pairs=extra_pairs,
+                               progress=progress, checkpoint=checkpoint, spec=spec,
+                               resume=args.resume, device=args.device,
+                               threshold_pairs=train_pairs or held_synthetic)
+        for pair in held:
+            scores[pair.name] = _score(result.model, pair, result.threshold, spec)
+            print(f"{pair.name}: F1 {scores[pair.name]['f1']:.3f} "
+                  f"(threshold {result.threshold:.3f} from the training volumes)")
+    return result, config, members, train_pairs, scores
 
 
 def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, config: dict,
@@ -287,7 +328,7 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
                  "pretraining": pretraining[0] if len(pretraining) == 1 else pretraining or None}
                 if args.calibrate_only else
                 {"command": command, "seed": args.seed, "steps": result.steps,
-                 "minutes": round(result.minutes, 2), "config": _plain(cfg),
+                 "minutes": round(result.minutes, 2), "config": cfg.to_dict(with_extra=False),
                  "loss": describe_loss(spec, balance=cfg.balance),
                  "final_loss": round(float(np.mean(result.losses[-50:])), 4)})
     training["train_f1"] = {k: round(v, 4) for k, v in result.train_f1.items()}
@@ -330,8 +371,7 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
         calibrated_on=[p.name for p in train_pairs] if args.calibrate_only else None,
         training=training, threshold=round(result.threshold, 4), scores=scores,
         preprocessing=pipeline.to_dict(), postprocessing=postprocessing,
-        patch_size_zyx=[32, 512, 512] if spec.architecture == "tvnet"
-        else list(spec.patch_size_zyx), parent=None, extra=notes,
+        patch_size_zyx=list(spec.patch_size_zyx), parent=None, extra=notes,
     )
 
 
@@ -489,12 +529,3 @@ def _load_init(model, tensors: dict, path: str) -> None:
         raise InputError(f"--init {path} holds weights of another network "
                          f"({str(err).splitlines()[0]}); give the same --model and --widths as "
                          "the run that made it") from err
-
-
-def _plain(cfg) -> dict:
-    from dataclasses import asdict
-
-    data = asdict(cfg)
-    data["patch_size"] = list(cfg.patch_size)
-    data.pop("extra", None)
-    return data

@@ -1,7 +1,9 @@
 """``napari-vessel train --model umis``: UMIS learns without labels (used by the train command).
 
-The label folder is read only to *score* the result (held-out volumes with ``--leave-out``); the
-network never sees a label and its threshold is the unsupervised 0.5.
+It takes the train command's options (:func:`napari_vessel.commands.train.add_arguments`),
+``--device`` included: UMIS trains and scores the held-out volumes on that device and saves its
+weights from the CPU. The label folder is read only to *score* the result (held-out volumes
+with ``--leave-out``); the network never sees a label and its threshold is the unsupervised 0.5.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 from napari_vessel.errors import InputError
 
 
-def _scores(model: Any, pair: Any, threshold: float, threads: int | None) -> dict:
+def _scores(model: Any, pair: Any, threshold: float, threads: int | None,
+            device: Any = "cpu") -> dict:
     from napari_vessel.evaluation.metrics import average_precision, cldice
     from napari_vessel.evaluation.metrics import dice as f1_score
     from napari_vessel.training.train_unsupervised import predict_probability
 
-    prob = predict_probability(model, pair.image, threads=threads or None)
+    prob = predict_probability(model, pair.image, threads=threads or None, device=device)
     pred = prob > threshold
     return {"f1": round(f1_score(pred, pair.labels), 4),
             "ap": round(average_precision(prob, pair.labels), 4),
@@ -60,6 +63,8 @@ def _command(args: argparse.Namespace) -> str:
             words += [f"--{option.replace('_', '-')}", str(value)]
     if getattr(args, "patch_size", None):
         words += ["--patch-size", *map(str, args.patch_size)]
+    if getattr(args, "device", "cpu") != "cpu":  # the default is left out, as before
+        words += ["--device", str(args.device)]
     return shlex.join(words + ["--out", str(args.out)])
 
 
@@ -68,6 +73,7 @@ def run_unsupervised(args: argparse.Namespace, spec: Any) -> int:
     import numpy as np
     import torch
 
+    from napari_vessel.devices import pick_device
     from napari_vessel.models.weights import save_weights
     from napari_vessel.progress import tqdm_progress
     from napari_vessel.training.data import load_pairs
@@ -83,6 +89,7 @@ def run_unsupervised(args: argparse.Namespace, spec: Any) -> int:
     if args.widths or args.norm or args.cldice is not None or args.phantoms:
         raise InputError("--widths, --norm, --cldice and --phantoms are supervised options; UMIS "
                          "trains with its registered configuration and its own loss")
+    device = pick_device(getattr(args, "device", "cpu"))  # a bad --device fails before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     pairs = load_pairs(args.data)
@@ -107,11 +114,12 @@ def run_unsupervised(args: argparse.Namespace, spec: Any) -> int:
     start = time.monotonic()
     with tqdm_progress("train UMIS (no labels)", disable=args.quiet) as progress:
         result = train_unsupervised(model, [p.image for p in training], cfg, progress=progress,
-                                    checkpoint=str(out / f"{name}.checkpoint.safetensors"))
+                                    checkpoint=str(out / f"{name}.checkpoint.safetensors"),
+                                    device=device)
     threshold = 0.5
     scores: dict = {}
     for held in (p for p in pairs if p.name in args.leave_out):
-        scores[held.name] = _scores(result.model, held, threshold, args.threads)
+        scores[held.name] = _scores(result.model, held, threshold, args.threads, device)
         print(f"{held.name}: F1 {scores[held.name]['f1']:.3f} (threshold 0.5, no labels used)")
     if scores:
         scores["mean_f1"] = round(float(np.mean([s["f1"] for s in scores.values()])), 4)
@@ -125,7 +133,7 @@ def run_unsupervised(args: argparse.Namespace, spec: Any) -> int:
                      "final_terms": {k: round(v, 4) for k, v in result.terms.items()}},
         "threshold": threshold, "scores": scores, "preprocessing": umis_preprocessing(),
     }
-    path = save_weights(result.model, out / name, card)
+    path = save_weights(result.model.to("cpu"), out / name, card)
     for suffix in (".safetensors", ".json"):
         (out / f"{name}.checkpoint{suffix}").unlink(missing_ok=True)
     print(f"wrote {path} and its card ({(time.monotonic() - start) / 60:.1f} min)")

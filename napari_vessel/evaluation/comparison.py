@@ -167,18 +167,6 @@ def choose_models(names: Sequence[str] | None = None) -> tuple[list[Any], list[d
     return runnable, skipped
 
 
-def _labels_by(recipe: dict) -> str:
-    if recipe.get("method") == "hysteresis":
-        text = f"hysteresis {recipe.get('low')}/{recipe.get('high')}"
-    else:
-        text = f"threshold {float(recipe.get('level', 0.5)):.3g}"
-    if recipe.get("min_size"):
-        text += f", min {recipe['min_size']}"
-    if recipe.get("fill_holes"):
-        text += ", fill"
-    return text
-
-
 def _as_pairs(data: Any, spacing_zyx: Any) -> list[tuple[str, Volume, np.ndarray]]:
     if isinstance(data, str | os.PathLike):
         return load_folder(data, spacing_zyx=spacing_zyx)
@@ -253,7 +241,8 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
     """
     from napari_vessel.devices import pick_device
     from napari_vessel.evaluation.metrics import evaluate
-    from napari_vessel.inference.run import postprocessing_recipe, segment, versions
+    from napari_vessel.inference.run import segment, versions
+    from napari_vessel.postprocess.labels import Postprocessing
 
     progress = progress or no_progress
     runnable, skipped = choose_models(models)
@@ -293,7 +282,7 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
             rows.append({"model": spec.name, "volume": name, **scores, "seconds": seconds,
                          "voxels": voxels, "voxels_per_s": voxels / max(seconds, 1e-9),
                          "peak_rss_mb": memory.mb,
-                         "labels_by": _labels_by(postprocessing_recipe(spec)),
+                         "labels_by": Postprocessing.for_model(spec).describe(),
                          "seen_in_training": name in trained_on})
             del prob, labels
         if rows:

@@ -191,7 +191,7 @@ def predict_on_cluster(client: Any, job: BlockJob, shape: Sequence[int], patch: 
         When ``cancel`` was set.
     """
     from napari_vessel.inference.cluster import one_task_each
-    from napari_vessel.inference.run import _constant_error
+    from napari_vessel.io.volume import constant_error
 
     progress = progress or no_progress
     _check_options(job)
@@ -237,5 +237,5 @@ def predict_on_cluster(client: Any, job: BlockJob, shape: Sequence[int], patch: 
     if cancel is not None:
         cancel.check()
     if min(lows) == max(highs):
-        raise _constant_error(min(lows))
+        raise constant_error(min(lows))
     return ClusterRun(plan, ready["info"], ready["device"], len(workers), tasks, loads)

@@ -241,7 +241,7 @@ def _run_block(job: BlockJob, index: tuple[int, int, int], scratch: Path,
     """:func:`block_task`'s work, under this worker's lock."""
     import zarr
 
-    from napari_vessel.inference.run import _check_voxels
+    from napari_vessel.io.volume import check_voxels
 
     stop = _Stop(scratch)
     stop.check()
@@ -253,7 +253,7 @@ def _run_block(job: BlockJob, index: tuple[int, int, int], scratch: Path,
     grid = block_grid(plan, job.block_shape)
     lo, hi, end = grid.box(index)
     region = read_region(zarr.open_array(job.source, mode="r"), plan, lo, end)
-    _check_voxels(region)
+    check_voxels(region, constant=False)
     extremes = (float(region.min()), float(region.max()))
     key = (plan.patch, job.blending)
     if key not in _WEIGHTS:

@@ -32,6 +32,7 @@ import numpy as np
 
 from napari_vessel.devices import run_device
 from napari_vessel.errors import InputError
+from napari_vessel.inference.options import WindowOptions, window_options
 from napari_vessel.io.volume import Volume
 from napari_vessel.manifest import OutOfCoreInfo, RunManifest
 from napari_vessel.progress import CancelToken, Progress, no_progress, scaled
@@ -80,12 +81,14 @@ def _check_blocks(block_shape: Any, shape: tuple, patch: Any, overlap: float, mu
 def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = None, *,
                     name: str | None = None, threshold: float | None = None,
                     preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
-                    overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
-                    batch_size: int | None = None, device: Any = None, tta: bool = False,
+                    options: WindowOptions | None = None,
+                    overlap: float | None = None, patch_size: Any = None,
+                    blending: str | None = None, batch_size: int | None = None,
+                    device: Any = None, tta: bool | None = None,
                     block_shape: Any = None, overwrite: bool = False,
                     pyramid_smallest: int | None = None,
                     progress: Progress | None = None, cancel: CancelToken | None = None,
-                    runtime: str = "auto", threads: int | None = None,
+                    runtime: str | None = None, threads: int | None = None,
                     extra: Mapping[str, Any] | None = None, client: Any = None) -> RunManifest:
     """Segment a volume out of core into ``out_dir``: ``NAME_prob.zarr``, ``NAME_labels.zarr``
     (OME-Zarr pyramids, level 0 at full resolution) and ``NAME_manifest.json``.
@@ -107,6 +110,9 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     pyramid_smallest : int, optional
         The stores' lower resolutions halve y and x until both fit in this many voxels (default
         :data:`~napari_vessel.io.pyramid.SMALLEST`, 256); 0 writes level 0 only.
+    options : WindowOptions, optional
+        The sliding window's settings (:class:`~napari_vessel.inference.options.WindowOptions`);
+        the keywords, when given, replace its settings.
     batch_size : int, optional
         Patches per network call; default 1 (out of core the network's working memory for one
         patch is the largest part of the peak, so one patch at a time keeps it bounded).
@@ -143,27 +149,26 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
         When ``cancel`` was set (with a ``client``: no block is submitted any more, running ones
         stop, pending ones are cancelled); nothing is published, the scratch is removed.
     """
-    from napari_vessel.inference.run import (
-        as_volume,
-        check_volume_array,
-        postprocessing_recipe,
-        prepare_input,
-        resolve_spec,
-        run_manifest,
-    )
+    from napari_vessel.inference.run import prepare_input, resolve_spec, run_manifest
     from napari_vessel.io.outputs import check_writable, output_paths, publish_set, write_json
     from napari_vessel.io.pyramid import SMALLEST, plan_levels, write_pyramid
+    from napari_vessel.io.volume import as_volume, check_volume_array
     from napari_vessel.io.zarr import create_zarr, mark_complete
+    from napari_vessel.postprocess.labels import Postprocessing
 
+    opts = window_options(options, patch_size=patch_size, overlap=overlap, blending=blending,
+                          batch_size=batch_size, tta=tta, device=device, runtime=runtime,
+                          threads=threads)
+    if opts.batch_size is None:
+        opts = replace(opts, batch_size=1)
     progress = progress or no_progress
-    batch_size = 1 if batch_size is None else batch_size
     volume = as_volume(volume, spacing_zyx)
     data = check_volume_array(volume.data)
     spec = resolve_spec(model_name)
     if not spec.is_network:
         raise InputError(f"{spec.name} is a classical model that works on the whole stack in "
                          "memory; segment out of core with a network (see 'napari-vessel models')")
-    recipe = postprocessing_recipe(spec, threshold, min_size)
+    recipe = Postprocessing.for_model(spec, threshold, min_size)
     stem = name or (Path(volume.source).name if volume.source else "stack")
     paths = output_paths(stem, out_dir, zarr=True)
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -173,14 +178,14 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     smallest = SMALLEST if pyramid_smallest is None else pyramid_smallest
     if smallest:
         plan_levels(data.shape, volume.spacing_zyx, smallest=smallest)  # a bad size: refused now
-    patch = tuple(patch_size or spec.patch_size_zyx)
+    patch = tuple(opts.patch_size or spec.patch_size_zyx)
     block = _check_blocks(block_shape or default_block_shape(patch), tuple(data.shape), patch,
-                          overlap, spec.input_multiple_zyx)
+                          opts.overlap, spec.input_multiple_zyx)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     scratch = paths["manifest"].with_name(f".{paths['manifest'].name}.{uuid.uuid4().hex[:8]}"
                                           ".scratch.partial")  # a killed run's: removed next time
     timing: dict[str, float] = {}
-    dev = run_device(device)
+    dev = run_device(opts.device)
     try:
         manifest: list[RunManifest] = []
 
@@ -203,8 +208,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
             compute(prepared, out=pre, progress=scaled(progress, 0.0, 0.15, "preprocessing"),
                     cancel=cancel)
             timing["preprocess_s"] = time.perf_counter() - started
-            meta = {"model": spec.name, "threshold": float(recipe.get("level",
-                                                                      recipe.get("low", 0.5)))}
+            meta = {"model": spec.name, "threshold": recipe.threshold}
             prob = create_zarr(tmp["prob"], pre.shape, np.float32, volume.spacing_zyx,
                                kind="image", metadata=meta)
             labels = create_zarr(tmp["labels"], pre.shape, np.uint8, volume.spacing_zyx,
@@ -214,10 +218,10 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                                      "source": {"image": f"../{paths['prob'].name}"}})
             started, run_info, ran = time.perf_counter(), [], []
             if client is None:
-                predict(spec, Volume(pre, volume.spacing_zyx), overlap=overlap, patch_size=patch,
-                        blending=blending, batch_size=batch_size, device=dev, tta=tta,
-                        progress=scaled(progress, 0.15, 0.85), cancel=cancel, runtime=runtime,
-                        run_info=run_info, threads=threads, out=prob, block_shape=block,
+                predict(spec, Volume(pre, volume.spacing_zyx),
+                        options=replace(opts, patch_size=patch, device=dev),
+                        progress=scaled(progress, 0.15, 0.85), cancel=cancel,
+                        run_info=run_info, out=prob, block_shape=block,
                         spill_dir=scratch / "spill")
             else:
                 from napari_vessel.inference.block_cluster import predict_on_cluster
@@ -225,9 +229,10 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
 
                 job = BlockJob(source=str((scratch / "input.zarr").resolve()),
                                scratch=str((scratch / "blocks").resolve()), spec=spec,
-                               block_shape=block, blending=blending, batch_size=batch_size,
-                               device=device, runtime=runtime, tta=tta, threads=threads)
-                ran.append(predict_on_cluster(client, job, pre.shape, patch, overlap, prob,
+                               block_shape=block, blending=opts.blending,
+                               batch_size=opts.batch_size, device=opts.device,
+                               runtime=opts.runtime, tta=opts.tta, threads=opts.threads)
+                ran.append(predict_on_cluster(client, job, pre.shape, patch, opts.overlap, prob,
                                               progress=scaled(progress, 0.15, 0.85),
                                               cancel=cancel))
                 run_info.append(ran[0].info)
@@ -249,12 +254,11 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                     levels[role] = [list(s) for s in shapes]
                 timing["pyramid_s"] = time.perf_counter() - started
             plan = (ran[0].plan if ran else
-                    plan_tiles(pre.shape, patch, overlap, spec.input_multiple_zyx))
+                    plan_tiles(pre.shape, patch, opts.overlap, spec.input_multiple_zyx))
             made = run_manifest(spec, volume, pre_json, recipe,
-                                run_device(ran[0].device) if ran else dev, run_info, timing, {
-                "overlap": float(overlap), "blending": blending, "tta": bool(tta),
-                "patch_size_zyx": patch, "batch_size": batch_size,
-                "preprocess": bool(preprocess)})
+                                run_device(ran[0].device) if ran else dev, run_info, timing,
+                                {**opts.manifest_parameters(spec, patch),
+                                 "preprocess": bool(preprocess)})
             made = replace(made, out_of_core=OutOfCoreInfo(
                 block_shape_zyx=block, blocks=tuple(block_grid(plan, block).counts),
                 patches=plan.n_tiles, patch_predictions_per_patch=1.0,

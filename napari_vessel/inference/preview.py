@@ -5,7 +5,8 @@
 :func:`napari_vessel.inference.run.segment`: the same preprocessing, network and post-processing as a
 full run, on a small sub-volume. The result keeps the slab's probabilities, so
 :meth:`SlicePreview.relabel` redraws the slice at another threshold without running the model
-again, with :func:`napari_vessel.postprocess.labels.probability_to_labels` as the full run's slider does.
+again, with the run's own post-processing at the new threshold
+(:meth:`napari_vessel.postprocess.labels.Postprocessing.rethreshold`), as the full run's slider does.
 
 The model's preprocessing is measured on the whole stack, as in a full run (a deep slab normalised
 on its own would turn its noise into vessels): the stack is wrapped in dask, each step's global
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
+from napari_vessel.inference.options import WindowOptions, window_options
 from napari_vessel.inference.run import check_volume_array, prepare_input, resolve_spec, segment
 from napari_vessel.io.volume import Volume, check_spacing
 from napari_vessel.manifest import PreviewInfo, RunManifest
-from napari_vessel.postprocess.labels import probability_to_labels
+from napari_vessel.postprocess.labels import Postprocessing
 from napari_vessel.progress import CancelToken, Progress
 
 __all__ = ["SlicePreview", "segment_slice", "slab_depth", "preview_region", "prepared_stack",
@@ -207,6 +209,8 @@ class SlicePreview:
     def relabel(self, threshold: float, min_size: int = 0) -> np.ndarray:
         """Labels of the shown slice at another threshold and minimum size (no model run).
 
+        The run's post-processing (:attr:`recipe`) at them, as a full run's slider redraws.
+
         Parameters
         ----------
         threshold : float
@@ -219,18 +223,24 @@ class SlicePreview:
         -------
         ndarray of uint8, shape (1, h, w)
         """
-        if int(min_size) == 0:  # a plain threshold is voxel-wise: the slice alone will do
-            return probability_to_labels(self.prob[self.local], level=threshold)
-        labels = probability_to_labels(self.prob, level=threshold, min_size=int(min_size))
-        return labels[self.local]
+        recipe = self.recipe.rethreshold(threshold, int(min_size))
+        if recipe.method == "threshold" and recipe.min_size <= 1 and not recipe.fill_holes:
+            return recipe.apply(self.prob[self.local])  # voxel-wise: the slice alone will do
+        return recipe.apply(self.prob)[self.local]
+
+    @property
+    def recipe(self) -> Postprocessing:
+        """The run's post-processing (from its manifest)."""
+        return Postprocessing.from_dict(self.manifest.parameters.postprocessing)
 
 
 def segment_slice(volume: Any, z: int, model_name: Any = None, *, box_yx: Any = None,
                   depth: int | None = None, margin: int = PREVIEW_MARGIN,
                   threshold: float | None = None, min_size: int = 0, preprocess: bool = True,
-                  spacing_zyx: Any = None, overlap: float = 0.25, tta: bool = False,
+                  spacing_zyx: Any = None, options: WindowOptions | None = None,
+                  overlap: float | None = None, tta: bool | None = None,
                   device: Any = None, progress: Progress | None = None,
-                  cancel: CancelToken | None = None, runtime: str = "auto",
+                  cancel: CancelToken | None = None, runtime: str | None = None,
                   threads: int | None = None) -> SlicePreview:
     """Segment slice ``z`` of a volume (or a crop of it) with the slab of context the model needs.
 
@@ -248,8 +258,8 @@ def segment_slice(volume: Any, z: int, model_name: Any = None, *, box_yx: Any = 
         Slices of z-context; default :func:`slab_depth` of the model.
     margin : int
         Voxels of y/x context around the crop (:func:`preview_region`).
-    threshold, min_size, preprocess, spacing_zyx, overlap, tta, device, progress, cancel, \
-runtime, threads
+    threshold, min_size, preprocess, spacing_zyx, options, overlap, tta, device, progress, \
+cancel, runtime, threads
         As in :func:`~napari_vessel.inference.run.segment`.
 
     Returns
@@ -264,6 +274,8 @@ runtime, threads
     Cancelled
         When ``cancel`` was set.
     """
+    opts = window_options(options, overlap=overlap, tta=tta, device=device, runtime=runtime,
+                          threads=threads)
     if isinstance(volume, Volume):
         data, spacing, source = volume.data, spacing_zyx or volume.spacing_zyx, volume.source
     else:
@@ -282,8 +294,7 @@ runtime, threads
         slab = np.asarray(data[read])
         prob, labels, manifest = segment(
             Volume(slab, spacing, source=source), spec, threshold=threshold, preprocess=False,
-            min_size=min_size, overlap=overlap, tta=tta, device=device, progress=progress,
-            cancel=cancel, runtime=runtime, threads=threads)
+            min_size=min_size, options=opts, progress=progress, cancel=cancel)
     except InputError as err:
         raise InputError(f"preview of slice {z} (slices {read[0].start}-{read[0].stop - 1}): "
                          f"{err}") from err

@@ -12,6 +12,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,57 +20,24 @@ import numpy as np
 from napari_vessel.devices import CPU, cpu_count, pick_device, run_device
 from napari_vessel.errors import InputError
 from napari_vessel.inference.network import open_network
+from napari_vessel.inference.options import WindowOptions, window_options
 from napari_vessel.inference.sliding_window import importance_weights, plan_tiles, run_tiles
-from napari_vessel.io.volume import Volume, check_3d, check_spacing
+from napari_vessel.io.volume import (
+    NOTHING_TO_SEGMENT,
+    Volume,
+    as_volume,
+    check_spacing,
+    check_volume_array,
+    check_voxels,
+    constant_error,
+)
 from napari_vessel.manifest import CpuInfo, InputInfo, ModelInfo, RunManifest, RunParameters, Timing, Versions
 from napari_vessel.progress import CancelToken, Progress, check_between_layers, no_progress, scaled
 
-__all__ = ["pick_device", "predict", "segment", "postprocessing_recipe", "check_volume_array",
-           "as_volume",
+__all__ = ["pick_device", "predict", "segment", "check_volume_array", "as_volume", "WindowOptions",
            "versions", "resolve_spec", "prepare_input", "run_manifest"]
 
 DEFAULT_PATCH = (32, 128, 128)
-
-
-def check_volume_array(data: Any, what: str = "image") -> Any:
-    """Check a volume for the models and return it as (Z, Y, X) (a singleton channel is dropped).
-
-    Raises
-    ------
-    InputError
-        2D image, several channels, too many axes, non-numeric data. (NaNs and all-equal values
-        are checked on the voxels by :func:`predict`.)
-    """
-    shape = tuple(getattr(data, "shape", ()))
-    if len(shape) == 4 and 1 in shape:
-        data = data[(slice(None),) * shape.index(1) + (0,)]
-        shape = tuple(data.shape)
-    if len(shape) == 4 and min(shape) <= 4:
-        axis = shape.index(min(shape))
-        raise InputError(
-            f"the {what} has shape {shape} with {shape[axis]} channels on axis {axis}; the models "
-            "take one channel: choose the vessel channel first (e.g. image[..., 0] or "
-            "--channel in 'napari-vessel preprocess')"
-        )
-    check_3d(data, what)
-    kind = np.dtype(getattr(data, "dtype", np.float32)).kind
-    if kind not in "biuf":
-        raise InputError(f"the {what} has data type {data.dtype}; a numeric image is needed")
-    return data
-
-
-def as_volume(volume: Any, spacing_zyx: Any = None) -> Volume:
-    """``volume`` as a checked :class:`~napari_vessel.io.volume.Volume` (Z, Y, X).
-
-    An array gets ``spacing_zyx`` (1 µm when None); a Volume keeps its own unless
-    ``spacing_zyx`` is given. Raises :class:`InputError` as :func:`check_volume_array` does.
-    """
-    if not isinstance(volume, Volume):
-        return Volume(check_volume_array(volume), spacing_zyx or (1.0, 1.0, 1.0))
-    if spacing_zyx is not None:
-        volume = volume.with_spacing(spacing_zyx)
-    check_volume_array(volume.data)
-    return volume
 
 
 def _takes_cancel(function: Any) -> bool:
@@ -82,18 +50,6 @@ def _takes_cancel(function: Any) -> bool:
         return False
     return any((p.name == "cancel" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
                for p in parameters)
-
-
-def _check_voxels(region: np.ndarray) -> None:
-    if not np.isfinite(region).all():
-        raise InputError("the image contains NaN or infinite values; replace them (e.g. "
-                         "np.nan_to_num) or check how the file was made")
-
-
-def _constant_error(value: float) -> InputError:
-    what = "all zero" if value == 0 else f"constant (every voxel is {value:g})"
-    return InputError(f"the image is {what}: there is nothing to segment; check the channel and "
-                      "the file")
 
 
 def _is_lazy(data: Any) -> bool:
@@ -139,11 +95,13 @@ def resolve_spec(model: Any):
 
 
 def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None,
-            patch_size: Any = None, overlap: float = 0.25, blending: str = "gaussian",
+            options: WindowOptions | None = None,
+            patch_size: Any = None, overlap: float | None = None, blending: str | None = None,
             batch_size: int | None = None, device: Any = None, amp: bool | None = None,
-            tta: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
+            tta: bool | None = None, progress: Progress | None = None,
+            cancel: CancelToken | None = None,
             out: Any = None, block_shape: Any = None, spec: Any = None,
-            threads: int | None = None, runtime: str = "auto",
+            threads: int | None = None, runtime: str | None = None,
             run_info: list | None = None, spill_dir: Any = None) -> Any:
     """Probability map of vessels for a volume.
 
@@ -157,6 +115,9 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         expects them (see :func:`segment` for the preprocessing).
     spacing_zyx : (float, float, float), optional
         Voxel size in µm (classical models use it); taken from a :class:`Volume` otherwise.
+    options : WindowOptions, optional
+        The sliding window's settings as one value (:class:`~napari_vessel.inference.options.
+        WindowOptions`); the keywords below, when given, replace its settings.
     patch_size : (int, int, int), optional
         Patch size (z, y, x); default the model's. Rounded to the network's input multiple and
         shrunk along axes where the volume is smaller.
@@ -209,6 +170,9 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     Cancelled
         When ``cancel`` was set; nothing is returned.
     """
+    opts = window_options(options, patch_size=patch_size, overlap=overlap, blending=blending,
+                          batch_size=batch_size, tta=tta, device=device, runtime=runtime,
+                          threads=threads)
     progress = progress or no_progress
     if isinstance(volume_or_array, Volume):
         spacing = volume_or_array.spacing_zyx if spacing_zyx is None else spacing_zyx
@@ -219,10 +183,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     data = check_volume_array(data)
     lazy = _is_lazy(data)
     if not lazy:
-        _check_voxels(data)
-        lo, hi = float(data.min()), float(data.max())
-        if lo == hi:
-            raise _constant_error(lo)
+        check_voxels(data)
     if out is not None and tuple(out.shape) != tuple(data.shape):
         raise InputError(f"out has shape {tuple(out.shape)}, the volume {tuple(data.shape)}")
     if cancel is not None:
@@ -236,9 +197,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     if spec is not None and not spec.is_network:  # classical: whole volume at once
         array = np.asarray(data, dtype=np.float32)
         if lazy:
-            _check_voxels(array)
-            if array.min() == array.max():
-                raise _constant_error(float(array.min()))
+            check_voxels(array)
         progress(0.0, f"{spec.name}: running")
         params = dict(spec.config)
         if cancel is not None and _takes_cancel(spec.predict):
@@ -252,18 +211,17 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         out[...] = prob
         return out
 
-    if batch_size is not None and int(batch_size) < 1:
-        raise InputError(f"batch size must be at least 1, not {batch_size}")
-    n_threads = int(threads or cpu_count())
+    n_threads = int(opts.threads or cpu_count())
+    batch_size = opts.batch_size
     state: dict[str, int] = {}
-    net = open_network(model, spec, device=device, runtime=runtime, tta=tta, threads=n_threads,
-                       amp=amp, state=state, cancel=cancel)
+    net = open_network(model, spec, device=opts.device, runtime=opts.runtime, tta=opts.tta,
+                       threads=n_threads, amp=amp, state=state, cancel=cancel)
     dev, model, spec, forward = net.device, net.model, net.spec, net.forward
-    patch = patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
+    patch = opts.patch_size or (spec.patch_size_zyx if spec else DEFAULT_PATCH)
     if net.dims == 2:
         patch = (1, *tuple(patch)[-2:])
-    plan = plan_tiles(data.shape, patch, overlap, net.multiple)
-    weights = importance_weights(plan.patch, blending)
+    plan = plan_tiles(data.shape, patch, opts.overlap, net.multiple)
+    weights = importance_weights(plan.patch, opts.blending)
     if batch_size is None:
         batch_size = 4 if dev.type == "cpu" else 2
     if block_shape is None and lazy:
@@ -276,7 +234,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
 
     def check_region(region: np.ndarray) -> None:
         if lazy:
-            _check_voxels(region)
+            check_voxels(region, constant=False)
             extremes[0] = min(extremes[0], float(region.min()))
             extremes[1] = max(extremes[1], float(region.max()))
 
@@ -309,7 +267,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
     if cancel is not None:  # a cancel during the last batch still cancels: no result
         cancel.check()
     if lazy and extremes[0] == extremes[1]:
-        raise _constant_error(extremes[0])
+        raise constant_error(extremes[0])
     return result
 
 
@@ -330,7 +288,7 @@ def _minmax(data: Any) -> Any:
         lo, hi = lo.compute(), hi.compute()
     lo, hi = float(lo), float(hi)
     if hi == lo:
-        raise _constant_error(lo)
+        raise constant_error(lo)
     return (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
 
 
@@ -375,53 +333,13 @@ def versions() -> dict:
             "scikit_image": _version("skimage", "scikit-image"), "platform": platform.platform()}
 
 
-def postprocessing_recipe(spec: Any, threshold: float | None = None,
-                          min_size: int = 0) -> dict[str, Any]:
-    """How :func:`segment` turns a model's probability map into labels.
-
-    Parameters
-    ----------
-    spec : ModelSpec
-        The model.
-    threshold : float, optional
-        The user's threshold: when given, a plain threshold at this level, whatever the card
-        says (the user's choice wins, and the labels can be redone from the map the same way).
-    min_size : int
-        Remove vessel pieces smaller than this; 0 keeps the post-processing's own value.
-
-    Returns
-    -------
-    dict
-        For :func:`~napari_vessel.postprocess.labels.apply_postprocessing`: the model's
-        ``postprocessing`` (e.g. hysteresis 0.45/0.95 and clean-up for the paper 003 cascades)
-        when no threshold is given, else ``{"method": "threshold", "level": ..., "min_size":
-        ...}`` with the card's ``threshold`` (else 0.5).
-
-    Raises
-    ------
-    InputError
-        A threshold outside [0, 1] or a negative ``min_size``.
-    """
-    if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 0:
-        raise InputError(f"min_size={min_size!r} must be a whole number of voxels >= 0")
-    if threshold is None and spec.postprocessing:
-        recipe = {k: v for k, v in dict(spec.postprocessing).items() if k != "function"}
-        if min_size:
-            recipe["min_size"] = int(min_size)
-        return recipe
-    if threshold is None:
-        threshold = spec.threshold
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
-    return {"method": "threshold", "level": float(threshold), "min_size": int(min_size)}
-
-
 def segment(volume: Any, model_name: str | None = None, *, threshold: float | None = None,
             preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
-            overlap: float = 0.25, patch_size: Any = None, blending: str = "gaussian",
-            batch_size: int | None = None, device: Any = None, tta: bool = False,
+            options: WindowOptions | None = None, postprocessing: Any = None,
+            overlap: float | None = None, patch_size: Any = None, blending: str | None = None,
+            batch_size: int | None = None, device: Any = None, tta: bool | None = None,
             progress: Progress | None = None, cancel: CancelToken | None = None,
-            runtime: str = "auto", threads: int | None = None
+            runtime: str | None = None, threads: int | None = None
             ) -> tuple[np.ndarray, np.ndarray, RunManifest]:
     """Segment vessels in a volume with a registered model.
 
@@ -437,14 +355,21 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         (see :func:`resolve_spec`).
     threshold : float, optional
         Probability above which a voxel is vessel (a plain threshold). Default: the model's
-        post-processing (see :func:`postprocessing_recipe`): paper 003's hysteresis and clean-up
-        for the cascades, else the ``threshold`` of the model card (chosen on the training
-        data), else 0.5. The map is returned, so it can be re-thresholded.
+        post-processing (see :meth:`~napari_vessel.postprocess.labels.Postprocessing.for_model`):
+        paper 003's hysteresis and clean-up for the cascades, else the ``threshold`` of the
+        model card (chosen on the training data), else 0.5. The map is returned, so it can be
+        re-thresholded.
     preprocess : bool
         Apply the model's preprocessing first (turn off for already preprocessed input).
     min_size : int
         Remove connected vessel pieces smaller than this many voxels (0: the post-processing's
         own value, none for a plain threshold).
+    options : WindowOptions, optional
+        The sliding window's settings (see :func:`predict`); the keywords below, when given,
+        replace its settings.
+    postprocessing : Postprocessing, optional
+        The post-processing to use instead of the one ``threshold`` and ``min_size`` choose
+        (which must then be left unset).
     spacing_zyx, overlap, patch_size, blending, batch_size, device, tta, progress, cancel, runtime
         As in :func:`predict`.
     threads : int, optional
@@ -460,43 +385,59 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
         Model, weights hash, preprocessing, parameters, device, versions and timings
         (:class:`~napari_vessel.manifest.RunManifest`; ``manifest.to_dict()`` is its JSON form).
     """
-    from napari_vessel.postprocess.labels import apply_postprocessing
 
+    opts = window_options(options, patch_size=patch_size, overlap=overlap, blending=blending,
+                          batch_size=batch_size, tta=tta, device=device, runtime=runtime,
+                          threads=threads)
     volume = as_volume(volume, spacing_zyx)
     data = check_volume_array(volume.data)
     spec = resolve_spec(model_name)
-    recipe = postprocessing_recipe(spec, threshold, min_size)
+    recipe = _recipe(spec, threshold, min_size, postprocessing)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     data, pre_json = prepare_input(data, spec, volume.spacing_zyx, preprocess=preprocess,
                                    progress=scaled(progress, 0.0, 0.1, "preprocessing"),
                                    cancel=cancel)
     timing["preprocess_s"] = time.perf_counter() - started
-    dev = run_device(device) if spec.is_network else CPU
+    dev = run_device(opts.device) if spec.is_network else CPU
     started = time.perf_counter()
     run_info: list = []
-    prob = predict(spec, Volume(data, volume.spacing_zyx), overlap=overlap, patch_size=patch_size,
-                   blending=blending, batch_size=batch_size, device=dev, tta=tta,
-                   progress=scaled(progress, 0.1, 0.95), cancel=cancel, runtime=runtime,
-                   run_info=run_info, threads=threads)
+    prob = predict(spec, Volume(data, volume.spacing_zyx), options=replace(opts, device=dev),
+                   progress=scaled(progress, 0.1, 0.95), cancel=cancel, run_info=run_info)
     timing["predict_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    labels = np.asarray(apply_postprocessing(prob, recipe), dtype=np.uint8)
+    labels = np.asarray(recipe.apply(prob), dtype=np.uint8)
     timing["postprocess_s"] = time.perf_counter() - started
     if progress is not None:
         progress(1.0, "done")
-    manifest = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing, {
-        "overlap": float(overlap), "blending": blending, "tta": bool(tta),
-        "patch_size_zyx": tuple(patch_size or spec.patch_size_zyx), "batch_size": batch_size,
-        "preprocess": bool(preprocess)})
+    manifest = run_manifest(spec, volume, pre_json, recipe, dev, run_info, timing,
+                            {**opts.manifest_parameters(spec), "preprocess": bool(preprocess)})
     return prob, labels, manifest
 
 
+def _recipe(spec: Any, threshold: float | None, min_size: int, postprocessing: Any):
+    """The post-processing of a run: ``postprocessing`` as given, else the model's own."""
+    from napari_vessel.postprocess.labels import Postprocessing
+
+    if postprocessing is None:
+        return Postprocessing.for_model(spec, threshold, min_size)
+    if not isinstance(postprocessing, Postprocessing):
+        raise InputError(f"postprocessing must be a Postprocessing, not "
+                         f"{type(postprocessing).__name__}")
+    if threshold is not None or min_size:
+        raise InputError("give either postprocessing or threshold/min_size, not both; "
+                         "e.g. dataclasses.replace(postprocessing, threshold=0.4)")
+    return postprocessing
+
+
 def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = True,
-                  progress: Progress | None = None, cancel: CancelToken | None = None
-                  ) -> tuple[Any, Any]:
+                  progress: Progress | None = None, cancel: CancelToken | None = None,
+                  what: str = "image", purpose: str = NOTHING_TO_SEGMENT) -> tuple[Any, Any]:
     """The model's expected preprocessing of ``data`` (lazy for a dask array), as :func:`segment`
     applies it: the card's pipeline, else a min-max stretch to [0, 1] for networks.
+
+    An in-memory ``data`` is checked first (:func:`~napari_vessel.io.volume.check_voxels`, with
+    ``what`` and ``purpose`` in its messages).
 
     Returns
     -------
@@ -506,9 +447,7 @@ def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = 
     """
     pre_json: Any = None
     if not _is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
-        _check_voxels(data)
-        if data.size and float(data.min()) == float(data.max()):
-            raise _constant_error(float(data.min()))
+        check_voxels(data, what, purpose=purpose)
     if preprocess and spec.preprocessing:
         pipeline = _pipeline(spec.preprocessing)
         data = pipeline.apply(data, spacing_zyx=spacing_zyx, progress=progress, cancel=cancel)
@@ -519,7 +458,7 @@ def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = 
     return data, pre_json
 
 
-def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: dict, dev: Any,
+def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: Any, dev: Any,
                  run_info: list, timing: dict, parameters: dict) -> RunManifest:
     """The run manifest of a segmentation (model, input, preprocessing, parameters, versions).
 
@@ -531,8 +470,8 @@ def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: dict, dev: An
         The input as given (before preprocessing).
     pre_json : dict or None
         The preprocessing done (:func:`prepare_input`).
-    recipe : dict
-        The post-processing (:func:`postprocessing_recipe`).
+    recipe : Postprocessing
+        The post-processing (:meth:`~napari_vessel.postprocess.labels.Postprocessing.for_model`).
     dev : torch.device or Device
         Where the model ran.
     run_info : list
@@ -558,9 +497,8 @@ def run_manifest(spec: Any, volume: Volume, pre_json: Any, recipe: dict, dev: An
                         spacing_zyx=tuple(volume.spacing_zyx),
                         spacing_known=bool(volume.spacing_known)),
         preprocessing=pre_json,
-        parameters=RunParameters(threshold=float(recipe.get("level", recipe.get("low", 0.5))),
-                                 min_size=int(recipe.get("min_size", 0)), postprocessing=recipe,
-                                 **parameters),
+        parameters=RunParameters(threshold=recipe.threshold, min_size=recipe.min_size,
+                                 postprocessing=recipe.to_dict(), **parameters),
         device=str(dev),
         runtime=run_info[0] if run_info else None,
         cpu=CpuInfo(**cpu_features()) if dev.type == "cpu" else None,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from napari_vessel.errors import InputError
 
-__all__ = ["output_paths", "write_json", "check_writable", "publish_set"]
+__all__ = ["output_paths", "finetune_output_paths", "write_json", "check_writable",
+           "publish_set"]
 
 
 def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -31,6 +32,19 @@ def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     ending = ".zarr" if zarr else ".tif"
     return {"labels": out / f"{name}_labels{ending}", "prob": out / f"{name}_prob{ending}",
             "manifest": out / f"{name}_manifest.json"}
+
+
+def finetune_output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike,
+                          model: str) -> dict[str, Path]:
+    """Where ``napari-vessel finetune --segment`` writes the new model's segmentation:
+    ``STEM.MODEL.labels.tif``, ``STEM.MODEL.probability.tif``, ``STEM.MODEL.manifest.json``
+    (the names docs/finetuning.md promises; the model's name keeps them apart from a plain
+    ``segment`` run's in the same folder)."""
+    stem = Path(input_path).stem
+    out = Path(out_dir)
+    return {"labels": out / f"{stem}.{model}.labels.tif",
+            "prob": out / f"{stem}.{model}.probability.tif",
+            "manifest": out / f"{stem}.{model}.manifest.json"}
 
 
 def write_json(path: Path, data: dict, overwrite: bool) -> None:

@@ -1,4 +1,9 @@
-"""The :class:`Volume`: one 3D stack with its voxel size and where it came from."""
+"""The :class:`Volume`: one 3D stack with its voxel size and where it came from.
+
+Also the checks every consumer of a stack shares: :func:`check_volume_array` (shape, channels,
+data type), :func:`check_voxels` (the values) and :func:`as_volume` (any input as a checked
+:class:`Volume`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,11 @@ import numpy as np
 
 from napari_vessel.errors import InputError
 
-__all__ = ["Volume", "check_spacing", "check_3d"]
+__all__ = ["Volume", "check_spacing", "check_3d", "check_volume_array", "check_voxels",
+           "constant_error", "as_volume"]
+
+#: What a constant or empty stack means for a segmentation (the default ``purpose``).
+NOTHING_TO_SEGMENT = "there is nothing to segment"
 
 
 def check_spacing(spacing: Any, ndim: int = 3) -> tuple[float, ...]:
@@ -118,3 +127,108 @@ class Volume:
     def to_numpy(self) -> np.ndarray:
         """The voxels as a NumPy array (computes a dask array)."""
         return np.asarray(self.data)
+
+
+def check_volume_array(data: Any, what: str = "image") -> Any:
+    """Check a volume for the models and return it as (Z, Y, X) (a singleton channel is dropped).
+
+    Raises
+    ------
+    InputError
+        2D image, several channels, too many axes, non-numeric data. (The values are checked by
+        :func:`check_voxels`.)
+    """
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) == 4 and 1 in shape:
+        data = data[(slice(None),) * shape.index(1) + (0,)]
+        shape = tuple(data.shape)
+    if len(shape) == 4 and min(shape) <= 4:
+        axis = shape.index(min(shape))
+        raise InputError(
+            f"the {what} has shape {shape} with {shape[axis]} channels on axis {axis}; the models "
+            "take one channel: choose the vessel channel first (e.g. image[..., 0] or "
+            "--channel in 'napari-vessel preprocess')"
+        )
+    check_3d(data, what)
+    kind = np.dtype(getattr(data, "dtype", np.float32)).kind
+    if kind not in "biuf":
+        raise InputError(f"the {what} has data type {data.dtype}; a numeric image is needed")
+    return data
+
+
+def constant_error(value: float, what: str = "image", purpose: str = NOTHING_TO_SEGMENT
+                   ) -> InputError:
+    """The error for a stack whose voxels all equal ``value``."""
+    kind = "all zero" if value == 0 else f"constant (every voxel is {value:g})"
+    return InputError(f"the {what} is {kind}: {purpose}; check the channel and the file")
+
+
+def check_voxels(data: Any, what: str = "image", *, constant: bool = True,
+                 purpose: str = NOTHING_TO_SEGMENT) -> np.ndarray:
+    """Check the values of a stack (or a block of one) and return them as a NumPy array.
+
+    Parameters
+    ----------
+    data : array-like
+        The voxels (read into memory).
+    what : str
+        How the messages call it ("image", "volume", "training volume").
+    constant : bool
+        Also refuse all-equal values (False for one block of a larger stack: the caller judges
+        the whole, e.g. with :func:`constant_error`).
+    purpose : str
+        Why an empty or constant stack is refused, e.g. "there are no vessels to learn from".
+
+    Returns
+    -------
+    ndarray
+        ``data`` as an array (not copied when it is one).
+
+    Raises
+    ------
+    InputError
+        Non-numeric, empty, NaN or infinite values, or (with ``constant``) all voxels equal.
+    """
+    array = np.asarray(data)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"the {what} has data type {array.dtype}; a numeric image is needed")
+    if array.size == 0:
+        raise InputError(f"the {what} is empty (an axis has length 0): {purpose}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"the {what} contains NaN or infinite values; replace them (e.g. "
+                         "np.nan_to_num) or check how the file was made")
+    if constant:
+        lo, hi = float(array.min()), float(array.max())
+        if lo == hi:
+            raise constant_error(lo, what, purpose)
+    return array
+
+
+def as_volume(volume: Any, spacing_zyx: Any = None, *, load: bool = False,
+              what: str = "image") -> Volume:
+    """``volume`` as a checked :class:`Volume` (Z, Y, X).
+
+    Parameters
+    ----------
+    volume : Volume or array-like
+        An array gets ``spacing_zyx`` (1 µm when None); a Volume keeps its own unless
+        ``spacing_zyx`` is given.
+    spacing_zyx : (float, float, float), optional
+        Voxel size in µm.
+    load : bool
+        Read a lazy (dask) volume into memory.
+    what : str
+        How error messages call it.
+
+    Raises
+    ------
+    InputError
+        As :func:`check_volume_array`, and bad voxel sizes.
+    """
+    if not isinstance(volume, Volume):
+        volume = Volume(check_volume_array(volume, what), spacing_zyx or (1.0, 1.0, 1.0))
+    else:
+        if spacing_zyx is not None:
+            volume = volume.with_spacing(spacing_zyx)
+        check_volume_array(volume.data, what)
+    return volume.with_data(np.asarray(volume.data)) if load and volume.is_lazy else volume

@@ -309,7 +309,8 @@ class CascadeEnsemble(nn.Module):
 
 
 def paper_labels(prob: Any, *, low: float = 0.45, high: float = 0.95, min_size: int = 64,
-                 fill_holes: bool = True, max_hole: int | None = 64) -> Any:
+                 fill_holes: bool = True, max_hole: int | None = 64,
+                 connectivity: int | None = None) -> Any:
     """Vessel labels as in paper 003: hysteresis thresholds, then morphological clean-up.
 
     Parameters
@@ -324,6 +325,8 @@ def paper_labels(prob: Any, *, low: float = 0.45, high: float = 0.95, min_size: 
         Fill holes closed within each slice ("fill small gaps").
     max_hole : int, optional
         Only holes up to this many pixels are filled.
+    connectivity : int, optional
+        Neighbourhood joining pixels of one piece; None: the full one for ``prob.ndim``.
 
     Returns
     -------
@@ -331,9 +334,9 @@ def paper_labels(prob: Any, *, low: float = 0.45, high: float = 0.95, min_size: 
     """
     from napari_vessel.postprocess import labels as postprocess
 
-    labels = postprocess.hysteresis(prob, low, high)
+    labels = postprocess.hysteresis(prob, low, high, connectivity=connectivity)
     if min_size:
-        labels = postprocess.remove_small(labels, min_size)
+        labels = postprocess.remove_small(labels, min_size, connectivity=connectivity)
     if fill_holes:
         labels = postprocess.fill_holes(labels, per_slice=labels.ndim == 3, max_size=max_hole)
     return labels.astype("uint8", copy=False)

@@ -57,12 +57,12 @@ def normalise(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.nd
 
 
 def _check(volume: np.ndarray) -> np.ndarray:
+    from napari_vessel.io.volume import check_voxels
+
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise InputError(f"a 3D stack (z, y, x) is needed, got shape {volume.shape}")
-    if not np.isfinite(volume).all():
-        raise InputError("the image contains NaN or infinite values")
-    return volume
+    return check_voxels(volume, constant=False)
 
 
 def acwe_probability(volume: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), *,

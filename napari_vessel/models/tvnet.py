@@ -209,6 +209,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+#: Sliding-window patch (Z, Y, X) of TV-Net inference: whole 512 x 512 slices, 32 deep. The spec
+#: registered for ``tvnet`` and the cards of trained TV-Nets (``napari-vessel train``) carry it.
+INFERENCE_PATCH_ZYX = (32, 512, 512)
+
+
 def _register() -> None:
     """Register ``tvnet`` with the shipped weights; the card's config wins when it exists."""
     from napari_vessel.models.registry import ModelSpec, register
@@ -217,7 +222,7 @@ def _register() -> None:
     weights = shipped_weights("tvnet")
     config = TVNetConfig().to_dict()
     config.pop("extra", None)
-    patch = (32, 512, 512)
+    patch = INFERENCE_PATCH_ZYX
     preprocessing = None
     description = "TV-Net (paper 001), V-Net-like; the shipped weights' card says how they were made"
     if weights is not None:

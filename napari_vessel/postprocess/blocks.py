@@ -12,7 +12,7 @@ Memory holds a block and one number per label. Hole filling per z slice works sl
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_vessel.errors import InputError
-from napari_vessel.postprocess.labels import _check_level, _check_size, _structure, fill_holes, threshold
+from napari_vessel.postprocess.labels import Postprocessing, _structure, fill_holes, threshold
 from napari_vessel.progress import CancelToken, Progress, no_progress
 
 __all__ = ["postprocess_blocks", "block_slices"]
@@ -96,26 +96,12 @@ def _components(read_mask: Callable, shape: tuple[int, ...], block: tuple[int, .
     return ids, component, voxels, hit
 
 
-def _check_recipe(recipe: Mapping[str, Any]) -> dict:
-    recipe = dict(recipe or {"method": "threshold"})
-    method = recipe.get("method", "threshold")
-    if method not in ("threshold", "hysteresis"):
-        raise InputError(f"unknown post-processing method {method!r}; the model card may name "
-                         "'threshold' or 'hysteresis'")
-    _structure(3, recipe.get("connectivity", 3))
-    _check_size(recipe.get("min_size", 0), "min_size")
-    for key in ("level", "low", "high"):
-        if key in recipe:
-            _check_level(recipe[key], key)
-    return recipe
-
-
-def postprocess_blocks(prob: Any, labels: Any, recipe: Mapping[str, Any] | None, *,
+def postprocess_blocks(prob: Any, labels: Any, recipe: Postprocessing | None, *,
                        block: tuple[int, int, int], scratch: str | Path,
                        progress: Progress | None = None,
                        cancel: CancelToken | None = None) -> list[str]:
-    """Write into ``labels`` what :func:`~napari_vessel.postprocess.labels.apply_postprocessing` gives
-    for ``prob``, working on blocks of ``block`` voxels.
+    """Write into ``labels`` what :meth:`~napari_vessel.postprocess.labels.Postprocessing.apply`
+    gives for ``prob``, working on blocks of ``block`` voxels.
 
     Parameters
     ----------
@@ -123,8 +109,8 @@ def postprocess_blocks(prob: Any, labels: Any, recipe: Mapping[str, Any] | None,
         Probability map; read block by block.
     labels : array-like (e.g. Zarr), shape (Z, Y, X), uint8
         Where the labels go (1 vessel, 0 background); written block by block.
-    recipe : dict, optional
-        As for :func:`~napari_vessel.postprocess.labels.apply_postprocessing`.
+    recipe : Postprocessing, optional
+        The post-processing (None: a plain threshold at 0.5).
     block : (int, int, int)
         Block size; the result does not depend on it.
     scratch : str or Path
@@ -136,15 +122,18 @@ def postprocess_blocks(prob: Any, labels: Any, recipe: Mapping[str, Any] | None,
         The steps done, in order (for the run manifest).
     """
     progress = progress or no_progress
-    recipe = _check_recipe(recipe)
+    if recipe is None:
+        recipe = Postprocessing()
+    if not isinstance(recipe, Postprocessing):
+        raise InputError(f"the post-processing must be a Postprocessing, not {type(recipe).__name__}; "
+                         "read a card's JSON form with Postprocessing.from_dict")
     shape, block = tuple(int(s) for s in prob.shape), tuple(int(b) for b in block)
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    structure = _structure(3, recipe.get("connectivity", 3))
-    min_size = int(recipe.get("min_size", 0))
-    hyst = recipe.get("method") == "hysteresis"
-    low = recipe.get("low", 0.45) if hyst else recipe.get("level", 0.5)
-    high = recipe.get("high", 0.95)
+    structure = _structure(3, recipe.connectivity)
+    min_size = recipe.min_size
+    hyst = recipe.method == "hysteresis"
+    low, high = recipe.threshold, recipe.high
     steps = [f"hysteresis {low}/{high}" if hyst else f"threshold {low}"]
     progress(0.0, "labels")
     if not hyst and min_size <= 1:
@@ -169,8 +158,8 @@ def postprocess_blocks(prob: Any, labels: Any, recipe: Mapping[str, Any] | None,
         if min_size > 1:
             steps.append(f"remove pieces < {min_size} voxels (global)")
     progress(0.6, "holes")
-    if recipe.get("fill_holes", False):
-        steps.append(_fill(labels, shape, block, hyst, recipe.get("max_hole"), scratch, cancel))
+    if recipe.fill_holes:
+        steps.append(_fill(labels, shape, block, hyst, recipe.max_hole, scratch, cancel))
     progress(1.0, "done")
     return steps
 

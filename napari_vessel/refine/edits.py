@@ -20,8 +20,8 @@ from scipy import ndimage as ndi
 from napari_vessel.errors import InputError
 from napari_vessel.io.volume import check_3d
 
-__all__ = ["Edit", "apply_edit", "check_same_grid", "remove_small_components", "keep_components_at",
-           "erase_component_at", "fill_holes"]
+__all__ = ["Edit", "apply_edit", "check_same_grid", "erase_small_components", "keep_components_at",
+           "erase_component_at", "fill_holes_with_nearest_label"]
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,12 @@ def _components(labels: np.ndarray, connectivity: int) -> np.ndarray:
     return label(labels, background=0, connectivity=connectivity)
 
 
-def remove_small_components(labels: Any, min_size: int, connectivity: int = 1) -> Edit:
-    """Erase connected components with fewer than ``min_size`` voxels.
+def erase_small_components(labels: Any, min_size: int, connectivity: int = 1) -> Edit:
+    """Erase connected components with fewer than ``min_size`` voxels, as an undoable edit.
+
+    Unlike :func:`napari_vessel.postprocess.labels.remove_small` (which returns new labels, joins
+    any non-zero voxels and connects through corners by default), touching components of
+    different label values stay separate and the default connectivity is the faces only.
 
     Parameters
     ----------
@@ -186,7 +190,7 @@ def keep_components_at(labels: Any, points: Any, connectivity: int = 1) -> Edit:
     points : array_like, shape (N, 3)
         Voxel positions (z, y, x) on the components to keep.
     connectivity : {1, 2, 3}
-        Neighbours that connect (see :func:`remove_small_components`).
+        Neighbours that connect (see :func:`erase_small_components`).
     """
     labels = _check_labels(labels)
     points = np.atleast_2d(np.asarray(points, dtype=float))
@@ -215,8 +219,11 @@ def erase_component_at(labels: Any, point: Any, connectivity: int = 1) -> Edit:
     return Edit.from_mask(labels, flood(labels, p, connectivity=connectivity), 0)
 
 
-def fill_holes(labels: Any, per_slice: bool = False) -> Edit:
-    """Fill background regions enclosed by labels.
+def fill_holes_with_nearest_label(labels: Any, per_slice: bool = False) -> Edit:
+    """Fill background regions enclosed by labels, each voxel with its nearest label's value.
+
+    An undoable edit for hand refinement; :func:`napari_vessel.postprocess.labels.fill_holes`
+    (the post-processing step) instead returns new labels with the holes set to the largest value.
 
     Parameters
     ----------

@@ -169,6 +169,10 @@ def paint_on_mip(labels: Any, image: Any, mip_coords_yx: Any, slab: tuple[int, i
     as one 26-connected piece instead (see :func:`connected_depths`): at the depth where the piece
     is brightest as a whole, and from there following the vessel at most one slice per pixel.
 
+    This is the core of :func:`napari_vessel.refine.review.paint_on_projection`, which the Review
+    dock calls: that one takes any projection axis, reads only the box under the stroke and
+    places connected pieces by default; this one works on whole in-memory arrays along z.
+
     Parameters
     ----------
     labels : ndarray of int or bool, shape (Z, Y, X)

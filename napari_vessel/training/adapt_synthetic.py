@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from napari_vessel.errors import InputError
+from napari_vessel.training.data import LabelledPatchSampler as PairSampler
 from napari_vessel.training.data import Pair
-from napari_vessel.training.data import PatchSampler as PairSampler
 from napari_vessel.training.finetune_loss import forward_parts
 from napari_vessel.training.losses import balanced_bce, soft_dice_loss
 

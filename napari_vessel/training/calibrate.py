@@ -41,7 +41,7 @@ def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     f1 : float
         Its mean F1 over the volumes.
     """
-    from napari_vessel.postprocess.labels import apply_postprocessing
+    from napari_vessel.postprocess.labels import Postprocessing
     from napari_vessel.training.train import f1_score
 
     top = float(recipe.get("high", 0.95))
@@ -51,8 +51,8 @@ def choose_hysteresis(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     for high in highs:
         if high < low:
             continue
-        trial = {**recipe, "low": float(low), "high": float(high)}
-        score = float(np.mean([f1_score(apply_postprocessing(p, trial) > 0, np.asarray(lab) > 0)
+        trial = Postprocessing.from_dict({**recipe, "low": float(low), "high": float(high)})
+        score = float(np.mean([f1_score(trial.apply(p) > 0, np.asarray(lab) > 0)
                                for p, lab in zip(probs, labels, strict=True)]))
         if score > best[0]:
             best = (score, float(high))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from napari_vessel.errors import InputError
 
-__all__ = ["Pair", "normalise", "load_pairs", "synthetic_pairs", "PatchSampler", "augment",
+__all__ = ["Pair", "normalise", "load_pairs", "synthetic_pairs", "LabelledPatchSampler", "augment",
            "PREPROCESSING", "TRAINING_PIPELINE", "training_pipeline"]
 
 
@@ -153,8 +153,12 @@ def synthetic_pairs(n: int, *, seed: int = 0, config=None, pipeline=None, start:
     return pairs
 
 
-class PatchSampler:
-    """Random (Z, Y, X) patches from a list of pairs, half of them centred on a vessel voxel.
+class LabelledPatchSampler:
+    """Random (Z, Y, X) patches from a list of labelled pairs, half centred on a vessel voxel.
+
+    For supervised training from scratch (:func:`~napari_vessel.training.train.train`); the
+    fine-tuning sampler of one image with a partial mask is
+    :class:`napari_vessel.training.finetune_data.PatchSampler`.
 
     Parameters
     ----------

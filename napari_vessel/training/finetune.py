@@ -247,7 +247,9 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     result : FinetuneResult
     volume : Volume or array_like, shape (Z, Y, X)
     threshold : float, optional
-        Default: the parent card's threshold, else 0.5.
+        A plain threshold; default the parent card's post-processing (e.g. a cascade's
+        hysteresis), else its threshold, else 0.5
+        (:meth:`~napari_vessel.postprocess.labels.Postprocessing.for_model`).
 
     Returns
     -------
@@ -256,14 +258,14 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     """
     from napari_vessel.inference.run import predict
     from napari_vessel.models import registry
+    from napari_vessel.postprocess.labels import Postprocessing
 
     spec = registry.get(result.parent)
     image, _ = prepare_image(spec, as_volume(volume), cancel=cancel)
     prob = predict(ProbabilityNet(result.model, spec), image, patch_size=spec.patch_size_zyx,
                    device=next(result.model.parameters()).device, progress=progress,
                    cancel=cancel)
-    level = float(threshold if threshold is not None else spec.threshold)
-    return prob, (prob > level).astype(np.uint8)
+    return prob, Postprocessing.for_model(spec, threshold).apply(prob)
 
 
 def save_finetuned(result: FinetuneResult, name: str, *, parent: str | None = None,

@@ -20,7 +20,12 @@ import numpy as np
 
 from napari_vessel.errors import InputError
 from napari_vessel.io.volume import Volume
+from napari_vessel.io.volume import as_volume as _as_volume
+from napari_vessel.io.volume import check_voxels as _check_voxels
 from napari_vessel.progress import CancelToken, Progress
+
+#: Why fine-tuning refuses an empty or constant volume.
+NO_VESSELS = "there are no vessels to learn from"
 
 __all__ = [
     "as_volume",
@@ -37,13 +42,9 @@ __all__ = [
 
 
 def as_volume(volume: Any, *, load: bool = True) -> Volume:
-    """``volume`` as a :class:`~napari_vessel.io.volume.Volume` (arrays are wrapped), in memory
-    unless ``load`` is False."""
-    if not isinstance(volume, Volume):
-        from napari_vessel.inference.run import check_volume_array
-
-        volume = Volume(check_volume_array(volume, "volume"))
-    return volume.with_data(np.asarray(volume.data)) if load and volume.is_lazy else volume
+    """``volume`` as a checked :class:`~napari_vessel.io.volume.Volume` (arrays are wrapped), in
+    memory unless ``load`` is False (:func:`napari_vessel.io.volume.as_volume`)."""
+    return _as_volume(volume, load=load, what="volume")
 
 
 def sample_blocks(volume: Volume, max_voxels: int, seed: int = 0) -> tuple[Volume, str | None]:
@@ -85,27 +86,15 @@ def sample_blocks(volume: Volume, max_voxels: int, seed: int = 0) -> tuple[Volum
 
 
 def check_voxels(data: np.ndarray) -> None:
-    """Raise :class:`InputError` for non-numeric, non-finite or constant (e.g. empty) voxels."""
-    if data.dtype.kind not in "biuf":
-        raise InputError(f"the volume has data type {data.dtype}; a numeric image is needed")
-    if data.size == 0:
-        raise InputError("the volume is empty (an axis has length 0): nothing to fine-tune on")
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise InputError("the volume contains NaN or infinite values; replace them (e.g. "
-                         "np.nan_to_num) before fine-tuning")
-    lo, hi = float(data.min()), float(data.max())
-    if lo == hi:
-        what = "all zero" if lo == 0 else f"constant (every voxel is {lo:g})"
-        raise InputError(f"the volume is {what}: there are no vessels to learn from; check the "
-                         "channel and the file")
+    """Raise :class:`InputError` for non-numeric, empty, non-finite or constant voxels
+    (:func:`napari_vessel.io.volume.check_voxels`, worded for fine-tuning)."""
+    _check_voxels(data, "volume", purpose=NO_VESSELS)
 
 
 def prepare_image(spec: Any, volume: Volume, *, progress: Progress | None = None,
                   cancel: CancelToken | None = None) -> tuple[np.ndarray, Any]:
-    """The volume as the model expects its input, like :func:`napari_vessel.inference.run.segment`.
-
-    The model card's preprocessing pipeline when it has one, else a min-max stretch to [0, 1]
-    (paper 000, section 5.1).
+    """The volume as the model expects its input: :func:`napari_vessel.inference.run.prepare_input`
+    (the card's pipeline, else a min-max stretch to [0, 1]) on the voxels in memory, as float32.
 
     Returns
     -------
@@ -113,22 +102,11 @@ def prepare_image(spec: Any, volume: Volume, *, progress: Progress | None = None
     preprocessing : dict
         JSON form of what was applied (for the model card and the run manifest).
     """
-    import json
+    from napari_vessel.inference.run import prepare_input
 
-    data = np.asarray(volume.data)
-    check_voxels(data)
-    if spec.preprocessing:
-        from napari_vessel.preprocess import Pipeline
-
-        pre = spec.preprocessing
-        pipeline = Pipeline.from_json(pre if isinstance(pre, str) else json.dumps(pre))
-        image = pipeline.apply(data, spacing_zyx=volume.spacing_zyx, progress=progress,
-                               cancel=cancel)
-        pre_json = json.loads(pipeline.to_json())
-    else:
-        lo, hi = float(data.min()), float(data.max())
-        image = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
-        pre_json = {"steps": [{"name": "minmax", "note": "stretch to [0, 1] (no card pipeline)"}]}
+    image, pre_json = prepare_input(np.asarray(volume.data), spec, volume.spacing_zyx,
+                                    progress=progress, cancel=cancel, what="volume",
+                                    purpose=NO_VESSELS)
     image = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
     if float(image.max()) == float(image.min()):
         raise InputError("the volume is constant after the model's preprocessing: there are no "

@@ -241,3 +241,44 @@ def remove_finetuned(weights: Any) -> list[Path]:
             target.unlink()
             removed.append(target)
     return removed
+
+
+def segment_finetuned(volume: Any, name: str, weights: Any = None, *, device: Any = None,
+                      progress: Any = None, cancel: Any = None) -> tuple:
+    """Segment ``volume`` with a saved fine-tuned model, as ``segment`` does with any model.
+
+    The model is looked up in the registry by ``name`` (the user models folder); when it was
+    saved elsewhere (``napari-vessel finetune --models-dir``), its spec is made from the card
+    next to ``weights`` the same way. Its card's post-processing applies (e.g. a cascade's
+    hysteresis), as for the parent.
+
+    Parameters
+    ----------
+    volume : Volume or array-like, shape (Z, Y, X)
+    name : str
+        The saved model's name.
+    weights : str or Path, optional
+        Its ``.safetensors`` file (:func:`save_finetuned`'s answer), for a model outside the
+        user models folder.
+    device, progress, cancel
+        As for :func:`~napari_vessel.inference.run.segment`.
+
+    Returns
+    -------
+    prob, labels, manifest
+        As :func:`~napari_vessel.inference.run.segment` returns them.
+    """
+    from dataclasses import replace
+
+    from napari_vessel.inference.run import segment
+    from napari_vessel.models import registry
+    from napari_vessel.models.weights import read_card
+
+    spec: Any = name
+    if weights is not None and name not in {s.name for s in registry.list_models()}:
+        card = read_card(Path(weights))
+        base = registry.get(card.parent)
+        spec = replace(base, name=name, weights=Path(weights), card=card, source="user",
+                       kind=card.kind or base.kind,
+                       postprocessing=card.postprocessing or base.postprocessing)
+    return segment(volume, spec, device=device, progress=progress, cancel=cancel)

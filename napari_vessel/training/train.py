@@ -38,12 +38,12 @@ from napari_vessel.models.registry import ModelSpec
 from napari_vessel.models.vcnet import VCNetOutput
 from napari_vessel.progress import CancelToken, Progress, no_progress
 from napari_vessel.training.checkpoint import load_state, save_checkpoint, save_state
-from napari_vessel.training.data import Pair, PatchSampler, augment
+from napari_vessel.training.data import LabelledPatchSampler, Pair, augment
 from napari_vessel.training.losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
 from napari_vessel.training.zoo_losses import as_slices, has_own_loss, model_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "predict_volume", "choose_threshold",
-           "calibrate_threshold",
+           "calibrate_threshold", "model_device",
            "training_spec", "default_patch_size", "balanced_bce", "tv_loss_3d", "soft_dice_loss",
            "soft_cldice_loss", "f1_score", "warmup_cosine", "save_checkpoint"]
 
@@ -106,6 +106,25 @@ class TrainConfig:
     checkpoint_every: int = 250
     threshold_crop: int | None = None
     extra: dict = field(default_factory=dict)
+
+    def to_dict(self, *, with_extra: bool = True) -> dict:
+        """JSON-ready form (the patch size as a list), as checkpoints and model cards store it.
+
+        Parameters
+        ----------
+        with_extra : bool
+            Include the free-form ``extra`` settings (checkpoints compare them on resume); the
+            model card's ``training.config`` leaves them out.
+
+        Returns
+        -------
+        dict
+        """
+        data = asdict(self)
+        data["patch_size"] = list(self.patch_size)
+        if not with_extra:
+            data.pop("extra", None)
+        return data
 
 
 @dataclass
@@ -180,10 +199,11 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, spec: ModelSpec | Non
                    ) -> np.ndarray:
     """Vessel probability of a normalised (Z, Y, X) volume, with the plugin's inference engine.
 
-    Runs :func:`napari_vessel.inference.run.predict` on the CPU with PyTorch and the threads torch is
-    set to, so a validation prediction is what segmenting with the saved model gives (exactly
-    with ``runtime="torch"``; within 1e-6 on the exported CPU runtimes): the final probability
-    (sigmoid of logits, or a fused probability), 2D models slice by slice.
+    Runs :func:`napari_vessel.inference.run.predict` with PyTorch on the device the model's
+    parameters are on (:func:`model_device`; the CPU for a model without any) and the threads
+    torch is set to, so a validation prediction is what segmenting with the saved model gives
+    (exactly with ``runtime="torch"`` on the CPU; within 1e-6 on the exported CPU runtimes): the
+    final probability (sigmoid of logits, or a fused probability), 2D models slice by slice.
 
     Parameters
     ----------
@@ -209,8 +229,15 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, spec: ModelSpec | Non
     spec = training_spec(model, spec)
     if patch_size is None and spec.dims == 2:
         patch_size = (1, 512, 512)
-    return predict(model, image, spec=spec, device="cpu", overlap=overlap, patch_size=patch_size,
-                   threads=torch.get_num_threads(), runtime="torch")
+    return predict(model, image, spec=spec, device=model_device(model), overlap=overlap,
+                   patch_size=patch_size, threads=torch.get_num_threads(), runtime="torch")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model without any."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def f1_score(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -286,7 +313,9 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         uninterrupted run); a finished run is not repeated.
     device : str or torch.device, optional
         Where to train: ``None``/``"auto"`` picks CUDA, then Apple MPS, then the CPU
-        (:func:`~napari_vessel.devices.pick_device`). The model is returned on the CPU.
+        (:func:`~napari_vessel.devices.pick_device`); an unknown or unavailable device is an
+        :class:`~napari_vessel.errors.InputError`. The threshold is chosen on that device too;
+        the model is returned on the CPU.
     threshold_pairs : list of Pair, optional
         Volumes to choose the threshold on instead of ``pairs`` (e.g. held-out synthetic volumes
         when ``pairs`` is empty).
@@ -299,6 +328,7 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
     from napari_vessel.devices import pick_device
 
     cfg = config or TrainConfig()
+    dev = pick_device(device)
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise InputError("steps and batch size must be at least 1")
     threshold_pairs = list(pairs) if threshold_pairs is None else list(threshold_pairs)
@@ -306,12 +336,11 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         raise InputError("no volumes to choose the threshold on: give labelled pairs")
     progress = progress or no_progress
     spec = training_spec(model, spec)
-    dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     everything = list(pairs) + list(extra_pairs or [])
-    sampler = PatchSampler(everything, cfg.patch_size, foreground_fraction=cfg.foreground_fraction,
+    sampler = LabelledPatchSampler(everything, cfg.patch_size, foreground_fraction=cfg.foreground_fraction,
                            z_subsample=cfg.z_subsample)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -324,7 +353,7 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
     first = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         info = load_state(checkpoint, model, opt, rng, gen)
-        if info.get("config") != _jsonable(cfg):
+        if info.get("config") != cfg.to_dict():
             raise InputError(f"{checkpoint} was written with other settings; resume with the same "
                              "ones, or delete it to start afresh")
         first, losses = int(info["step"]), list(info.get("losses", []))
@@ -357,15 +386,16 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
                 f"{(time.monotonic() - start) / 60:.1f} min")
         if checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_state(checkpoint, model, opt, rng, gen,
-                       {"step": step + 1, "config": _jsonable(cfg), "losses": losses})
+                       {"step": step + 1, "config": cfg.to_dict(), "losses": losses})
     else:
         step = cfg.steps
     if cancel is not None:
         cancel.check()
-    model.to("cpu").eval()
+    model.eval()
     progress(0.9, "choosing the threshold on the training volumes")
     threshold, scores, probs = calibrate_threshold(model, threshold_pairs, spec=spec,
                                                    crop=cfg.threshold_crop)
+    model.to("cpu")
     progress(1.0, f"done: threshold {threshold:.3f}")
     return TrainResult(model, step, (time.monotonic() - start) / 60, losses, threshold,
                        scores, probs)
@@ -410,9 +440,3 @@ def default_patch_size(spec: ModelSpec) -> tuple[int, int, int]:
     base = (4, 128, 128) if spec.dims == 2 else (8, 64, 64)
     multiple = (1, *spec.input_multiple_zyx[1:]) if spec.dims == 2 else spec.input_multiple_zyx
     return tuple(-(-b // m) * m for b, m in zip(base, multiple, strict=True))
-
-
-def _jsonable(cfg: TrainConfig) -> dict:
-    data = asdict(cfg)
-    data["patch_size"] = list(cfg.patch_size)
-    return data

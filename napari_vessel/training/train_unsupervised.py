@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,13 +102,14 @@ class UnsupervisedResult:
 
 
 def _check(images: Sequence[np.ndarray], patch: Sequence[int], multiple: Sequence[int]) -> None:
+    from napari_vessel.io.volume import check_voxels
+
     if not images:
         raise InputError("unsupervised training needs at least one volume")
     for image in images:
         if np.ndim(image) != 3:
             raise InputError(f"expected 3D (Z, Y, X) volumes, got shape {np.shape(image)}")
-        if not np.isfinite(image).all():
-            raise InputError("a training volume holds NaN or infinite values; preprocess it first")
+        check_voxels(image, "training volume", constant=False)
     bad = [p for p, m in zip(patch, multiple, strict=True) if p % m]
     if bad:
         raise InputError(f"patch size {tuple(patch)} must be a multiple of {tuple(multiple)}")
@@ -128,7 +130,8 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
                        config: UnsupervisedConfig | None = None, *,
                        checkpoint: str | None = None, progress: Progress | None = None,
                        cancel: CancelToken | None = None,
-                       log: Callable[[str], None] | None = None) -> UnsupervisedResult:
+                       log: Callable[[str], None] | None = None,
+                       device: Any = None) -> UnsupervisedResult:
     """Train a UMIS network on unlabelled, preprocessed volumes with the compound loss.
 
     Parameters
@@ -143,12 +146,21 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
     progress, cancel, log
         Progress callback ``(fraction, message)``, cancel token checked before every step, and
         a receiver of a line of text every 50 steps.
+    device : str or torch.device, optional
+        Where to train: ``None``/``"auto"`` picks CUDA, then Apple MPS, then the CPU
+        (:func:`~napari_vessel.devices.pick_device`); an unknown or unavailable device is an
+        :class:`~napari_vessel.errors.InputError`. Patches are drawn and augmented on the CPU
+        (the same random stream on every device) and then moved; checkpoints hold CPU tensors
+        and the model is returned on the CPU.
 
     Returns
     -------
     UnsupervisedResult
     """
+    from napari_vessel.devices import pick_device
+
     cfg = config or UnsupervisedConfig()
+    dev = pick_device(device)
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise InputError("steps and batch size must be at least 1")
     if not hasattr(model, "rec_decoder"):
@@ -159,7 +171,8 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loss_fn = UMISLoss(cfg.alpha, cfg.beta, dict(cfg.lambdas))
+    model.to(dev)
+    loss_fn = UMISLoss(cfg.alpha, cfg.beta, dict(cfg.lambdas)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = min(50, cfg.steps // 5 + 1)
     start = time.monotonic()
@@ -177,7 +190,7 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
         batch = np.stack([_sample(images, cfg.patch_size, rng) for _ in range(cfg.batch_size)])
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
         x, _ = augment(x, torch.zeros_like(x), gen, strength=cfg.augment_strength)
-        x = x.clamp(0, 1)
+        x = x.clamp(0, 1).to(dev)
         out = model(x, reconstruct=True)
         loss, terms = loss_fn(out.seg, x, raw=out.seg_raw, recon=out.recon)
         opt.zero_grad(set_to_none=True)
@@ -197,7 +210,7 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
         step = cfg.steps
     if cancel is not None:
         cancel.check()
-    model.eval()
+    model.to("cpu").eval()
     return UnsupervisedResult(model, step, (time.monotonic() - start) / 60, losses, sums)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from napari_vessel.errors import InputError
 from napari_vessel.models import registry
 
-__all__ = ["trainable_names", "trainable_spec", "describe_loss", "has_paper_loss",
+__all__ = ["trainable_names", "zoo_training_spec", "describe_loss", "has_paper_loss",
            "compose_ensemble"]
 
 _LOSSES = {
@@ -43,8 +43,11 @@ def trainable_names() -> list[str]:
             and s.trainable and s.source == "builtin"]
 
 
-def trainable_spec(name: str) -> registry.ModelSpec:
-    """The spec of a trainable model.
+def zoo_training_spec(name: str) -> registry.ModelSpec:
+    """The spec of a built-in supervised model that ``napari-vessel train`` can train from scratch.
+
+    (Fine-tuning has its own check, :func:`napari_vessel.training.finetune_loss.trainable_spec`,
+    which also admits user models and UMIS.)
 
     Raises
     ------
