@@ -35,6 +35,7 @@ from napari_vessel.training.adapt_synthetic import SyntheticBatches, SyntheticLo
 from napari_vessel.training.finetune_config import FinetuneResult, FinetuneUpdate
 from napari_vessel.training.finetune_data import PatchSampler, fit_patch_size
 from napari_vessel.training.finetune_loss import make_loss, probe_loss, run_preview
+from napari_vessel.training.loop import optimise, run_steps
 
 __all__ = ["FinetuneLoop", "model_state"]
 
@@ -219,49 +220,45 @@ class FinetuneLoop:
         ema, step, stopped, step_s, message = 0.0, 0, False, 0.0, ""
         after_step = getattr(self.loss, "after_step", None)
         self.update(0)
+
+        def one_step(_: int) -> bool:
+            nonlocal best_state, best_loss, checked_state, checked_step, crossed, ema, step, \
+                step_s, message
+            t0 = time.monotonic()
+            _train_mode(model, cfg.freeze_norm)
+            x, valid, target, mask = self._batch(self.rng, cfg.batch_size, train=True)
+            total, self.terms = self.loss(model, x, valid, target, mask)
+            if not torch.isfinite(total):
+                message = f"the loss became {float(total)} at step {step + 1}; stopped there. "
+                return False
+            value = optimise(optimiser, total)
+            if after_step is not None:
+                after_step(model)
+            step += 1
+            self.losses.append(value)
+            ema = decay * value + (1 - decay) * ema
+            self.smoothed.append(ema / (1 - (1 - decay) ** step))  # bias-corrected EMA
+            if not self.keep_lowest:
+                self.best_step = step
+            elif self.smoothed[-1] < best_loss:
+                best_loss, best_state, self.best_step = self.smoothed[-1], model_state(model), step
+            if guard is not None and step % cfg.guard_every == 0:
+                drift = guard.measure(model)
+                self.drift.append((step, drift.fraction, drift.skeleton))
+                if not guard.within(drift):
+                    crossed = drift
+                    return False
+                checked_state, checked_step = model_state(model), step
+            step_s = (time.monotonic() - t0) if step == 1 else 0.8 * step_s + 0.2 * (
+                time.monotonic() - t0)
+            self.progress(0.1 + 0.88 * self.fraction(step),
+                          f"step {step}, loss {self.smoothed[-1]:.4g}")
+            self.update(step)
+            return True
+
         try:
-            while True:
-                if self.cancel is not None:
-                    self.cancel.check()
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    break
-                if step and cfg.minutes is not None and \
-                        self.elapsed() + step_s > 60 * cfg.minutes:
-                    break
-                t0 = time.monotonic()
-                _train_mode(model, cfg.freeze_norm)
-                x, valid, target, mask = self._batch(self.rng, cfg.batch_size, train=True)
-                total, self.terms = self.loss(model, x, valid, target, mask)
-                if not torch.isfinite(total):
-                    message = f"the loss became {float(total)} at step {step + 1}; stopped there. "
-                    break
-                optimiser.zero_grad(set_to_none=True)
-                total.backward()
-                optimiser.step()
-                if after_step is not None:
-                    after_step(model)
-                step += 1
-                value = float(total.detach())
-                self.losses.append(value)
-                ema = decay * value + (1 - decay) * ema
-                self.smoothed.append(ema / (1 - (1 - decay) ** step))  # bias-corrected EMA
-                if not self.keep_lowest:
-                    self.best_step = step
-                elif self.smoothed[-1] < best_loss:
-                    best_loss, best_state, self.best_step = self.smoothed[-1], model_state(model), \
-                        step
-                if guard is not None and step % cfg.guard_every == 0:
-                    drift = guard.measure(model)
-                    self.drift.append((step, drift.fraction, drift.skeleton))
-                    if not guard.within(drift):
-                        crossed = drift
-                        break
-                    checked_state, checked_step = model_state(model), step
-                step_s = (time.monotonic() - t0) if step == 1 else 0.8 * step_s + 0.2 * (
-                    time.monotonic() - t0)
-                self.progress(0.1 + 0.88 * self.fraction(step),
-                              f"step {step}, loss {self.smoothed[-1]:.4g}")
-                self.update(step)
+            run_steps(one_step, total=cfg.max_steps, minutes=cfg.minutes, started=self.started,
+                      cancel=self.cancel, next_step_s=lambda: step_s, free_steps=1)
         except Cancelled:
             stopped = True
         if not self.keep_lowest and step:

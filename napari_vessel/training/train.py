@@ -39,6 +39,7 @@ from napari_vessel.models.vcnet import VCNetOutput
 from napari_vessel.progress import CancelToken, Progress, no_progress
 from napari_vessel.training.checkpoint import load_state, save_checkpoint, save_state
 from napari_vessel.training.data import LabelledPatchSampler, Pair, augment
+from napari_vessel.training.loop import optimise, run_steps
 from napari_vessel.training.losses import balanced_bce, soft_cldice_loss, soft_dice_loss, tv_loss_3d
 from napari_vessel.training.zoo_losses import as_slices, has_own_loss, model_loss
 
@@ -359,13 +360,9 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         first, losses = int(info["step"]), list(info.get("losses", []))
         if log is not None:
             log(f"resumed from {checkpoint} at step {first}")
-    step = first
     model.train()
-    for step in range(first, cfg.steps):
-        if cancel is not None:
-            cancel.check()
-        if cfg.minutes is not None and time.monotonic() - start > cfg.minutes * 60:
-            break
+
+    def one_step(step: int) -> None:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * _schedule(step, cfg.steps)
         batch = [sampler.sample(rng) for _ in range(cfg.batch_size)]
@@ -375,20 +372,18 @@ def train(model: nn.Module, pairs: list[Pair], config: TrainConfig | None = None
         if spec.dims == 2:
             image, target = as_slices(image, target)
         image, target = image.to(dev), target.to(dev)
-        loss = _loss(model(image), target, cfg, model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        progress((step + 1) / cfg.steps * 0.9, f"step {step + 1}/{cfg.steps} loss {loss:.3f}")
+        value = optimise(opt, _loss(model(image), target, cfg, model))
+        losses.append(value)
+        progress((step + 1) / cfg.steps * 0.9, f"step {step + 1}/{cfg.steps} loss {value:.3f}")
         if log is not None and (step + 1) % 100 == 0:
             log(f"step {step + 1} loss {np.mean(losses[-100:]):.4f} "
                 f"{(time.monotonic() - start) / 60:.1f} min")
         if checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_state(checkpoint, model, opt, rng, gen,
                        {"step": step + 1, "config": cfg.to_dict(), "losses": losses})
-    else:
-        step = cfg.steps
+
+    step = run_steps(one_step, first=first, total=cfg.steps, minutes=cfg.minutes, started=start,
+                     cancel=cancel)
     if cancel is not None:
         cancel.check()
     model.eval()

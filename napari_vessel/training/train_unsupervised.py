@@ -23,6 +23,7 @@ import torch
 from napari_vessel.errors import InputError
 from napari_vessel.progress import CancelToken, Progress, no_progress
 from napari_vessel.training.data import augment
+from napari_vessel.training.loop import optimise, run_steps
 from napari_vessel.training.train import save_checkpoint, warmup_cosine
 from napari_vessel.training.umis_loss import UMISLoss
 
@@ -178,13 +179,9 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
     start = time.monotonic()
     losses: list[float] = []
     sums: dict[str, float] = {}
-    step = 0
     model.train()
-    for step in range(cfg.steps):
-        if cancel is not None:
-            cancel.check()
-        if cfg.minutes is not None and time.monotonic() - start > cfg.minutes * 60:
-            break
+
+    def one_step(step: int) -> None:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, warmup)
         batch = np.stack([_sample(images, cfg.patch_size, rng) for _ in range(cfg.batch_size)])
@@ -193,10 +190,7 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
         x = x.clamp(0, 1).to(dev)
         out = model(x, reconstruct=True)
         loss, terms = loss_fn(out.seg, x, raw=out.seg_raw, recon=out.recon)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimise(opt, loss))
         for key, value in terms.items():
             sums[key] = 0.9 * sums.get(key, value) + 0.1 * value
         progress((step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
@@ -206,8 +200,8 @@ def train_unsupervised(model: torch.nn.Module, images: Sequence[np.ndarray],
                 + f" {(time.monotonic() - start) / 60:.1f} min")
         if checkpoint is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(model, checkpoint, {"step": step + 1, "config": cfg.to_dict()})
-    else:
-        step = cfg.steps
+
+    step = run_steps(one_step, total=cfg.steps, minutes=cfg.minutes, started=start, cancel=cancel)
     if cancel is not None:
         cancel.check()
     model.to("cpu").eval()
