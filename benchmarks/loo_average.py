@@ -32,6 +32,7 @@ def fold_maps(folder: Path, held: str) -> np.lib.npyio.NpzFile:
 
 def main(argv: list[str] | None = None) -> int:
     from napari_vessel.training.data import load_pairs, training_pipeline
+    from napari_vessel.training.loo import leave_one_out
     from napari_vessel.training.train import choose_threshold, f1_score
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = np.linspace(0.0, 0.8, 321)
     curves = {p.name: f1_curve(p.image, p.labels, levels) for p in pairs}
     rows = []
-    for held in pairs:
-        train = [p for p in pairs if p is not held]
+    for held, train in leave_one_out(pairs):
         maps = [fold_maps(folder, held.name) for folder in args.folders]
         terms = {p.name: [m[p.name].astype(np.float32) for m in maps] for p in pairs}
         if args.intensity is not None:

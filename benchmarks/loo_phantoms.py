@@ -71,6 +71,7 @@ def _single(paths: list[str], labels: str = "exact") -> int:
     from safetensors.torch import load_file
 
     from napari_vessel.evaluation.metrics import average_precision
+    from napari_vessel.models.card import ModelCard
     from napari_vessel.models.tvnet import build_tvnet
     from napari_vessel.preprocess import Pipeline
     from napari_vessel.training.data import normalise
@@ -81,16 +82,18 @@ def _single(paths: list[str], labels: str = "exact") -> int:
     print("|---|" + "---|" * len(paths))
     models = []
     for path in paths:
-        card = json.loads(Path(path).with_suffix(".json").read_text())
-        model = build_tvnet(**card["config"])
+        card = ModelCard.read(Path(path).with_suffix(".json"))
+        if card.config is None or card.preprocessing is None or card.threshold is None:
+            raise SystemExit(f"{path}: its card needs config, preprocessing and threshold")
+        model = build_tvnet(**card.config)
         model.load_state_dict(load_file(path))
         models.append((model.eval(), card))
     for label, raw, ref in cases:
         cells = []
         for model, card in models:
-            pipeline = Pipeline.from_json(json.dumps(card["preprocessing"]))
+            pipeline = Pipeline.from_json(json.dumps(dict(card.preprocessing)))
             prob = predict_volume(model, normalise(raw, pipeline))
-            cells.append(f"{f1_score(prob > card['threshold'], ref):.3f} / "
+            cells.append(f"{f1_score(prob > card.threshold, ref):.3f} / "
                          f"{average_precision(prob, ref):.3f}")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     return 0

@@ -53,9 +53,9 @@ def score(prob: np.ndarray, labels: np.ndarray, level: float, post: dict | None 
            "cldice": cldice(pred, labels), "sensitivity": sensitivity(pred, labels),
            "specificity": specificity(pred, labels), "precision": precision(pred, labels)}
     if post:
-        from napari_vessel.postprocess.labels import apply_postprocessing
+        from napari_vessel.postprocess.labels import Postprocessing
 
-        row["f1_post"] = f1_score(apply_postprocessing(prob, post) > 0, labels)
+        row["f1_post"] = f1_score(Postprocessing.from_dict(post).apply(prob) > 0, labels)
     return row
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
-from napari_vessel.io.volume import check_3d
+from napari_vessel.io.volume import check_3d, is_dask
 
 __all__ = ["mip", "mip_with_depth", "slab_bounds", "slab_mip", "sliding_mips", "depth_coded_mip",
            "depth_colours", "DEPTH_HUES", "LabelMIP", "regions_from_paint_event"]
@@ -30,10 +30,6 @@ DEPTH_HUES = (0.0, 0.75)
 _SMALL_AREA = 64 * 64
 
 
-def _is_dask(array: Any) -> bool:
-    return type(array).__module__.startswith("dask")
-
-
 def _check_axis(axis: int) -> int:
     if axis not in (0, 1, 2, -1, -2, -3):
         raise InputError(f"axis {axis!r} is not an axis of a 3D stack; use 0 (z), 1 (y) or 2 (x)")
@@ -44,7 +40,7 @@ def _as_stack(volume: Any, what: str = "image") -> Any:
     """NumPy or dask array of ``volume`` (a Volume, ndarray, dask or zarr array), checked 3D."""
     data = getattr(volume, "data", volume) if hasattr(volume, "spacing_zyx") else volume
     check_3d(data, what)
-    if _is_dask(data) or isinstance(data, np.ndarray):
+    if is_dask(data) or isinstance(data, np.ndarray):
         return data
     if hasattr(data, "chunks") and hasattr(data, "dtype"):  # zarr and friends: stay lazy
         import dask.array as da
@@ -70,7 +66,7 @@ def mip(volume: Any, axis: int = 0) -> np.ndarray:
     """
     axis = _check_axis(axis)
     data = _as_stack(volume)
-    if _is_dask(data):
+    if is_dask(data):
         return np.asarray(data.max(axis=axis).compute())
     return data.max(axis=axis)
 
@@ -90,7 +86,7 @@ def mip_with_depth(volume: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """
     axis = _check_axis(axis)
     data = _as_stack(volume)
-    if _is_dask(data):
+    if is_dask(data):
         import dask
 
         top, depth = dask.compute(data.max(axis=axis), data.argmax(axis=axis))

@@ -76,6 +76,7 @@ def test_save_find_load_discard(image_path, tmp_path, monkeypatch):
     np.testing.assert_array_equal(restored, labels)
     assert info.image_path == str(image_path.resolve()) and len(info.saved_at_text) == 19
     assert not list(path.parent.glob("*.tmp"))
+    assert not list(path.parent.glob(".*.partial*"))  # no temporary file is left
     discard_recovery(path)
     discard_recovery(path)  # already gone: fine
     assert find_recovery(image_path) == []

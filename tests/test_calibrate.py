@@ -24,7 +24,10 @@ def _case():
 
 
 def test_the_paper_levels_find_nothing_and_the_fitted_ones_find_the_tubes():
-    from napari_vessel.postprocess.labels import apply_postprocessing
+    from napari_vessel.postprocess.labels import Postprocessing
+
+    def apply_postprocessing(prob, recipe):
+        return Postprocessing.from_dict(recipe).apply(prob)
 
     prob, labels = _case()
     assert not apply_postprocessing(prob, PAPER).any()

@@ -417,14 +417,14 @@ def test_full_disk_leaves_nothing_behind(small_result, user_models, monkeypatch)
 
 
 def test_read_only_folder(small_result, tmp_path, monkeypatch):
-    import tempfile
+    import safetensors.torch
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     folder = tmp_path / "ro"
     folder.mkdir()
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(safetensors.torch, "save_file", read_only)
     with pytest.raises(InputError, match="Read-only file system"):
         save_finetuned(small_result, "ro-model", folder=folder)
     monkeypatch.undo()

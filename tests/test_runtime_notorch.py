@@ -136,6 +136,26 @@ def test_a_recorded_model_name_resolves_to_the_registry_spec(tmp_path, monkeypat
     assert warm.resolve_name("tvnet", cache=tmp_path) is None
 
 
+def test_a_recorded_name_whose_weights_are_gone_resolves_as_usual(tmp_path, monkeypatch):
+    """A copy of the package elsewhere (same software stamp) recorded its weights path, then
+    was deleted: the entry is not used, so the registry resolves the name again."""
+    import json
+    from dataclasses import replace
+
+    from napari_vessel.models import registry
+
+    monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path / "models"))
+    spec = registry.get("tvnet")
+    warm.remember_name("tvnet", spec, cache=tmp_path)
+    entry_path = next((tmp_path / "onnx" / "models").glob("*.json"))
+    entry = json.loads(entry_path.read_text())
+    assert entry["fields"]["package"] == str(warm._PACKAGE)  # another copy: another entry
+    entry["spec"]["weights"] = str(tmp_path / "gone" / "tvnet.safetensors")
+    entry_path.write_text(json.dumps(entry))
+    assert warm.resolve_name("tvnet", cache=tmp_path) is None
+    assert replace(spec).has_weights  # the registry's own answer is unaffected
+
+
 def test_a_model_registered_by_hand_is_not_recorded(tmp_path):
     from dataclasses import replace
 

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import file_stem
 from napari_vessel.io.stacks import describe_file, load_volume
-from napari_vessel.io.volume import Volume
+from napari_vessel.io.volume import Volume, is_lazy
 from napari_vessel.io.zarr import is_zarr
 
 __all__ = ["get_reader", "read_stack"]
@@ -94,11 +95,7 @@ def _layer(pyramid: list[list[Volume]], facts: dict, channel: int | None) -> Lay
     levels = [v[0].data if len(v) == 1 else _stack([f.data for f in v]) for v in pyramid]
     data = levels[0] if len(levels) == 1 else levels
     scale = first.spacing_zyx if len(volumes) == 1 else (1.0, *first.spacing_zyx)
-    name = Path(str(first.source)).name
-    for ending in (".ome.tiff", ".ome.tif", ".ome.zarr", *_TIFF, ".zarr"):
-        if name.lower().endswith(ending):
-            name = name[: -len(ending)]
-            break
+    name = file_stem(str(first.source))
     if channel is not None:
         name = f"{name} [ch{channel}]"
     metadata = {"source": first.source, "spacing_known": first.spacing_known,
@@ -123,7 +120,7 @@ def contrast_from_percentiles(data: Any, low: float = 0.5,
     """Contrast limits at the ``low`` and ``high`` percentiles of a sample of about a million
     voxels (a dim 8-bit stack with its 99th percentile near 30 no longer opens nearly black);
     None for a lazy stack (not read just for this) or a flat sample."""
-    if not isinstance(data, np.ndarray) or data.size == 0:
+    if is_lazy(data) or data.size == 0:
         return None
     step = max(1, int(round((data.size / 1e6) ** (1 / 3))))
     sample = data[(slice(None),) * (data.ndim - 3) + (slice(None, None, step),) * 3]
@@ -134,7 +131,7 @@ def contrast_from_percentiles(data: Any, low: float = 0.5,
 
 
 def _stack(arrays: list[Any]) -> Any:
-    if all(isinstance(a, np.ndarray) for a in arrays):
+    if not any(is_lazy(a) for a in arrays):
         return np.stack(arrays)
     import dask.array as da
 
@@ -149,7 +146,7 @@ def _looks_like_labels(data: Any, name: str, kind: str | None) -> bool:
         return False
     if "label" in name.lower():
         return True
-    if not isinstance(data, np.ndarray):
+    if is_lazy(data):
         return False  # do not read a lazy stack just to guess
     step = max(1, int(round((data.size / 1e6) ** (1 / 3))))
     sample = data[(slice(None),) * (data.ndim - 3) + (slice(None, None, step),) * 3]

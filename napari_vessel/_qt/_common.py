@@ -20,7 +20,8 @@ from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.progress import CancelToken
 
 __all__ = ["notify_error", "error_text", "show_info", "show_warning", "output_name", "name_metadata",
-           "full_name", "shorten", "group_box", "start_worker", "Job", "MAX_NAME", "FULL_NAME_KEY"]
+           "full_name", "shorten", "group_box", "start_worker", "Job", "MAX_NAME", "FULL_NAME_KEY",
+           "OUTPUT_KEY"]
 
 
 def error_text(err: BaseException | str) -> str:
@@ -51,6 +52,9 @@ MAX_NAME = 32
 MAX_SUFFIX = 20
 #: ``metadata[FULL_NAME_KEY]`` of an output layer: its name before shortening.
 FULL_NAME_KEY = "napari_vessel_full_name"
+#: ``metadata[OUTPUT_KEY]`` marks a layer napari-vessel derived (a preview, a projection, a
+#: graph layer, a point): no input for the docks. Its value names the layer's role.
+OUTPUT_KEY = "napari_vessel_output"
 
 
 def shorten(text: str, width: int) -> str:

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EditTracker", "PreviewLayer", "PREVIEW_KEY"]
+from napari_vessel._qt._common import OUTPUT_KEY
 
-#: ``metadata[PREVIEW_KEY]`` marks the preview layer (a derived view, no input for other docks).
-PREVIEW_KEY = "napari_vessel_output"
+__all__ = ["EditTracker", "PreviewLayer"]
 
 
 def _mark(edited: np.ndarray, atom: Any) -> None:
@@ -135,7 +134,7 @@ class PreviewLayer:
             self.layer = self.viewer.add_image(
                 data, name=self.name, colormap="magma", blending="additive",
                 contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
-                metadata={**self.metadata, PREVIEW_KEY: "finetune-preview"})
+                metadata={**self.metadata, OUTPUT_KEY: "finetune-preview"})
         else:
             self.layer.data = data
             self.layer.translate = translate

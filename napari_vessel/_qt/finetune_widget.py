@@ -27,7 +27,14 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
-from napari_vessel._qt._common import group_box, name_metadata, notify_error, output_name, show_info
+from napari_vessel._qt._common import (
+    OUTPUT_KEY,
+    group_box,
+    name_metadata,
+    notify_error,
+    output_name,
+    show_info,
+)
 from napari_vessel._qt.dock import ScrollDock
 from napari_vessel._qt.finetune_compare import ComparePanel
 from napari_vessel._qt.finetune_corrections import CorrectionsPanel
@@ -36,9 +43,9 @@ from napari_vessel._qt.finetune_plot import LossPlot
 from napari_vessel._qt.finetune_run import FinetuneJob, FinetuneOutcome, run_finetune
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel._qt.runner import DockRunner, RunnerMixin
+from napari_vessel._qt.segment_input import layer_volume
 from napari_vessel._qt.segment_models import card_threshold, models_changed, watch_models
 from napari_vessel._qt.segment_results import ROLE_KEY, SegmentResults
-from napari_vessel._qt.segment_widget import _DERIVED_KEY, layer_volume
 from napari_vessel.errors import InputError
 from napari_vessel.models import registry
 from napari_vessel.training import METHODS
@@ -261,7 +268,7 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
         from napari.layers import Image
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)
-                and layer.ndim >= 3 and _DERIVED_KEY not in layer.metadata
+                and layer.ndim >= 3 and OUTPUT_KEY not in layer.metadata
                 and ROLE_KEY not in layer.metadata]
 
     def _layers_changed(self, _event: Any = None) -> None:

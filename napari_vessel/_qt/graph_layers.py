@@ -10,9 +10,10 @@ of the labels it came from (their scale and translation), updated in place by a 
 - the junctions (and the anchors of closed loops) as a Points layer;
 - the end points as another Points layer, in another colour.
 
-Every layer carries ``metadata[OUTPUT_KEY]`` (no input for the other docks) and the name of its
-labels layer. Re-analysing updates the three layers (or adds them again if the user deleted
-one), so they never pile up; the user's layers are never touched.
+Every layer carries ``metadata[OUTPUT_KEY]`` (:data:`~napari_vessel._qt._common.OUTPUT_KEY`: no
+input for the other docks) and the name of its labels layer. Re-analysing updates the three
+layers (or adds them again if the user deleted one), so they never pile up; the user's layers are
+never touched.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_vessel._qt._common import name_metadata, output_name
+from napari_vessel._qt._common import OUTPUT_KEY, name_metadata, output_name
 
-__all__ = ["GraphLayers", "Grid", "centre_on", "OUTPUT_KEY", "ROLES"]
+__all__ = ["GraphLayers", "Grid", "centre_on", "ROLES"]
 
-#: Metadata key of the layers napari-vessel made (shared by the docks: such layers are no input).
-OUTPUT_KEY = "napari_vessel_output"
 #: Role of each graph layer (``metadata["graph_role"]``) -> suffix of its name.
 ROLES = {"centrelines": "centrelines", "junctions": "junctions", "ends": "end points"}
 JUNCTION_COLOUR = "#ff3fa4"

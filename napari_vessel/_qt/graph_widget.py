@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 
-from napari_vessel._qt._common import group_box, notify_error, show_info, start_worker
+from napari_vessel._qt._common import OUTPUT_KEY, group_box, notify_error, show_info, start_worker
 from napari_vessel._qt.dock import ScrollDock
 from napari_vessel._qt.graph_export import OUTPUT_FILES, ask_folder, confirm_replace, existing_files, versions
-from napari_vessel._qt.graph_layers import OUTPUT_KEY, GraphLayers, Grid, centre_on
+from napari_vessel._qt.graph_layers import GraphLayers, Grid, centre_on
 from napari_vessel._qt.graph_table import ResultsPanel
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel._qt.runner import DockRunner, RunnerMixin
 from napari_vessel.errors import InputError
 from napari_vessel.graph import GraphParams, vessel_graph, write_graph
-from napari_vessel.io.volume import check_spacing
+from napari_vessel.io.volume import check_spacing, is_lazy
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -53,7 +53,7 @@ def read_labels(layer: Any) -> tuple[Any, Grid, str | None]:
         raise InputError(f"'{layer.name}' has {what}; the vessel graph needs a 3D label stack "
                          "(z, y, x): choose one, or open the whole stack")
     spacing = check_spacing(tuple(layer.scale)[-3:], 3)
-    mask = np.greater(data, 0) if isinstance(data, np.ndarray) else data
+    mask = data if is_lazy(data) else np.greater(data, 0)
     path = getattr(getattr(layer, "source", None), "path", None)
     return mask, Grid(layer.name, spacing, tuple(layer.translate)[-3:]), str(path) if path else None
 

@@ -10,7 +10,7 @@ from napari_vessel._qt._common import notify_error, show_info
 from napari_vessel._qt.dock import ScrollDock
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel.errors import InputError
-from napari_vessel.io.volume import check_spacing
+from napari_vessel.io.volume import check_spacing, is_lazy
 from napari_vessel.stats import intensity_stats
 
 #: Decimals of the voxel-size boxes: 4 keep 0.065 µm and 0.9943 µm to within 0.01 %.
@@ -69,7 +69,7 @@ class InfoWidget(ScrollDock):
         data = layer.data
         known = layer.metadata.get("spacing_known", True)
         scale = tuple(float(s) for s in layer.scale)
-        lazy = " (lazy)" if type(data).__module__.startswith("dask") else ""
+        lazy = " (lazy)" if is_lazy(data) else ""
         self.summary.value = (
             f"{' × '.join(str(s) for s in data.shape)}  {data.dtype}{lazy}\n"
             f"voxel {' × '.join(f'{s:g}' for s in scale)} µm"

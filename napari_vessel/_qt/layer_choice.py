@@ -25,8 +25,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox
 
-from napari_vessel._qt._common import FULL_NAME_KEY, show_info
-from napari_vessel._qt.review_sync import OUTPUT_KEY
+from napari_vessel._qt._common import FULL_NAME_KEY, OUTPUT_KEY, show_info
 from napari_vessel._qt.segment_results import ROLE_KEY
 
 __all__ = ["LayerCombo", "newest", "first_source", "is_output", "OUTPUT_KEYS"]

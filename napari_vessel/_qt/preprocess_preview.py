@@ -18,8 +18,9 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label
 from qtpy.QtCore import QTimer
 
-from napari_vessel._qt._common import start_worker
+from napari_vessel._qt._common import OUTPUT_KEY, start_worker
 from napari_vessel.errors import InputError
+from napari_vessel.io.volume import is_lazy
 from napari_vessel.preprocess import Pipeline
 from napari_vessel.projection import mip as project_mip
 
@@ -30,7 +31,7 @@ DEBOUNCE_MS = 100
 #: A preview that took less than this (ms) runs on the main thread next time, for the same input,
 #: pipeline and mode (the first one always runs in a worker).
 FAST_MS = 50
-#: ``metadata["napari_vessel_output"]`` of the preview layer.
+#: ``metadata[OUTPUT_KEY]`` of the preview layer.
 PREVIEW_ROLE = "preprocess preview"
 #: What the preview shows.
 MODES = ("current slice", "MIP")
@@ -228,7 +229,7 @@ class PreviewPanel(Container):
 
     def _fast(self, what: Any, data: Any) -> bool:
         """True when the same input, pipeline and mode were timed under :data:`FAST_MS`."""
-        if not isinstance(data, np.ndarray) or self._timing is None:
+        if is_lazy(data) or self._timing is None:
             return False  # a lazy stack, or nothing timed yet: never on the GUI thread
         timed, ms = self._timing
         return ms < FAST_MS and timed == what
@@ -263,4 +264,4 @@ class PreviewPanel(Container):
         self.layer = self.viewer.add_image(
             plane, name=f"{source.name} preview", scale=tuple(source.scale)[-2:],
             translate=tuple(source.translate)[-2:], colormap="gray",
-            metadata={"napari_vessel_output": PREVIEW_ROLE})
+            metadata={OUTPUT_KEY: PREVIEW_ROLE})

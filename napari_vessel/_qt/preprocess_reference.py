@@ -13,7 +13,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from napari_vessel._qt._common import show_info, start_worker
+from napari_vessel._qt._common import OUTPUT_KEY, show_info, start_worker
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel._qt.preprocess_editor import PipelineEditor
 from napari_vessel.errors import InputError
@@ -95,7 +95,7 @@ class ReferencePanel(Container):
         from napari.layers import Image
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)
-                and not layer.metadata.get("napari_vessel_output")]
+                and not layer.metadata.get(OUTPUT_KEY)]
 
     def _model_names(self, _widget: Any = None) -> list:
         return list(self._models or {})

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
-from napari_vessel._qt._common import group_box, name_metadata, notify_error, output_name, show_info
+from napari_vessel._qt._common import (
+    OUTPUT_KEY,
+    group_box,
+    name_metadata,
+    notify_error,
+    output_name,
+    show_info,
+)
 from napari_vessel._qt.dock import ScrollDock
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel._qt.preprocess_editor import PipelineEditor
@@ -22,6 +29,7 @@ from napari_vessel._qt.preprocess_preview import PreviewPanel, check_image_layer
 from napari_vessel._qt.preprocess_reference import ReferencePanel
 from napari_vessel._qt.runner import DockRunner, RunnerMixin
 from napari_vessel.errors import InputError
+from napari_vessel.io.volume import is_dask
 from napari_vessel.preprocess import Pipeline, compute
 from napari_vessel.progress import CancelToken, Progress, scaled
 
@@ -37,7 +45,7 @@ def run_pipeline(pipeline: Pipeline, data: Any, spacing_zyx: Any = None, *,
     A dask stack is processed lazily, then computed slab by slab (progress and cancel between
     slabs); a NumPy stack step by step (progress and cancel between steps).
     """
-    if type(data).__module__.split(".")[0] != "dask":
+    if not is_dask(data):
         return pipeline.apply(data, spacing_zyx=spacing_zyx, progress=progress, cancel=cancel)
     lazy = pipeline.apply(data, spacing_zyx=spacing_zyx, progress=scaled(progress, 0.0, 0.2),
                           cancel=cancel)
@@ -124,7 +132,7 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         from napari.layers import Image
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)
-                and not layer.metadata.get("napari_vessel_output")]
+                and not layer.metadata.get(OUTPUT_KEY)]
 
     def input_layer(self) -> Any:
         """The chosen image layer, or None."""
@@ -196,9 +204,9 @@ class PreprocessWidget(RunnerMixin, ScrollDock):
         self.runner.cancel()
 
     def _add_result(self, result: Any, pipeline: Pipeline, source: dict) -> None:
-        # not marked as a derived view (napari_vessel_output): it is an input for segmentation
+        # not marked as a derived view (OUTPUT_KEY): it is an input for segmentation
         metadata = {key: value for key, value in source["metadata"].items()
-                    if key != "napari_vessel_output"}
+                    if key != OUTPUT_KEY}
         metadata.update(preprocess=pipeline.to_dict(), source=source["name"],
                         **name_metadata(source["name"], "preprocessed"))
         name = output_name(source["name"], "preprocessed", self.viewer.layers)

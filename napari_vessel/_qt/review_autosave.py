@@ -19,10 +19,10 @@ from magicgui.widgets import CheckBox, Container, Label, LineEdit, PushButton, S
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from napari_vessel._qt._common import name_metadata, output_name, show_info
-from napari_vessel._qt.review_sync import OUTPUT_KEY
+from napari_vessel._qt._common import OUTPUT_KEY, name_metadata, output_name, show_info
 from napari_vessel._qt.review_watch import EditWatcher, defer
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import file_stem
 from napari_vessel.refine.autosave import (
     AutoSaver,
     RecoveryInfo,
@@ -308,7 +308,7 @@ class AutosavePanel(Container):
         grid = {}
         if data.ndim == image.ndim:
             grid = {"scale": image.scale, "translate": image.translate}
-        stem = info.layer_name or Path(path).stem
+        stem = info.layer_name or file_stem(path)
         layer = self.viewer.add_labels(
             data, name=output_name(stem, "recovered", self.viewer.layers),
             metadata={"image_path": path, "recovered_from": str(info.path),

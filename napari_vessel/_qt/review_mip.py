@@ -23,10 +23,11 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QSizePolicy
 
-from napari_vessel._qt._common import name_metadata, output_name
-from napari_vessel._qt.review_sync import OUTPUT_KEY, LabelMipOverlay
+from napari_vessel._qt._common import OUTPUT_KEY, name_metadata, output_name
+from napari_vessel._qt.review_sync import LabelMipOverlay
 from napari_vessel._qt.review_watch import run_in_background
 from napari_vessel.errors import InputError
+from napari_vessel.io.volume import is_lazy
 from napari_vessel.projection import depth_colours
 from napari_vessel.refine.review import (
     MODES,
@@ -70,10 +71,6 @@ class MipRequest:
     slab: tuple[int, int] | None
     s: int
     t: int
-
-
-def _is_lazy(data: Any) -> bool:
-    return not type(data).__module__.startswith("numpy")
 
 
 class MipPanel(Container):
@@ -273,7 +270,7 @@ class MipPanel(Container):
                                     s=request.s, t=request.t, contrast_limits=limits)
             return out
 
-        big = any(layer is not None and (_is_lazy(layer.data) or layer.data.size > self.sync_voxels)
+        big = any(layer is not None and (is_lazy(layer.data) or layer.data.size > self.sync_voxels)
                   for layer in sources.values())
         if not big:
             self._apply(compute(), request, sources)

@@ -16,17 +16,15 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from napari_vessel._qt._common import name_metadata, output_name
+from napari_vessel._qt._common import OUTPUT_KEY, name_metadata, output_name
 from napari_vessel._qt.review_watch import EditWatcher, defer
 from napari_vessel.errors import InputError
 from napari_vessel.projection import LabelMIP
 from napari_vessel.refine.review import erase_columns, paint_on_projection, projected_geometry, stroke_pixels
 
-__all__ = ["LabelMipOverlay", "apply_edit_to_layer", "OUTPUT_KEY", "LABEL_MIP_COLOUR",
+__all__ = ["LabelMipOverlay", "apply_edit_to_layer", "LABEL_MIP_COLOUR",
            "LABEL_OUTLINE_COLOUR"]
 
-#: Metadata key marking the layers this widget made (so they are not offered as inputs).
-OUTPUT_KEY = "napari_vessel_output"
 #: Every label of the label MIP is drawn in this one colour (half transparent), which no
 #: colormap of the image or probability MIPs uses.
 LABEL_MIP_COLOUR = "cyan"

@@ -17,8 +17,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtWidgets import QSizePolicy
 
-from napari_vessel._qt._common import name_metadata, output_name, show_info
-from napari_vessel._qt.review_sync import OUTPUT_KEY, apply_edit_to_layer
+from napari_vessel._qt._common import OUTPUT_KEY, name_metadata, output_name, show_info
+from napari_vessel._qt.review_sync import apply_edit_to_layer
 from napari_vessel._qt.review_watch import run_in_background
 from napari_vessel.errors import InputError
 from napari_vessel.refine.branch import erase_branch_at

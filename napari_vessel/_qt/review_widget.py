@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QTabWidget
 
-from napari_vessel._qt._common import notify_error
+from napari_vessel._qt._common import OUTPUT_KEY, notify_error
 from napari_vessel._qt.dock import ScrollDock
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel._qt.review_autosave import AutosavePanel
 from napari_vessel._qt.review_mip import MipPanel
-from napari_vessel._qt.review_sync import OUTPUT_KEY
 from napari_vessel._qt.review_tools import ToolsPanel
 from napari_vessel.errors import InputError
 from napari_vessel.refine.edits import check_same_grid

@@ -15,9 +15,6 @@ from napari_vessel.io.volume import Volume, check_spacing
 
 __all__ = ["layer_volume", "already_preprocessed"]
 
-#: Metadata key of derived views (previews, projections) that are no input for segmentation.
-_DERIVED_KEY = "napari_vessel_output"
-
 
 def layer_volume(layer: Any) -> tuple[Volume, RunInput]:
     """The volume of an image layer and where its outputs go, checked for segmentation.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,17 @@ from napari_vessel._qt._common import name_metadata, output_name
 from napari_vessel._qt.segment_input import layer_volume
 from napari_vessel._qt.segment_results import ROLE_KEY, RunInput
 from napari_vessel.errors import InputError
+from napari_vessel.inference.options import WindowOptions, window_options
 from napari_vessel.inference.out_of_core import BYTES_PER_VOXEL, needs_out_of_core, segment_to_zarr
+from napari_vessel.io.common import file_stem
 from napari_vessel.io.outputs import check_writable, output_paths
-from napari_vessel.io.volume import Volume
+from napari_vessel.io.volume import Volume, is_lazy
 from napari_vessel.manifest import RunManifest
 from napari_vessel.models.registry import ModelSpec
 
-__all__ = ["default_budget_gb", "is_lazy_layer", "default_folder", "output_stem", "Route",
-           "choose_path", "existing_outputs", "LazyOutput", "add_lazy_layers", "OutOfCorePanel",
-           "OutOfCoreRuns", "STORE_KEY", "LAZY_TIP"]
+__all__ = ["default_budget_gb", "is_lazy_layer", "default_folder", "output_stem",
+           "split_window_options", "Route", "choose_path", "existing_outputs", "LazyOutput",
+           "add_lazy_layers", "OutOfCorePanel", "OutOfCoreRuns", "STORE_KEY", "LAZY_TIP"]
 
 #: ``metadata[STORE_KEY]`` of a lazy output layer: the store it reads.
 STORE_KEY = "napari_vessel_store"
@@ -65,14 +67,36 @@ def is_lazy_layer(layer: Any) -> bool:
     the data stays on disk, so the dock does not load it to segment it."""
     if layer is None:
         return False
-    return bool(getattr(layer, "multiscale", False)) or not isinstance(layer.data, np.ndarray)
+    return bool(getattr(layer, "multiscale", False)) or is_lazy(layer.data)
+
+
+def split_window_options(run: dict[str, Any]) -> tuple[WindowOptions, dict[str, Any]]:
+    """A run's keywords as the sliding window's settings and the rest.
+
+    Parameters
+    ----------
+    run : dict
+        Keyword arguments of a run as the dock reads them (``overlap``, ``tta``, ``device``,
+        ``threshold``, ``min_size``, ...).
+
+    Returns
+    -------
+    options : WindowOptions
+        The window settings among them (checked by
+        :func:`~napari_vessel.inference.options.window_options`).
+    rest : dict
+        The other keywords, unchanged.
+    """
+    names = {f.name for f in fields(WindowOptions)}
+    options = window_options(**{k: v for k, v in run.items() if k in names})
+    return options, {k: v for k, v in run.items() if k not in names}
 
 
 def output_stem(source: RunInput) -> str:
     """The outputs' name: the image file's name without its ending, else the layer name made
     safe for a file name."""
     if source.image_path:
-        return output_paths(source.image_path, ".", zarr=True)["prob"].name[:-len("_prob.zarr")]
+        return file_stem(source.image_path)
     return re.sub(r"[^\w.+-]+", "_", source.name).strip("._") or "stack"
 
 
@@ -317,13 +341,15 @@ class OutOfCoreRuns:
                 "chose to keep them; choose another output folder")
             return None
         smallest, where = self.pyramid_smallest, f"{route.reason}: writing to {folder} as OME-Zarr"
+        window, rest = split_window_options(run)
 
         def work(progress: Any, cancel: Any) -> Any:
             def told(fraction: float, message: str = "") -> None:
                 progress(fraction, f"{where}\n{message}")
 
             return segment_to_zarr(volume, folder, spec.name, name=stem, overwrite=bool(existing),
-                                   pyramid_smallest=smallest, progress=told, cancel=cancel, **run)
+                                   pyramid_smallest=smallest, progress=told, cancel=cancel,
+                                   options=window, **rest)
 
         started = time.perf_counter()
         return self.runner.start(

@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from napari_vessel._qt._common import OUTPUT_KEY, name_metadata, output_name
 from napari_vessel._qt.segment_results import RunInput
 from napari_vessel.errors import InputError
 from napari_vessel.inference.preview import SlicePreview
 
 __all__ = ["PREVIEW_ROLE", "PreviewOverlay", "preview_target"]
 
-#: ``metadata["napari_vessel_output"]`` of the preview layer (a derived view: no input anywhere).
+#: ``metadata[OUTPUT_KEY]`` of the preview layer (a derived view: no input anywhere).
 PREVIEW_ROLE = "segment-preview"
 #: Colour of previewed vessel voxels (background is transparent).
 PREVIEW_COLOUR = "yellow"
@@ -119,7 +120,7 @@ class PreviewOverlay:
         translate = tuple(float(t) + o * s for t, o, s in
                           zip(source.translate, preview.origin, scale, strict=True))
         model = preview.manifest.model.name
-        metadata = {"napari_vessel_output": PREVIEW_ROLE, "source_layer": source.name,
+        metadata = {OUTPUT_KEY: PREVIEW_ROLE, "source_layer": source.name,
                     "model": model, "preview_z": preview.z, "threshold": float(threshold),
                     "min_size": int(min_size), "manifest": preview.manifest}
         if self.alive():
@@ -128,8 +129,6 @@ class PreviewOverlay:
             self.layer.translate = translate
             self.layer.data = preview.labels
         else:
-            from napari_vessel._qt._common import name_metadata, output_name
-
             self.layer = self.viewer.add_image(
                 preview.labels, name=output_name(source.name, "preview", self.viewer.layers),
                 colormap=_colormap(), contrast_limits=(0.0, 1.0), opacity=0.7,

@@ -35,11 +35,11 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QTimer
 
-from napari_vessel._qt._common import group_box, notify_error, show_info
+from napari_vessel._qt._common import OUTPUT_KEY, group_box, notify_error, show_info
 from napari_vessel._qt.dock import ScrollDock
 from napari_vessel._qt.layer_choice import LayerCombo
 from napari_vessel._qt.runner import DockRunner, RunnerMixin
-from napari_vessel._qt.segment_input import _DERIVED_KEY, already_preprocessed, layer_volume
+from napari_vessel._qt.segment_input import already_preprocessed, layer_volume
 from napari_vessel._qt.segment_models import ModelPanel, card_threshold
 from napari_vessel._qt.segment_out_of_core import LAZY_TIP, LazyOutput, OutOfCorePanel, OutOfCoreRuns
 from napari_vessel._qt.segment_preview import PreviewOverlay, preview_target
@@ -181,7 +181,7 @@ class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
         from napari.layers import Image
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)
-                and _DERIVED_KEY not in layer.metadata and ROLE_KEY not in layer.metadata]
+                and OUTPUT_KEY not in layer.metadata and ROLE_KEY not in layer.metadata]
 
     def _reset_choices(self, _event: Any = None) -> None:
         self.layer_combo.reset_choices()  # keeps the chosen layer object (see LayerCombo)

@@ -11,6 +11,7 @@ from typing import Any
 
 from napari_vessel.batch.config import BatchConfig, StackResult
 from napari_vessel.errors import InputError
+from napari_vessel.inference.options import WindowOptions, window_options
 from napari_vessel.manifest import BatchInfo
 
 # -- on the workers ------------------------------------------------------------------------------
@@ -42,6 +43,11 @@ def _message(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".strip()
 
 
+def _options(config: BatchConfig, device: Any, threads: int) -> WindowOptions:
+    """The sliding window's settings of a stack on this worker (its device and threads)."""
+    return window_options(device=device, runtime=config.runtime, threads=threads)
+
+
 def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult:
     """The task: segment ``source`` into ``folder`` (``segment``'s output set); never raises."""
     import numpy as np
@@ -67,8 +73,7 @@ def _segment_stack(source: str, folder: str, config: BatchConfig) -> StackResult
             loads = load_count()
             volume = load_volume(source, channel=config.channel, frame=config.frame)
             prob, labels, manifest = segment(volume, config.model, threshold=config.threshold,
-                                             device=device, runtime=config.runtime,
-                                             threads=threads)
+                                             options=_options(config, device, threads))
             from_cache = load_count() == loads
         paths = output_paths(source, folder)
         fraction = float(labels.mean()) if labels.size else 0.0
@@ -107,8 +112,8 @@ def _segment_to_zarr(source: str, folder: str, config: BatchConfig, where: str, 
         batch = BatchInfo(settings=config.settings(), worker=where, threads=threads,
                           voxels=int(np.prod(volume.shape)), out_of_core=True)
         manifest = segment_to_zarr(volume, folder, config.model, name=stem,
-                                   threshold=config.threshold, device=device,
-                                   runtime=config.runtime, threads=threads, overwrite=True,
+                                   threshold=config.threshold,
+                                   options=_options(config, device, threads), overwrite=True,
                                    extra={"batch": batch})
         labels = da.from_zarr(manifest.outputs["labels"], component="0")
         fraction = float(labels.mean().compute()) if labels.size else 0.0

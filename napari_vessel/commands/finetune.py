@@ -187,14 +187,14 @@ def run(args: argparse.Namespace) -> int:
     from napari_vessel.io.stacks import load_volume, save_volume
     from napari_vessel.progress import CancelToken, tqdm_progress
     from napari_vessel.training.finetune import FinetuneConfig, check_new_name, finetune, save_finetuned
-    from napari_vessel.training.finetune_save import _folder
+    from napari_vessel.training.finetune_save import models_folder
 
     if args.edited_mask and not args.labels:
         raise InputError("--edited-mask needs --labels (the corrected labels)")
     if args.checked_slices and not args.labels:
         raise InputError("--checked-slices needs --labels (the corrected labels)")
     name = check_new_name(args.output, args.models_dir)  # fail before spending minutes
-    check_writable(_folder(args.models_dir), "--models-dir")  # not after the training
+    check_writable(models_folder(args.models_dir), "--models-dir")  # not after the training
     if args.segment:
         check_writable(Path(args.segment), "--segment folder")
     volume = load_volume(args.input, channel=args.channel, frame=args.frame, lazy=False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_replace
 from napari_vessel.progress import Progress, no_progress
 
 __all__ = ["DatasetFile", "VESSELNN", "VESSELNN_URL", "vesselnn_names", "fetch_vesselnn",
@@ -189,15 +189,11 @@ def _copy_checked(item: DatasetFile, folder: Path, target: Path) -> None:
     if found is None:
         raise InputError(f"{item.name} ({item.kind}) is not in {folder}: looked for "
                          f"{item.local} and {item.remote}")
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
+    with atomic_replace(target) as tmp:  # a damaged copy already there is replaced
         shutil.copyfile(found, tmp)
         digest = _sha256(tmp)
         if digest != item.sha256:
             raise _hash_error(item, str(found), digest)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _download_checked(item: DatasetFile, base: str, target: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import file_stem
 from napari_vessel.io.volume import Volume
 from napari_vessel.memory import PeakMemory
 from napari_vessel.progress import CancelToken, Progress, no_progress, scaled
@@ -75,14 +76,6 @@ class Comparison:
     settings: dict = field(default_factory=dict)
 
 
-def _stem(path: Path) -> str:
-    lower = path.name.lower()
-    for ending in _IMAGE_ENDINGS:
-        if lower.endswith(ending):
-            return path.name[: -len(ending)]
-    return path.stem
-
-
 def load_folder(folder: str | os.PathLike, *, spacing_zyx: Any = None
                 ) -> list[tuple[str, Volume, np.ndarray]]:
     """Read every ``images/NAME.tif`` of ``folder`` with its ``labels/NAME.tif``.
@@ -128,7 +121,7 @@ def load_folder(folder: str | os.PathLike, *, spacing_zyx: Any = None
         if tuple(volume.shape) != reference.shape:
             raise InputError(f"{path.name}: image {tuple(volume.shape)} and labels "
                              f"{reference.shape} differ in shape")
-        pairs.append((_stem(path), volume, reference))
+        pairs.append((file_stem(path), volume, reference))
     return pairs
 
 

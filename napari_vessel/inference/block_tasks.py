@@ -27,9 +27,7 @@ next to the outputs).
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.inference.block_window import block_grid
 from napari_vessel.inference.network import Network
 from napari_vessel.inference.sliding_window import TilePlan, add_tiles, importance_weights, read_region
+from napari_vessel.io.common import atomic_replace
 
 __all__ = ["BlockJob", "ClusterRun", "prepare_task", "block_task", "block_name", "STOP_FILE"]
 
@@ -267,9 +266,8 @@ def _run_block(job: BlockJob, index: tuple[int, int, int], scratch: Path,
                   done=lambda n: count.__setitem__(0, count[0] + n))
     del region
     stop.check()
-    tmp = scratch / f".{block_name(index)}.{uuid.uuid4().hex[:8]}.partial"
-    with open(tmp, "wb") as fh:  # never half a file under the final name (a retried task)
+    # never half a file under the final name; a retried task replaces its own earlier result
+    with atomic_replace(scratch / block_name(index)) as tmp, open(tmp, "wb") as fh:
         np.save(fh, sums)
-    os.replace(tmp, scratch / block_name(index))
     return {"index": tuple(index), "patches": count[0], "extremes": extremes,
             "worker": _where(), "loaded": loaded}

@@ -161,7 +161,9 @@ def prepared_stack(data: Any, spec: Any, spacing_zyx: Any = (1.0, 1.0, 1.0), *,
         return data, None
     import dask.array as da
 
-    lazy = data if type(data).__module__.startswith("dask") else da.from_array(
+    from napari_vessel.io.volume import is_dask
+
+    lazy = data if is_dask(data) else da.from_array(
         data, chunks=(min(8, int(data.shape[0])), -1, -1))
     if cancel is not None:
         cancel.check()

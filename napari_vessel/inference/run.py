@@ -30,6 +30,7 @@ from napari_vessel.io.volume import (
     check_volume_array,
     check_voxels,
     constant_error,
+    is_lazy,
 )
 from napari_vessel.manifest import CpuInfo, InputInfo, ModelInfo, RunManifest, RunParameters, Timing, Versions
 from napari_vessel.progress import CancelToken, Progress, check_between_layers, no_progress, scaled
@@ -50,10 +51,6 @@ def _takes_cancel(function: Any) -> bool:
         return False
     return any((p.name == "cancel" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
                for p in parameters)
-
-
-def _is_lazy(data: Any) -> bool:
-    return not isinstance(data, np.ndarray)
 
 
 def _registry():
@@ -181,7 +178,7 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         data, spacing = volume_or_array, spacing_zyx or (1.0, 1.0, 1.0)
     spacing = check_spacing(spacing, 3)
     data = check_volume_array(data)
-    lazy = _is_lazy(data)
+    lazy = is_lazy(data)
     if not lazy:
         check_voxels(data)
     if out is not None and tuple(out.shape) != tuple(data.shape):
@@ -446,7 +443,7 @@ def prepare_input(data: Any, spec: Any, spacing_zyx: Any, *, preprocess: bool = 
         What was done, for the run manifest.
     """
     pre_json: Any = None
-    if not _is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
+    if not is_lazy(data):  # judged on the raw values: preprocessing would make any stack 0
         check_voxels(data, what, purpose=purpose)
     if preprocess and spec.preprocessing:
         pipeline = _pipeline(spec.preprocessing)

@@ -20,8 +20,8 @@ import numpy as np
 
 from napari_vessel.errors import InputError
 
-__all__ = ["Header", "ChunkReader", "to_micrometres", "atomic_path", "check_can_write",
-           "KNOWN_AXES"]
+__all__ = ["Header", "ChunkReader", "to_micrometres", "atomic_path", "atomic_replace",
+           "check_can_write", "KNOWN_AXES", "file_stem", "IMAGE_ENDINGS"]
 
 #: Axis letters after normalisation: time, channel, z, y, x.
 KNOWN_AXES = "TCZYX"
@@ -36,6 +36,44 @@ _UNITS_UM = {
     "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6,
     "inch": 25400.0, "in": 25400.0,
 }
+
+
+#: Endings of the stacks napari-vessel reads and writes, longest first: :func:`file_stem` removes
+#: one of them as a whole (``.ome.tif`` is one ending, not two).
+IMAGE_ENDINGS = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".btf", ".tf8", ".zarr")
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """The name of a stack file or folder without its image ending: what output, recovery and
+    layer names start with.
+
+    One of :data:`IMAGE_ENDINGS` is removed, compared without case (the rest of the name keeps
+    its case). Any other name is kept whole: a Zarr folder need not end in ``.zarr`` and its name
+    may hold dots (``2024.05.17_mouse``), and ``scan.czi`` stays apart from ``scan.tif``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file or folder; only its name (the last part) counts.
+
+    Returns
+    -------
+    str
+        The stem; never empty for a non-empty name (``.tif`` alone is kept whole).
+
+    Examples
+    --------
+    >>> file_stem("/data/mouse1.ome.tif")
+    'mouse1'
+    >>> file_stem("run.v2.zarr")
+    'run.v2'
+    """
+    name = Path(path).name
+    lower = name.lower()
+    for ending in IMAGE_ENDINGS:
+        if lower.endswith(ending) and len(name) > len(ending):
+            return name[: -len(ending)]
+    return name
 
 
 def to_micrometres(value: Any, unit: str | None) -> float | None:
@@ -209,12 +247,54 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
     Works for files and folders (Zarr). Nothing half-written is left behind when the block raises.
+
+    Parameters
+    ----------
+    path : Path
+        The target.
+    overwrite : bool
+        Replace an existing ``path``; when False an existing one is refused
+        (see :func:`check_can_write`).
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and ``overwrite`` is False, or its folder does not exist.
     """
+    path = Path(path)
     check_can_write(path, overwrite)
+    with atomic_replace(path) as tmp:
+        yield tmp
+
+
+@contextmanager
+def atomic_replace(path: Path) -> Iterator[Path]:
+    """Like :func:`atomic_path`, but whatever is at ``path`` is replaced without asking.
+
+    For files this package owns and rewrites on its own (caches, checkpoints, weights a caller has
+    already checked the name of, a retried task's result). The temporary path is unique
+    (``.NAME.UUID.partial.SUFFIX``, so writers that look at the suffix see the right one) and is
+    removed when the block raises; a file replaces a file in one ``os.replace``, so a reader (or a
+    run killed at any moment) sees the old content or the new, never neither. A file gets the
+    permissions the process's umask gives a new file, whatever its writer chose.
+
+    Parameters
+    ----------
+    path : Path
+        The target; its folder must exist.
+
+    Yields
+    ------
+    Path
+        Where the block writes (a file or a folder); nothing exists there yet.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         yield tmp
-        if path.exists():
+        if tmp.is_file():  # some writers (safetensors') create 0600: a saved file is shareable
+            os.chmod(tmp, 0o666 & ~_umask())
+        if path.exists() and (path.is_dir() or tmp.is_dir()):  # a folder cannot be replaced
             trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
             os.replace(path, trash)
             os.replace(tmp, path)
@@ -223,6 +303,24 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         remove_path(tmp)
+
+
+def _umask() -> int:
+    """The process's file-creation mask.
+
+    Linux states it in ``/proc/self/status``; elsewhere it is read by setting it and putting it
+    back (for an instant other threads create files with mask 022).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass  # no /proc (macOS, Windows) or a kernel that does not say: ask the process
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_path(path: Path) -> None:

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import file_stem
 
 __all__ = ["output_paths", "finetune_output_paths", "write_json", "check_writable",
            "publish_set"]
@@ -23,11 +24,7 @@ def output_paths(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                  zarr: bool = False) -> dict[str, Path]:
     """Where ``segment`` (and ``batch``, per stack) writes for one input: TIFFs, or OME-Zarr
     stores with ``zarr`` (the out-of-core path, :mod:`napari_vessel.inference.out_of_core`)."""
-    name = Path(input_path).name
-    for ending in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".ome.zarr", ".zarr"):
-        if name.lower().endswith(ending):
-            name = name[: -len(ending)]
-            break
+    name = file_stem(input_path)
     out = Path(out_dir)
     ending = ".zarr" if zarr else ".tif"
     return {"labels": out / f"{name}_labels{ending}", "prob": out / f"{name}_prob{ending}",
@@ -40,7 +37,7 @@ def finetune_output_paths(input_path: str | os.PathLike, out_dir: str | os.PathL
     ``STEM.MODEL.labels.tif``, ``STEM.MODEL.probability.tif``, ``STEM.MODEL.manifest.json``
     (the names docs/finetuning.md promises; the model's name keeps them apart from a plain
     ``segment`` run's in the same folder)."""
-    stem = Path(input_path).stem
+    stem = file_stem(input_path)
     out = Path(out_dir)
     return {"labels": out / f"{stem}.{model}.labels.tif",
             "prob": out / f"{stem}.{model}.probability.tif",

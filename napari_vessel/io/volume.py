@@ -2,7 +2,8 @@
 
 Also the checks every consumer of a stack shares: :func:`check_volume_array` (shape, channels,
 data type), :func:`check_voxels` (the values) and :func:`as_volume` (any input as a checked
-:class:`Volume`).
+:class:`Volume`); and the two questions asked of an array before touching its voxels:
+:func:`is_lazy` (is it held in memory?) and :func:`is_dask` (does it have dask's API?).
 """
 
 from __future__ import annotations
@@ -16,10 +17,55 @@ import numpy as np
 from napari_vessel.errors import InputError
 
 __all__ = ["Volume", "check_spacing", "check_3d", "check_volume_array", "check_voxels",
-           "constant_error", "as_volume"]
+           "constant_error", "as_volume", "is_lazy", "is_dask"]
 
 #: What a constant or empty stack means for a segmentation (the default ``purpose``).
 NOTHING_TO_SEGMENT = "there is nothing to segment"
+
+
+def is_lazy(data: Any) -> bool:
+    """Whether ``data`` is not held in memory as a NumPy array.
+
+    True for dask, Zarr, h5py and any other array-like whose voxels are read (or computed) on
+    access: reading them all may be slow or not fit in memory, so callers skip whole-stack checks
+    and statistics, or work in the background, for such data. False for a NumPy array, including
+    a ``numpy.memmap`` (it behaves as one and its pages are read by the operating system).
+
+    Parameters
+    ----------
+    data : array-like
+        The voxels.
+
+    Returns
+    -------
+    bool
+        ``not isinstance(data, numpy.ndarray)``.
+
+    See Also
+    --------
+    is_dask : the narrower question, for code that calls dask's API.
+    """
+    return not isinstance(data, np.ndarray)
+
+
+def is_dask(data: Any) -> bool:
+    """Whether ``data`` is a dask array (or another dask collection).
+
+    Asked by code that uses dask's API: ``.compute()``, ``dask.compute`` or the ``chunks`` of a
+    dask array. Every dask array is lazy (:func:`is_lazy`), not every lazy array is a dask array
+    (a Zarr array is not).
+
+    Parameters
+    ----------
+    data : Any
+        The object to test.
+
+    Returns
+    -------
+    bool
+        True when the type of ``data`` comes from the ``dask`` package.
+    """
+    return type(data).__module__.split(".")[0] == "dask"
 
 
 def check_spacing(spacing: Any, ndim: int = 3) -> tuple[float, ...]:
@@ -113,8 +159,8 @@ class Volume:
 
     @property
     def is_lazy(self) -> bool:
-        """True when the data is a dask array (not loaded into memory)."""
-        return type(self.data).__module__.startswith("dask")
+        """True when the data is not held in memory as a NumPy array (see :func:`is_lazy`)."""
+        return is_lazy(self.data)
 
     def with_data(self, data: Any, **changes: Any) -> Volume:
         """A copy with new voxels (same voxel size and provenance unless changed)."""

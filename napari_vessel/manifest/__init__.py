@@ -9,7 +9,7 @@ keys); :meth:`RunManifest.from_dict` and :func:`read_manifest` read it back, wit
 
 Free-form parts stay plain JSON objects: the network's own ``config``, the card's preprocessing
 pipeline (``preprocessing``, as the pipeline writes it), the post-processing recipe (as
-:func:`~napari_vessel.postprocess.labels.apply_postprocessing` takes it), a batch's ``settings`` and the
+:class:`~napari_vessel.postprocess.labels.Postprocessing` reads it), a batch's ``settings`` and the
 top-level entries a caller adds (:attr:`RunManifest.extra`: e.g. the command line, the demo's
 scores). The package reads none of them by key.
 """

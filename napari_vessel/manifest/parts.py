@@ -77,7 +77,7 @@ class RunParameters(_Section):
 
     ``threshold`` is the plain threshold's level (a hysteresis' low level), ``min_size`` the
     smallest vessel piece kept, ``postprocessing`` the free-form recipe as
-    :func:`~napari_vessel.postprocess.labels.apply_postprocessing` takes it; the rest are the sliding
+    :class:`~napari_vessel.postprocess.labels.Postprocessing` reads it; the rest are the sliding
     window's settings as :func:`~napari_vessel.inference.run.predict` takes them, and whether the
     model's preprocessing was applied.
     """

@@ -106,7 +106,7 @@ class ModelCard:
         Recommended vessel-probability threshold, from 0 to 1.
     postprocessing : mapping, optional
         How the probability map becomes labels (JSON form, see
-        :func:`napari_vessel.postprocess.labels.apply_postprocessing`).
+        :class:`napari_vessel.postprocess.labels.Postprocessing`).
     patch_size_zyx : tuple of 3 int, optional
         Patch size for sliding-window inference.
     description : str, optional

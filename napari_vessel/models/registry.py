@@ -107,7 +107,8 @@ class ModelSpec:
         The preprocessing pipeline (JSON form) the model expects its input to have gone through.
     postprocessing : dict, optional
         How the probability map becomes labels when the user gives no threshold (JSON form, see
-        :func:`napari_vessel.postprocess.labels.apply_postprocessing`), e.g. paper 003's hysteresis.
+        :meth:`napari_vessel.postprocess.labels.Postprocessing.from_dict`), e.g. paper 003's
+        hysteresis.
         None: a plain threshold at the card's ``threshold`` (else 0.5).
     intensity_profile : dict, optional
         Intensity statistics of the training data, for warning on unusual input.
@@ -367,10 +368,10 @@ def _check_user_card(card: ModelCard, base: ModelSpec,
         raise ValueError(f"patch_size_zyx {list(patch)} must be three whole numbers from 1 to 1024")
     recipe = card.postprocessing
     if recipe is not None:
-        from napari_vessel.postprocess.labels import apply_postprocessing
+        from napari_vessel.postprocess.labels import Postprocessing
 
         try:
-            apply_postprocessing(np.zeros((1, 4, 4), np.float32), recipe)
+            Postprocessing.from_dict(recipe).apply(np.zeros((1, 4, 4), np.float32))
         except (InputError, TypeError, ValueError) as err:
             raise ValueError(f"its postprocessing is invalid ({err})") from err
     stride = getattr(net, "input_multiple", None) or getattr(net, "total_stride", None)

@@ -2,8 +2,9 @@
 
 ``NAME.safetensors`` holds the tensors (never a pickle, so loading runs no code); ``NAME.json`` is
 the card: what the model is, how to rebuild it, what it was trained on, how it scored, and the
-SHA-256 of the weights file. Both are written atomically (temporary file + ``os.replace``), the
-weights first, so a card never names a half-written file.
+SHA-256 of the weights file. Both are written atomically
+(:func:`~napari_vessel.io.common.atomic_replace`), the weights first, so a card never names a
+half-written file.
 
 Card fields
 -----------
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_replace
 from napari_vessel.models.card import CARD_FIELDS, FORMAT_VERSION, ModelCard
 
 __all__ = [
@@ -87,26 +88,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(target: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``target``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved model is shareable
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: Any, path: str | os.PathLike,
                  card: ModelCard | Mapping[str, Any] | None = None) -> Path:
     """Write ``NAME.safetensors`` and its card ``NAME.json`` atomically.
@@ -147,19 +128,18 @@ def save_weights(model: Any, path: str | os.PathLike,
     })
     full.to_json()  # a card JSON cannot hold fails here, before anything is written
 
-    def write_weights(tmp: str) -> None:
-        from safetensors import SafetensorError
-
-        try:
-            save_file(tensors, tmp, metadata={"format": "pt", "name": full.name})
-        except SafetensorError as err:  # its writer's I/O errors (a full disk) are no OSError
-            raise OSError(str(err).removeprefix("Error while serializing: ")) from err
+    from safetensors import SafetensorError
 
     try:
         weights_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(weights_path, write_weights)
+        with atomic_replace(weights_path) as tmp:
+            try:
+                save_file(tensors, str(tmp), metadata={"format": "pt", "name": full.name})
+            except SafetensorError as err:  # its writer's I/O errors (a full disk): no OSError
+                raise OSError(str(err).removeprefix("Error while serializing: ")) from err
         text = replace(full, sha256=file_sha256(weights_path)).to_json()
-        _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+        with atomic_replace(card_path) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
     except OSError as err:
         if not card_path.exists():  # no card names these weights: leave no orphan behind
             try:

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from napari_vessel.errors import InputError
 
 __all__ = ["threshold", "hysteresis", "remove_small", "fill_holes", "probability_to_labels",
-           "Postprocessing", "METHODS", "apply_postprocessing"]
+           "Postprocessing", "METHODS"]
 
 #: The post-processing methods a model card may name.
 METHODS = ("threshold", "hysteresis")
@@ -493,7 +493,3 @@ class Postprocessing:
             labels = fill_holes(labels)
         return labels.astype(np.uint8, copy=False)
 
-
-def apply_postprocessing(prob: Any, recipe: Mapping[str, Any] | None = None) -> np.ndarray:
-    """``Postprocessing.from_dict(recipe).apply(prob)``, for code that holds a card's JSON form."""
-    return Postprocessing.from_dict(recipe).apply(prob)

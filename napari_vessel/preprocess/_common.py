@@ -12,17 +12,12 @@ import numpy as np
 
 from napari_vessel.errors import InputError
 
-__all__ = ["as_image", "check_number", "sample_planes", "plane_map", "MAX_SAMPLE", "is_dask"]
+__all__ = ["as_image", "check_number", "sample_planes", "plane_map", "MAX_SAMPLE"]
 
 #: Global statistics (percentiles, means, intensity profiles) are computed on at most this many
 #: voxels: every slice, and every k-th row and column of it. The same subsample is used for NumPy
 #: and dask input, so both give identical statistics.
 MAX_SAMPLE = 4_000_000
-
-
-def is_dask(data: Any) -> bool:
-    """True for a dask array."""
-    return type(data).__module__.split(".")[0] == "dask"
 
 
 def as_image(image: Any, *, name: str = "image", ndims: Sequence[int] = (2, 3),

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
-from napari_vessel.preprocess._common import as_image, check_number, is_dask, workers
+from napari_vessel.io.volume import is_dask
+from napari_vessel.preprocess._common import as_image, check_number, workers
 
 __all__ = ["equalize_clahe", "ClaheModel", "fit_clahe", "apply_clahe", "clahe_kernel", "MODES"]
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
-from napari_vessel.io.volume import Volume, check_spacing
-from napari_vessel.preprocess._common import as_image, check_finite, is_dask
+from napari_vessel.io.volume import Volume, check_spacing, is_dask
+from napari_vessel.preprocess._common import as_image, check_finite
 from napari_vessel.preprocess.steps import (
     Clahe,
     Median3D,

@@ -27,7 +27,7 @@ import warnings
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_replace, file_stem
 
 __all__ = ["AutoSaver", "RecoveryInfo", "RECOVERY_SUFFIX", "ENV_VAR", "default_recovery_folder",
            "recovery_path", "check_folder_writable", "find_recovery", "load_recovery",
@@ -55,13 +56,8 @@ def default_recovery_folder(image_path: str | os.PathLike | None = None) -> Path
 
 
 def _stem(image_path: str | os.PathLike | None) -> str:
-    if not image_path:
-        return "untitled"
-    name = Path(image_path).name
-    for ending in (".ome.tiff", ".ome.tif", ".ome.zarr"):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return Path(name).stem or name
+    """The image's :func:`~napari_vessel.io.common.file_stem`, ``"untitled"`` without a file."""
+    return file_stem(image_path) if image_path else "untitled"
 
 
 def recovery_path(image_path: str | os.PathLike | None = None, layer_name: str | None = None,
@@ -430,19 +426,16 @@ class AutoSaver:
         meta = {**self.metadata, "layer_name": self.layer_name, "shape": list(data.shape),
                 "dtype": str(data.dtype), "image_path": self.image_path, "saved_at": time.time(),
                 "format": 1}
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         start = time.perf_counter()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            # a unique temporary file, removed when anything fails; one os.replace publishes it
+            with atomic_replace(path) as tmp, open(tmp, "wb") as fh:
                 write = np.savez_compressed if self.compress else np.savez
                 write(fh, labels=data, metadata=np.array(json.dumps(meta)))
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except OSError as err:
-            with suppress(OSError):
-                tmp.unlink(missing_ok=True)
             self._report(InputError(_explain(err, path)))
             return False
         self._saved_generation = generation

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_replace
 from napari_vessel.models.weights import file_sha256
 
 __all__ = ["cache_dir", "export_key", "export_onnx", "example_shape", "EXPORT_VERSION"]
@@ -173,29 +174,24 @@ def export_onnx(model: Any, *, dims: int, multiple: tuple[int, int, int],
         note = "exported"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
-        os.close(fd)
+        with tempfile.TemporaryFile(dir=folder):  # can the cache be written? (removed at once)
+            pass
     except OSError as err:
         folder = Path(tempfile.mkdtemp(prefix="napari-vessel-onnx-"))
         path, meta = folder / f"{key[:32]}.onnx", folder / f"{key[:32]}.json"
-        tmp_name = str(folder / "export.onnx.tmp")
         note = f"exported to a temporary folder (the cache {cache or cache_dir()} is not " \
                f"writable: {err.strerror or err})"
-    tmp = Path(tmp_name)
     try:
-        _export(model, tmp, example_shape(multiple, dims))
-        os.replace(tmp, path)
-        meta_tmp = meta.with_name(meta.name + ".tmp")
-        meta_tmp.write_text(json.dumps({"key": key, "sha256": file_sha256(path),
-                                        "dims": dims, "export_version": EXPORT_VERSION}))
-        os.replace(meta_tmp, meta)
+        with atomic_replace(path) as tmp:
+            _export(model, tmp, example_shape(multiple, dims))
+        with atomic_replace(meta) as tmp:
+            tmp.write_text(json.dumps({"key": key, "sha256": file_sha256(path),
+                                       "dims": dims, "export_version": EXPORT_VERSION}))
     except OSError as err:
         raise InputError(f"could not write the ONNX export: {err}") from err
     except Exception as err:  # noqa: BLE001 - any exporter failure means: run with PyTorch
         raise InputError(f"the network could not be exported to ONNX "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
-    finally:
-        tmp.unlink(missing_ok=True)
     return path, note
 
 

@@ -24,12 +24,11 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from napari_vessel.devices import torch_version_file
+from napari_vessel.io.common import atomic_replace
 from napari_vessel.models.weights import file_sha256
 from napari_vessel.runtime.export import EXPORT_VERSION, cache_dir
 
@@ -151,10 +150,8 @@ def _write(path: Path, data: dict) -> None:
     """Write ``data`` atomically; a cache that cannot be written is left as it is."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_replace(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, sort_keys=True, default=str)
-        os.replace(tmp, path)
     except OSError:
         return
 
@@ -237,7 +234,7 @@ def _name_fields(name: str | None) -> dict:
     except OSError:
         listing = [["unreadable"]]
     return {"name": name or "", "models_dir": str(folder), "models": listing,
-            "software": software_stamp()}
+            "software": software_stamp(), "package": str(_PACKAGE)}
 
 
 def resolve_name(name: str | None, cache: Path | None = None):
@@ -253,6 +250,8 @@ def resolve_name(name: str | None, cache: Path | None = None):
         return None
     try:
         data = entry["spec"]
+        if not Path(data["weights"]).is_file():  # moved or deleted since: resolve as usual
+            return None
         card = data.get("card")
         return ModelSpec(**{k: data[k] for k in _SPEC_FIELDS},
                          builder=LazyBuilder(data["builder"]), weights=Path(data["weights"]),

@@ -1,17 +1,17 @@
 """Atomic, resumable training checkpoints (safetensors + JSON, never pickle).
 
-A checkpoint is two files written with a temporary name and ``os.replace``: ``NAME.safetensors``
-(the model's state, and for a resumable checkpoint the optimiser's moments and the torch random
-generator under ``optim.*`` and ``rng.torch``) and ``NAME.json`` (the step, the losses so far, the
-numpy generator state and the run's settings). A run killed at any moment leaves the previous
-complete checkpoint; :func:`load_state` puts a model, optimiser and both generators back exactly
-where the run was, so a resumed run gives the same weights as an uninterrupted one.
+A checkpoint is two files written atomically (:func:`~napari_vessel.io.common.atomic_replace`):
+``NAME.safetensors`` (the model's state, and for a resumable checkpoint the optimiser's moments
+and the torch random generator under ``optim.*`` and ``rng.torch``) and ``NAME.json`` (the step,
+the losses so far, the numpy generator state and the run's settings). A run killed at any moment
+leaves the previous complete checkpoint; :func:`load_state` puts a model, optimiser and both
+generators back exactly where the run was, so a resumed run gives the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_replace
 
 __all__ = ["save_checkpoint", "save_state", "load_state"]
 
@@ -39,28 +40,29 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
     from safetensors.torch import save_file
 
     meta = path.with_suffix(".json")
-    tmp, tmp_meta = path.with_name(path.name + ".tmp"), meta.with_name(meta.name + ".tmp")
     text = json.dumps(info, indent=1)  # a value JSON cannot hold fails here, before any write
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            save_file(tensors, str(tmp))
-        except SafetensorError as err:  # its writer's I/O errors (a full disk)
-            raise OSError(str(err).removeprefix("Error while serializing: ")) from err
-        tmp_meta.write_text(text)
     except OSError as err:
-        for leftover in (tmp, tmp_meta):
+        raise _unwritable(path, err) from err
+    # Both are written before either is moved into place; the inner block (the weights) is moved
+    # first, so a JSON describes the weights beside it or older ones. The moves need no space.
+    with atomic_replace(meta) as tmp_meta, atomic_replace(path) as tmp:
+        try:
             try:
-                leftover.unlink(missing_ok=True)
-            except OSError:
-                pass
-        raise InputError(
-            f"could not write the training checkpoint {path}: {err.strerror or err}; free some "
-            "disk space or choose a folder you can write to (the previous checkpoint, if any, "
-            "was kept)") from err
-    # Nothing below needs space. Weights first: a JSON describes the weights beside it or older.
-    os.replace(tmp, path)
-    os.replace(tmp_meta, meta)
+                save_file(tensors, str(tmp))
+            except SafetensorError as err:  # its writer's I/O errors (a full disk)
+                raise OSError(str(err).removeprefix("Error while serializing: ")) from err
+            tmp_meta.write_text(text)
+        except OSError as err:
+            raise _unwritable(path, err) from err
+
+
+def _unwritable(path: Path, err: OSError) -> InputError:
+    return InputError(
+        f"could not write the training checkpoint {path}: {err.strerror or err}; free some "
+        "disk space or choose a folder you can write to (the previous checkpoint, if any, "
+        "was kept)")
 
 
 def _state(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -68,7 +70,7 @@ def _state(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
-    """Write model weights (safetensors) and ``info`` (JSON) atomically: tmp file + os.replace.
+    """Write model weights (safetensors) and ``info`` (JSON) atomically.
 
     Raises
     ------

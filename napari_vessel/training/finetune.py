@@ -116,7 +116,9 @@ def finetune(model_name: str, volume: Volume | Any, *, labels: Any = None, edite
         Supervised mode: the corrected labels (non-zero = vessel).
     edited_mask : array_like of bool, shape (Z, Y, X), optional
         Supervised mode: voxels the user edited or confirmed; only they enter the loss. Default:
-        where ``labels`` differ from the model's own thresholded prediction.
+        where ``labels`` differ from the model's own segmentation (its post-processing, or a
+        plain threshold at ``config.threshold`` when given, as
+        :meth:`~napari_vessel.postprocess.labels.Postprocessing.for_model` makes it).
     checked_slices : sequence of int
         Supervised mode: Z indices of slices the user confirmed whole (added to the mask).
     config : FinetuneConfig, optional
@@ -162,6 +164,7 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
     from napari_vessel.devices import cpu_count, pick_device
     from napari_vessel.inference.run import predict
     from napari_vessel.models import registry
+    from napari_vessel.postprocess.labels import Postprocessing
 
     started = time.monotonic()
     spec = trainable_spec(model_name, trainable_models)
@@ -196,7 +199,9 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
             if mask is None:
                 prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
                                device=device, progress=scaled(progress, .03, .1), cancel=cancel)
-                mask = edited_mask_from(target, prob > threshold, checked_slices=checked_slices)
+                # what the user started from: the model's own labels, made as segment makes them
+                original = Postprocessing.for_model(spec, cfg.threshold).apply(prob)
+                mask = edited_mask_from(target, original, checked_slices=checked_slices)
             info["edited_voxels"] = int(mask.sum())
             if not mask.any():
                 raise InputError("the labels have no edits: they do not differ from the model's "

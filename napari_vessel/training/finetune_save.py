@@ -11,13 +11,12 @@ half-written remains. The folder of the shipped weights is refused.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from napari_vessel.errors import InputError
+from napari_vessel.io.common import atomic_replace
 from napari_vessel.io.volume import Volume
 
 __all__ = ["check_new_name", "check_name_syntax", "save_finetuned", "MANIFEST_SUFFIX"]
@@ -39,7 +38,9 @@ _UNSUPERVISED_LOSS = {
 }
 
 
-def _folder(folder: Any) -> Path:
+def models_folder(folder: Any) -> Path:
+    """Where fine-tuned models are saved: ``folder`` or the user models folder; never the
+    shipped weights folder (an InputError)."""
     from napari_vessel.models.registry import user_models_dir
     from napari_vessel.models.weights import SHIPPED_DIR
 
@@ -79,7 +80,7 @@ def check_new_name(name: str, folder: Any = None) -> str:
     suggests a free name.
     """
     name = check_name_syntax(name)
-    path = _folder(folder)
+    path = models_folder(folder)
     if _taken(name, path):
         free = next(f"{name}-{i}" for i in range(2, 10_000) if not _taken(f"{name}-{i}", path))
         raise InputError(f"a model named {name!r} already exists; choose another name, e.g. "
@@ -99,14 +100,9 @@ def _source_info(result: Any, volume_source: Any) -> dict:
 
 
 def _atomic_text(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``target`` atomically (a temporary file moved into place)."""
+    with atomic_replace(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def save_finetuned(result: Any, name: str, *, parent: str | None = None,
@@ -149,7 +145,7 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
         raise InputError("the fine-tune stopped before its first step, so the model equals its "
                          "parent; nothing to save (run it for longer)")
     name = check_new_name(name, folder)
-    path = _folder(folder)
+    path = models_folder(folder)
     parent_name = parent or result.parent
     base = registry.get(parent_name)
     if base.architecture != registry.get(result.parent).architecture:

@@ -11,7 +11,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 import napari_vessel._qt.graph_widget as module
-from napari_vessel._qt.graph_layers import OUTPUT_KEY
+from napari_vessel._qt._common import OUTPUT_KEY
 from napari_vessel._qt.graph_widget import GraphWidget
 from napari_vessel.data.tubes import draw_tubes
 from napari_vessel.graph import OUTPUT_FILES

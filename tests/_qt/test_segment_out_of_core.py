@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import napari_vessel._qt.segment_widget as module
-from napari_vessel._qt.segment_out_of_core import LAZY_TIP, STORE_KEY, choose_path
+from napari_vessel._qt.segment_out_of_core import LAZY_TIP, STORE_KEY, choose_path, split_window_options
 from napari_vessel._qt.segment_widget import SegmentWidget
 from napari_vessel.data.phantom import make_phantom
 from napari_vessel.errors import InputError
+from napari_vessel.inference.options import WindowOptions
 from napari_vessel.io.stacks import save_volume
 from napari_vessel.manifest import RunManifest
 from napari_vessel.models import registry
@@ -119,6 +120,16 @@ def test_the_path_is_chosen_by_the_budget_and_laziness():
     with pytest.raises(InputError, match="classical"):
         choose_path(SHAPE, False, classical, 0.001)
 
+
+
+def test_the_window_settings_go_to_segment_to_zarr_as_options():
+    run = {"threshold": 0.5, "min_size": 3, "overlap": 0.5, "tta": True, "device": None,
+           "preprocess": False}
+    options, rest = split_window_options(run)
+    assert options == WindowOptions(overlap=0.5, tta=True)
+    assert rest == {"threshold": 0.5, "min_size": 3, "preprocess": False}
+    with pytest.raises(InputError):
+        split_window_options({"overlap": 2.0})
 
 def test_over_budget_writes_ome_zarr_and_adds_lazy_layers_equal_to_in_memory(dock, qtbot):
     widget = dock.widget

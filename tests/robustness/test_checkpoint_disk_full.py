@@ -70,7 +70,7 @@ def test_a_full_disk_at_the_json_keeps_the_previous_weights_only_checkpoint(tmp_
     real = Path.write_text
 
     def write_text(self, *args, **kwargs):
-        if self.name.endswith(".json.tmp"):
+        if self.name.endswith(".partial.json"):  # the card's temporary file
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(self, *args, **kwargs)
 
