@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from napari_vessel.errors import InputError
 
-__all__ = ["threshold", "hysteresis", "remove_small", "fill_holes", "probability_to_labels",
+__all__ = ["threshold", "hysteresis", "remove_small", "fill_holes", "hole_mask", "probability_to_labels",
            "Postprocessing", "METHODS"]
 
 #: The post-processing methods a model card may name.
@@ -168,6 +168,16 @@ def remove_small(labels: Any, min_size: int, *, connectivity: int | None = None)
     return out
 
 
+def hole_mask(foreground: np.ndarray, *, per_slice: bool = False) -> np.ndarray:
+    """The holes of a mask: background voxels enclosed by foreground (in 3D, or within each
+    slice with ``per_slice``), as a boolean array of the same shape."""
+    if per_slice:
+        filled = np.stack([ndi.binary_fill_holes(plane) for plane in foreground])
+    else:
+        filled = ndi.binary_fill_holes(foreground)
+    return filled & ~foreground
+
+
 def fill_holes(labels: Any, *, per_slice: bool = False, max_size: int | None = None) -> np.ndarray:
     """Fill background regions that vessel voxels enclose completely.
 
@@ -195,11 +205,7 @@ def fill_holes(labels: Any, *, per_slice: bool = False, max_size: int | None = N
     if max_size is not None:
         max_size = _check_size(max_size, "max_size")
     foreground = labels != 0
-    if per_slice:
-        filled = np.stack([ndi.binary_fill_holes(plane) for plane in foreground])
-    else:
-        filled = ndi.binary_fill_holes(foreground)
-    holes = filled & ~foreground
+    holes = hole_mask(foreground, per_slice=per_slice)
     if max_size is not None and holes.any():
         structure = ndi.generate_binary_structure(labels.ndim, 1)
         if per_slice:  # a hole is a region within one slice

@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from napari_vessel.errors import InputError
 from napari_vessel.io.volume import check_3d
+from napari_vessel.postprocess.labels import hole_mask
 
 __all__ = ["Edit", "apply_edit", "check_same_grid", "erase_small_components", "keep_components_at",
            "erase_component_at", "fill_holes_with_nearest_label"]
@@ -240,11 +241,7 @@ def fill_holes_with_nearest_label(labels: Any, per_slice: bool = False) -> Edit:
     """
     labels = _check_labels(labels)
     foreground = labels != 0
-    if per_slice:
-        filled = np.stack([ndi.binary_fill_holes(plane) for plane in foreground])
-    else:
-        filled = ndi.binary_fill_holes(foreground)
-    holes = filled & ~foreground
+    holes = hole_mask(foreground, per_slice=per_slice)
     if not holes.any():
         return Edit.from_mask(labels, holes, 0)
     values = labels[foreground]
