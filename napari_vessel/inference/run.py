@@ -208,6 +208,14 @@ def predict(model_or_name: Any, volume_or_array: Any, *, spacing_zyx: Any = None
         out[...] = prob
         return out
 
+    if spec is not None and spec.dims == 3 and spec.min_slices > 1:
+        first = plan_tiles(data.shape, opts.patch_size or spec.patch_size_zyx, opts.overlap,
+                           spec.input_multiple_zyx).patch[0]
+        if first < spec.min_slices:  # before any export is built or loaded
+            raise InputError(
+                f"the stack has {data.shape[0]} slices, fewer than {spec.name}'s minimum of "
+                f"{spec.min_slices} (its slab of sliding MIPs); use a stack of at least that "
+                "many slices, or another model")
     n_threads = int(opts.threads or cpu_count())
     batch_size = opts.batch_size
     state: dict[str, int] = {}

@@ -120,6 +120,9 @@ class ModelSpec:
         Shipped with the package or found in the user models folder.
     output : {"probability", "logits"}
         What the network's segmentation output is; the engine applies a sigmoid to logits.
+    min_slices : int
+        The fewest slices a network input may have (VC-Net: its slab of sliding MIPs); the
+        engine refuses thinner stacks with a clear message before running anything.
     """
 
     name: str
@@ -140,6 +143,7 @@ class ModelSpec:
     architecture: str = ""
     source: str = "builtin"
     output: str = "probability"
+    min_slices: int = 1
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip():
@@ -148,6 +152,8 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if self.output not in ("probability", "logits"):
             raise ValueError(f"model {self.name!r}: output must be 'probability' or 'logits'")
+        if isinstance(self.min_slices, bool) or int(self.min_slices) < 1:
+            raise ValueError(f"model {self.name!r}: min_slices must be at least 1")
         if self.dims not in (2, 3):
             raise ValueError(f"model {self.name!r}: dims must be 2 or 3, not {self.dims!r}")
         if self.kind == "classical":

@@ -29,7 +29,6 @@ at the deeper levels, for thin 10-30 slice stacks); the slim variant uses batch 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -114,11 +113,11 @@ def sliding_mips(volume: torch.Tensor, slab: int = 5, step: int = 2
             f"a stack of {depth_size} slices has no slab of {slab} slices; VC-Net needs at least "
             f"{slab} slices (use a 2D or another 3D model for thinner stacks)"
         )
-    windows = volume.unfold(2, slab, step)  # (N, C, m, H, W, slab)
-    local = windows.argmax(-1, keepdim=True)
-    mips = windows.gather(-1, local).squeeze(-1)
-    starts = torch.arange(windows.shape[2], device=volume.device) * step
-    return mips, local.squeeze(-1) + starts.view(1, 1, -1, 1, 1)
+    # a max pooling along z is the sliding MIP; its indices (first maximum on ties, like argmax)
+    # count over D*H*W. Written so, the network exports to ONNX with any input size
+    height, width = volume.shape[3], volume.shape[4]
+    mips, index = F.max_pool3d(volume, (slab, 1, 1), (step, 1, 1), return_indices=True)
+    return mips, torch.div(index, height * width, rounding_mode="floor")
 
 
 def tile_mips(mips: torch.Tensor, columns: int = 2) -> torch.Tensor:
@@ -127,17 +126,16 @@ def tile_mips(mips: torch.Tensor, columns: int = 2) -> torch.Tensor:
     MIP ``k`` goes to row ``k // columns``, column ``k % columns``; missing tiles are zeros.
     """
     n, c, m, h, w = mips.shape
-    rows = math.ceil(m / columns)
-    if rows * columns > m:
-        mips = F.pad(mips, (0, 0, 0, 0, 0, rows * columns - m))
-    tiles = mips.view(n, c, rows, columns, h, w).permute(0, 1, 2, 4, 3, 5)
+    rows = (m + columns - 1) // columns  # integer arithmetic on sizes: exports with any depth
+    mips = F.pad(mips, (0, 0, 0, 0, 0, rows * columns - m))
+    tiles = mips.reshape(n, c, rows, columns, h, w).permute(0, 1, 2, 4, 3, 5)
     return tiles.reshape(n, c, rows * h, columns * w)
 
 
 def untile_mips(plane: torch.Tensor, m: int, columns: int = 2) -> torch.Tensor:
     """Inverse of :func:`tile_mips`: ``(N, C, rows*H, columns*W) -> (N, C, m, H, W)``."""
     n, c, height, width = plane.shape
-    rows = math.ceil(m / columns)
+    rows = (m + columns - 1) // columns
     h, w = height // rows, width // columns
     tiles = plane.reshape(n, c, rows, h, columns, w).permute(0, 1, 2, 4, 3, 5)
     return tiles.reshape(n, c, rows * columns, h, w)[:, :, :m]
@@ -163,8 +161,10 @@ def unproject(features: torch.Tensor, depth: torch.Tensor, depth_size: int) -> t
     """
     n, c, m, h, w = features.shape
     index = depth.expand(n, c, m, h, w)
-    out = features.new_zeros(n, c, depth_size, h, w)
-    return out.scatter_reduce(2, index, features, reduce="amax", include_self=False)
+    # start from -inf and keep it in the maximum (ONNX has no include_self=False), then 0
+    out = features.new_full((n, c, depth_size, h, w), float("-inf"))
+    out = out.scatter_reduce(2, index, features, reduce="amax", include_self=True)
+    return torch.where(out == float("-inf"), torch.zeros_like(out), out)
 
 
 def _norm(kind: str, channels: int, ndim: int) -> nn.Module:
@@ -325,6 +325,7 @@ register(ModelSpec(
     description="VC-Net, slim (8-64 channels): 3D U-Net + 2D U-Net on sliding MIPs (5 slices)",
     builder=build_vcnet,
     config=SLIM_CONFIG,
+    min_slices=SLIM_CONFIG.get("slab", 5),
     weights=shipped_weights("vcnet"),
     card={} if shipped_weights("vcnet") else _CARD,
     patch_size_zyx=(16, 128, 128),  # the paper's 128 x 128 x 16 patches
@@ -339,6 +340,7 @@ register(ModelSpec(
     description="VC-Net with the paper's widths (32-512 channels, no normalisation): for GPUs",
     builder=build_vcnet,
     config=FULL_CONFIG,
+    min_slices=FULL_CONFIG.get("slab", 5),
     weights=shipped_weights("vcnet-full"),
     card={} if shipped_weights("vcnet-full") else _CARD,
     patch_size_zyx=(16, 128, 128),

@@ -218,7 +218,7 @@ def record_export(fields: dict | None, path: Path, *, multiple: tuple[int, ...],
 
 _SPEC_FIELDS = ("name", "kind", "description", "config", "patch_size_zyx", "input_multiple_zyx",
                 "dims", "preprocessing", "postprocessing", "intensity_profile", "trainable",
-                "architecture", "source", "output")
+                "architecture", "source", "output", "min_slices")
 
 
 def _name_fields(name: str | None) -> dict:
