@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters.rank import median as rank_median
 
 from napari_vessel.errors import InputError
 from napari_vessel.preprocess._common import as_image, check_number, plane_map
@@ -112,6 +111,8 @@ def _median_depth(depth: np.ndarray, n_levels: int, size: int) -> np.ndarray:
         return ndi.median_filter(depth, size=size, mode="nearest")
     pad = size // 2
     padded = np.pad(depth.astype(np.uint8), pad, mode="edge")
+    from skimage.filters.rank import median as rank_median  # 0.1 s to import: on use
+
     out = rank_median(padded, np.ones((size, size), dtype=bool))
     return out[pad:-pad, pad:-pad].astype(np.int32)
 
