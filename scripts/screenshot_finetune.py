@@ -29,6 +29,7 @@ def main() -> None:
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fine-tune", area="right")
     widget.model_combo.value = "tvnet"
+    widget.method_combo.value = "synthetic"  # trains (adabn only re-estimates statistics)
     widget.minutes.value, widget.steps.value = 2.0, 24
     widget.settings = {"preview_every_s": 1.0, "preview_size": None}
     viewer.dims.set_current_step(0, 20)

@@ -112,6 +112,19 @@ def test_user_model_appears_and_loads(user_dir):
         assert torch.equal(value, loaded.state_dict()[key])
 
 
+def test_a_killed_save_leftover_does_not_hide_the_model(user_dir):
+    """A save killed between writing the card's temporary file and moving it into place leaves
+    ``.NAME.json.<id>.partial.json``: it is no model, and the real card still registers."""
+    torch.manual_seed(0)
+    save_weights(build_umis(**TINY), user_dir / "mine",
+                 {"architecture": "umis", "config": TINY, "kind": "unsupervised"})
+    card = (user_dir / "mine.json").read_text()
+    (user_dir / ".mine.json.0a1b2c3d.partial.json").write_text(card)  # sorts first
+    spec = registry.get("mine")
+    assert spec.weights == user_dir / "mine.safetensors" and spec.usable
+    assert not any(s.name.startswith(".") for s in registry.list_models())
+
+
 def test_bad_user_cards_are_skipped_with_a_warning(user_dir):
     (user_dir / "broken.json").write_text("{not json")
     (user_dir / "alien.json").write_text(json.dumps({"name": "alien", "architecture": "nope",

@@ -107,3 +107,10 @@ def test_predict_with_options_equals_predict_with_keywords(tiny_net, volume):
                     blending="gaussian")
     np.testing.assert_array_equal(mixed, predict(tiny_net, volume, **other))
     assert not np.array_equal(mixed, by_keywords)
+
+
+def test_zero_threads_or_batch_size_means_automatic_as_before():
+    options = window_options(threads=0, batch_size=0)
+    assert options.threads is None and options.batch_size is None
+    with pytest.raises(InputError, match="threads"):
+        WindowOptions(threads=0)  # the typed value itself stays strict

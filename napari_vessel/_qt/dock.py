@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from magicgui.widgets import Container
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QWidget
 
 __all__ = ["ScrollDock", "MIN_DOCK_HEIGHT"]
@@ -37,6 +37,21 @@ class ScrollDock(Container):
             scroll.setMinimumHeight(MIN_DOCK_HEIGHT)
             # a narrow dock scrolls sideways rather than cutting off a row of buttons
             scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+            # once the subclass has built its rows: open wide enough that nothing scrolls sideways
+            QTimer.singleShot(0, self.fit_width)
+
+    def fit_width(self) -> None:
+        """Make the dock at least as wide as its content (plus the vertical scroll bar), so it
+        opens without a sideways scroll bar; call again after adding wide rows."""
+        scroll = self.root_native_widget
+        if not isinstance(scroll, QScrollArea):
+            return
+        try:
+            wanted = self.content.minimumSizeHint().width()
+        except RuntimeError:  # the widget was deleted before the timer fired
+            return
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(wanted + bar + 2 * scroll.frameWidth())
 
     @property
     def native(self) -> QWidget:

@@ -229,6 +229,7 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
         self._parts = (model_row, buttons)
         for label in (self.model_note, self.name_note, self.status):
             label.native.setWordWrap(True)
+            label.native.setMinimumWidth(250)  # a long message wraps; it does not widen the dock
 
         # Stop is not Cancel: the core keeps the best state so far and returns it, so a stopped
         # run still saves (and segments); while training stops, "stopping…" stays.
@@ -444,6 +445,7 @@ class FinetuneWidget(RunnerMixin, ScrollDock):
                                 if layer is not None]
             if outcome.parent_labels is not None:
                 self.compare.show_pair(outcome.parent_labels, labels, result.parent, name)
+                self.fit_width()  # the before/after pair: widen the dock rather than scroll
         elif outcome.segment_stopped:
             text += "; segmentation stopped (segment with it from the Segment dock)"
         self.status.value = text

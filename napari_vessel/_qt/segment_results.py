@@ -246,7 +246,7 @@ class SegmentResults:
             return None
         # the run's own post-processing (e.g. hysteresis) at the new threshold
         recipe = Postprocessing.from_dict(output.manifest.parameters.postprocessing).rethreshold(
-            float(threshold), int(min_size))
+            float(threshold), int(min_size) or None)  # 0: the run's own min size (as segment)
         labels = recipe.apply(output.prob)
         output.threshold, output.min_size = float(threshold), int(min_size)
         output.recipe = recipe

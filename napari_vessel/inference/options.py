@@ -131,8 +131,8 @@ def window_options(options: WindowOptions | None = None, **keywords: Any) -> Win
         Settings given as a whole (None: the defaults).
     **keywords
         ``patch_size``, ``overlap``, ``blending``, ``batch_size``, ``tta``, ``device``,
-        ``runtime``, ``threads``; None means not given. A keyword given with ``options``
-        replaces that setting.
+        ``runtime``, ``threads``; None means not given (and 0 threads or batch size means
+        automatic, as it did before). A keyword given with ``options`` replaces that setting.
 
     Returns
     -------
@@ -146,7 +146,9 @@ def window_options(options: WindowOptions | None = None, **keywords: Any) -> Win
     unknown = set(keywords) - set(_NAMES)
     if unknown:
         raise TypeError(f"unknown window option(s): {', '.join(sorted(unknown))}")
-    given = {k: v for k, v in keywords.items() if v is not None}
+    # 0 threads or patches per pass meant "automatic" before the options were typed: still does
+    given = {k: v for k, v in keywords.items()
+             if v is not None and not (k in ("threads", "batch_size") and v == 0)}
     if options is None:
         return WindowOptions(**given)
     if not isinstance(options, WindowOptions):

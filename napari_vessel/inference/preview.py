@@ -225,7 +225,7 @@ class SlicePreview:
         -------
         ndarray of uint8, shape (1, h, w)
         """
-        recipe = self.recipe.rethreshold(threshold, int(min_size))
+        recipe = self.recipe.rethreshold(threshold, int(min_size) or None)  # 0: the recipe's own
         if recipe.method == "threshold" and recipe.min_size <= 1 and not recipe.fill_holes:
             return recipe.apply(self.prob[self.local])  # voxel-wise: the slice alone will do
         return recipe.apply(self.prob)[self.local]

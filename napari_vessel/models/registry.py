@@ -395,6 +395,8 @@ def _user_specs() -> dict[str, ModelSpec]:
             by_architecture.setdefault(spec.architecture, spec)
     found: dict[str, ModelSpec] = {}
     for card_path in sorted(folder.glob("*.json")):
+        if card_path.name.startswith("."):  # a save's temporary file, never a model
+            continue
         try:
             raw = json.loads(card_path.read_text(encoding="utf-8"))
             if not isinstance(raw, dict) or "format_version" not in raw:

@@ -179,6 +179,8 @@ def _card_naming(path: str | os.PathLike) -> Path:
     if card_path.is_file() or Path(path).suffix != ".safetensors" or not weights_path.is_file():
         return card_path
     for other in sorted(weights_path.parent.glob("*.json")):
+        if other.name.startswith("."):  # a save's temporary file
+            continue
         try:
             card = ModelCard.read(other)
         except InputError:  # another JSON file (a run manifest) or a broken card

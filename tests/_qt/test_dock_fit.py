@@ -34,3 +34,16 @@ def test_all_six_docks_fit_1080_pixels(make_napari_viewer):
              for cls in DOCKS]
     needed = sum(d.minimumSizeHint().height() for d in docks)
     assert needed <= 1080 - 120, needed  # title bar, menus and status bar keep 120 px (six docks: 900)
+
+
+@pytest.mark.parametrize("cls", DOCKS, ids=lambda c: c.__name__)
+def test_docked_widget_opens_without_a_sideways_scroll_bar(make_napari_viewer, qtbot, cls):
+    viewer = make_napari_viewer(show=True)
+    widget = cls(viewer)
+    viewer.window.add_dock_widget(widget, area="right", name=cls.__name__)
+    scroll = widget.native
+    qtbot.waitUntil(lambda: scroll.minimumWidth() > 0, timeout=5000)  # fitted after building
+    qtbot.wait(50)
+    assert scroll.viewport().width() >= widget.content.minimumSizeHint().width()
+    assert not scroll.horizontalScrollBar().isVisible()
+
