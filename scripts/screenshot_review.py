@@ -74,8 +74,8 @@ def main() -> int:
 
     from napari_vessel._qt.review_autosave import restore_dialog
     from napari_vessel._qt.review_widget import ReviewWidget
-    from napari_vessel.refine.autosave import find_recovery
     from napari_vessel.data.phantom import make_phantom
+    from napari_vessel.refine.autosave import find_recovery
 
     OUT.mkdir(parents=True, exist_ok=True)
     phantom = make_phantom((48, 192, 192), kind="2pm", seed=4, radius_range=(1.0, 6.0))
