@@ -275,3 +275,17 @@ def test_guard_probes_of_corrections_are_uniform_not_centred_on_the_edits():
     uniform = [sampler._start(rng, uniform=True) for _ in range(20)]
     assert all(s == [0, 0, 0] for s in centred)
     assert len({tuple(s) for s in uniform}) > 10
+
+
+def test_the_kept_state_reports_its_own_drift_not_the_crossing():
+    """After the guard stops a run, the message gives the drift of the step kept, not of the step
+    that crossed the guard."""
+    from types import SimpleNamespace
+
+    from napari_vessel.training.finetune_loop import FinetuneLoop
+
+    loop = SimpleNamespace(unsupervised=True, method="synthetic", best_step=20,
+                           drift=[(10, 0.05, 0.02), (20, 0.12, 0.08), (30, 0.26, 0.11)])
+    text = FinetuneLoop._kept_message(loop, 30, None, None)
+    assert "kept step 20 of 30" in text and "vessel fraction +12 %" in text
+    assert "+26 %" not in text

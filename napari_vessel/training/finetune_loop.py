@@ -310,10 +310,11 @@ class FinetuneLoop:
                 text += f"; probe loss {probe_parent:.4g} -> {probe_final:.4g}"
         else:
             text = f"adapted by {_METHOD_NAMES[self.method]}: kept step {self.best_step} of {step}"
-        if self.drift:
-            last = self.drift[-1]
-            text += (f"; vessel fraction {100 * last[1]:+.0f} %, skeleton length "
-                     f"{100 * last[2]:+.0f} % from the parent's")
+        # the drift of the kept state (after a crossing, the last entry is the crossing's)
+        kept = next((d for d in reversed(self.drift) if d[0] == self.best_step), None)
+        if kept is not None:
+            text += (f"; vessel fraction {100 * kept[1]:+.0f} %, skeleton length "
+                     f"{100 * kept[2]:+.0f} % from the parent's")
         return text
 
     def _adabn(self, initial: dict, info: dict, guard: DriftGuard | None) -> FinetuneResult:
