@@ -10,12 +10,13 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from pairs import bar_pair as _bars
 
 from napari_vessel.errors import InputError
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.models.umis import build_umis
 from napari_vessel.training import train as train_module
-from napari_vessel.training.data import Pair, normalise
+from napari_vessel.training.data import normalise
 from napari_vessel.training.train import TrainConfig, model_device, predict_volume, train
 from napari_vessel.training.train_unsupervised import UnsupervisedConfig, train_unsupervised
 
@@ -36,15 +37,6 @@ def _recording(model: torch.nn.Module) -> list[tuple[str, set[str]]]:
 
     model.register_forward_pre_hook(hook)
     return seen
-
-
-def _bars(seed: int = 0, shape=(6, 32, 32)) -> Pair:
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, bool)
-    for _ in range(4):
-        y = rng.integers(3, shape[1] - 3)
-        labels[:, y - 1:y + 2, :] = True
-    return Pair(f"bars{seed}", normalise(labels * 1.0 + rng.normal(0, 0.1, shape)), labels)
 
 
 def _tvnet():

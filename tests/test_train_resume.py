@@ -10,27 +10,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from pairs import bar_pair as _bars
 
 from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.progress import CancelToken
 from napari_vessel.training import train as train_module
-from napari_vessel.training.data import Pair, normalise
 from napari_vessel.training.train import TrainConfig, train
 
 TINY = {"widths": [2, 4, 4, 4], "norm": "batch"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _bars(seed: int = 0, shape=(6, 32, 32)) -> Pair:
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, bool)
-    for _ in range(4):
-        y = rng.integers(3, shape[1] - 3)
-        labels[:, y - 1:y + 2, :] = True
-    return Pair(f"bars{seed}", normalise(labels * 1.0 + rng.normal(0, 0.1, shape)), labels)
 
 
 def _two_volumes(folder, tifffile) -> None:
