@@ -153,6 +153,9 @@ def test_unsupervised_run_saves_a_model_with_curve_preview_and_segmentation(setu
     assert compare.isVisibleTo(widget.native) and compare.images[0].pixmap() is not None
     assert "ft-gui-tvnet\n" in compare.titles[0].text()
     assert "ft-gui-tvnet-ft-stack" in compare.titles[1].text()
+    # the dock widens for the pair (no sideways scrolling); the long message wraps instead
+    assert widget.native.minimumWidth() >= widget.content.minimumSizeHint().width()
+    assert widget.content.minimumSizeHint().width() < 600
     widget.revert()
     assert "ft-gui-tvnet-ft-stack" not in _user_models()
     assert "ft-gui-tvnet-ft-stack" not in segment_dock.models.model_combo.choices
