@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_adapt import DATA, new_shifts, real_cases
-from bench_finetune import probability
+from bench_finetune import card_labels, probability
 from loo_phantoms import other_microscopes
 
 from napari_vessel.evaluation.metrics import dice
@@ -52,10 +52,10 @@ def main() -> None:
                                 count=args.count, seed=args.seed)
         f1, called, present = [], 0.0, 0.0
         for pair in pairs:
-            pred = probability(model, spec, pair.image) > spec.threshold
+            pred = card_labels(spec, probability(model, spec, pair.image))[0]
             f1.append(dice(pred, pair.labels))
             called, present = called + pred.sum(), present + pair.labels.sum()
-        pred = probability(model, spec, image) > spec.threshold
+        pred = card_labels(spec, probability(model, spec, image))[0]
         row = {"volume": name, "matched_f1": float(np.mean(f1)),
                "matched_called_over_present": float(called / max(present, 1)),
                "f1_on_volume": float(dice(pred, ref)), "seconds": time.monotonic() - t0}

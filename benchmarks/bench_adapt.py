@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_finetune import probability
+from bench_finetune import card_labels, probability
 from loo_phantoms import other_microscopes
 
 from napari_vessel.evaluation.metrics import average_precision, cldice, dice
@@ -132,20 +132,20 @@ and misses "never harms" on real volumes (worst -0.016, resampled -0.033).
 """
 
 
-def scores(prob: np.ndarray, ref: np.ndarray, threshold: float) -> dict:
-    pred = prob > threshold
+def scores(prob: np.ndarray, ref: np.ndarray, spec) -> dict:
+    """Scores of the card's labels of ``prob`` (its post-processing, level rule resolved)."""
+    pred, level = card_labels(spec, prob)
     tp = float(np.count_nonzero(pred & ref))
     return {"f1": dice(pred, ref), "ap": average_precision(prob, ref), "cldice": cldice(pred, ref),
             "precision": tp / max(1, np.count_nonzero(pred)),
             "sensitivity": tp / max(1, np.count_nonzero(ref)),
-            "fraction": float(pred.mean())}
+            "fraction": float(pred.mean()), "level": level}
 
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.jsonl)
     done = {(r["volume"], r["method"], r["seed"]) for r in _read(out)}
     spec = registry.get(args.model)
-    threshold = spec.threshold
     cases = (real_cases(Path(args.data)) if not args.no_real else []) + \
         [(label, Volume(image, (1.0, 1.0, 1.0)), ref) for label, image, ref in other_microscopes()]
     cases += new_shifts()
@@ -160,14 +160,14 @@ def run(args: argparse.Namespace) -> None:
                 if (name, method, seed) in done:
                     continue
                 if before is None:
-                    before = scores(probability(model, spec, image), ref, threshold)
+                    before = scores(probability(model, spec, image), ref, spec)
                 config = FinetuneConfig(method=method, minutes=args.minutes, seed=seed,
                                         threads=args.threads, preview=False, **args.set)
                 t0 = time.monotonic()
                 result = finetune(args.model, volume, config=config)
                 seconds = time.monotonic() - t0
                 after = before if result.kept_parent else scores(
-                    probability(result.model, spec, image), ref, threshold)
+                    probability(result.model, spec, image), ref, spec)
                 row = {"volume": name, "method": method, "seed": seed, "before": before,
                        "after": after, "seconds": seconds, "steps": result.steps,
                        "kept_parent": result.kept_parent, "declined": result.declined,

@@ -44,6 +44,7 @@ from napari_vessel.inference.run import predict
 from napari_vessel.io.stacks import load_volume
 from napari_vessel.io.volume import Volume
 from napari_vessel.models import registry
+from napari_vessel.postprocess.labels import Postprocessing
 from napari_vessel.training.finetune import FinetuneConfig, finetune
 from napari_vessel.training.finetune_data import prepare_image
 from napari_vessel.training.finetune_loss import ProbabilityNet
@@ -54,8 +55,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vesseln
 
 NOTES = """\
 How to read it: each cell is *before → after (change)*, at the starting model's threshold (its
-card's, or for leave-one-out weights the one chosen on the other five volumes); the fine-tuned
-model keeps that threshold. F1 = Dice of the thresholded map, AP = area under the
+card's post-processing, a level rule resolved for each map, or for leave-one-out weights the
+one chosen on the other five volumes); the fine-tuned model keeps that recipe. F1 = Dice of the
+thresholded map, AP = area under the
 precision-recall curve, clDice with 3D skeletons (`napari_vessel.evaluation.metrics`). *Kept parent*: the
 safeguard gave back the starting weights because the loss on fixed probe patches did not go down.
 Times are wall-clock on a shared 2-core machine with one torch thread, and include preprocessing
@@ -105,12 +107,24 @@ PHANTOMS = (
 )
 
 
-def scores(prob: np.ndarray, ref: np.ndarray, threshold: float, keep=None) -> dict:
-    """F1 (= Dice), AP and clDice of ``prob > threshold``; ``keep`` selects slices."""
+def card_labels(spec, prob: np.ndarray) -> tuple[np.ndarray, float]:
+    """The vessel mask the card gives ``prob`` and the level used.
+
+    The card's post-processing (:meth:`Postprocessing.for_model`, the plugin's road when the
+    user gives no threshold), its level rule resolved for this map.
+    """
+    recipe = Postprocessing.for_model(spec).resolve(prob)
+    return recipe.apply(prob) > 0, recipe.threshold
+
+
+def scores(prob: np.ndarray, ref: np.ndarray, spec, keep=None) -> dict:
+    """F1 (= Dice), AP and clDice of the card's labels of ``prob`` (:func:`card_labels`, from
+    the whole map) and the level used; ``keep`` selects slices."""
+    pred, level = card_labels(spec, prob)
     if keep is not None:
-        prob, ref = prob[keep], ref[keep]
-    pred = prob > threshold
-    return {"f1": dice(pred, ref), "ap": average_precision(prob, ref), "cldice": cldice(pred, ref)}
+        prob, ref, pred = prob[keep], ref[keep], pred[keep]
+    return {"f1": dice(pred, ref), "ap": average_precision(prob, ref), "cldice": cldice(pred, ref),
+            "level": level}
 
 
 def probability(model, spec, image: np.ndarray) -> np.ndarray:
@@ -169,7 +183,11 @@ def starting_model(model: str, volume: str, loo_dir: str | None,
                     "kind": base.kind, "preprocessing": base.preprocessing,
                     "threshold": threshold, "trained_on": f"the VesselNN volumes but {volume}"}
             weights = save_weights(network, Path(TMP.name) / name, card)
-            registry.register(replace(base, name=name, weights=weights, card={}, source="user"),
+            # the fold's threshold, not the shipped weights' recipe (its level rule was fitted
+            # for them); an architecture's hysteresis recipe passes on
+            registry.register(replace(base, name=name, weights=weights, card={}, source="user",
+                                      postprocessing=registry.inherited_postprocessing(
+                                          base.postprocessing)),
                               replace_existing=True)
             return name, "leave-one-out"
     seen = volume in json.dumps(list(base.card.trained_on) if base.card else [])
@@ -180,11 +198,10 @@ def run_case(name: str, volume: Volume, ref: np.ndarray, model_name: str, weight
              args: argparse.Namespace, minutes: float) -> dict:
     """Before / unsupervised / supervised scores of one volume."""
     model, spec = registry.load_model(model_name, "cpu")
-    threshold = spec.threshold
     image, _ = prepare_image(spec, volume)
-    row = {"volume": name, "weights": weights, "threshold": threshold}
+    row = {"volume": name, "weights": weights, "threshold": spec.threshold}
     prob = probability(model, spec, image)
-    row["before"] = scores(prob, ref, threshold)
+    row["before"] = scores(prob, ref, spec)
     common = dict(threads=args.threads, preview=False, seed=args.seed,
                   consistency=args.consistency)
     for key, gate in (("unsup", args.min_uncertainty), ("forced", 0.0)):
@@ -192,7 +209,7 @@ def run_case(name: str, volume: Volume, ref: np.ndarray, model_name: str, weight
             minutes=minutes, min_uncertainty=gate, **common))
         if key == "unsup":
             row["uncertainty"] = result.parent_uncertainty
-        row[key] = scores(probability(result.model, spec, image), ref, threshold)
+        row[key] = scores(probability(result.model, spec, image), ref, spec)
         row[f"{key}_run"] = {"s": result.seconds, "steps": result.steps,
                              "kept_parent": result.kept_parent, "message": result.message}
         print(f"  unsupervised ({key}): {result.steps} steps, {result.seconds:.0f} s, "
@@ -200,17 +217,17 @@ def run_case(name: str, volume: Volume, ref: np.ndarray, model_name: str, weight
         if result.steps:  # the gate let it adapt: forcing it would repeat the same run
             row["forced"], row["forced_run"] = row[key], row[f"{key}_run"]
             break
-    corrected, mask, slices = simulate_correction(prob > threshold, ref)
+    corrected, mask, slices = simulate_correction(card_labels(spec, prob)[0], ref)
     others = np.setdiff1d(np.arange(ref.shape[0]), slices)
     row["edits"] = {"voxels": int(mask.sum()), "slices": slices,
                     "of_vessel": float(mask.sum() / max(1, ref.sum()))}
-    row["before_others"] = scores(prob, ref, threshold, others)
+    row["before_others"] = scores(prob, ref, spec, others)
     result = finetune(model_name, volume, labels=corrected, edited_mask=mask,
                       config=FinetuneConfig(mode="supervised", minutes=args.sup_minutes,
                                             **common))
     prob_sup = probability(result.model, spec, image)
-    row["sup"] = scores(prob_sup, ref, threshold)
-    row["sup_others"] = scores(prob_sup, ref, threshold, others)
+    row["sup"] = scores(prob_sup, ref, spec)
+    row["sup_others"] = scores(prob_sup, ref, spec, others)
     row["sup_run"] = {"s": result.seconds, "steps": result.steps,
                       "kept_parent": result.kept_parent, "message": result.message}
     print(f"  supervised: {result.steps} steps, {result.seconds:.0f} s, {result.message}",

@@ -276,7 +276,7 @@ def _load_state(state: Path, name: str, shape: tuple) -> dict[str, np.ndarray]:
 def run_volume(name: str, volume, ref: np.ndarray, start: str, how: str, args: argparse.Namespace,
                rows: dict, out: Path, state: Path) -> None:
     """All rounds of one volume (continuing from the last kept round)."""
-    from bench_finetune import probability
+    from bench_finetune import card_labels, probability
 
     from napari_vessel.models import registry
     from napari_vessel.training.finetune import FinetuneConfig, finetune, save_finetuned
@@ -285,7 +285,7 @@ def run_volume(name: str, volume, ref: np.ndarray, start: str, how: str, args: a
 
     seed = args.seed
     spec = registry.get(start)
-    threshold = float(spec.threshold)
+    threshold = float(spec.threshold)  # the card's; a level rule sets each map's level
     image, _ = prepare_image(spec, volume)
     base = {"volume": name, "seed": seed, "settings": _settings(args), "start": start,
             "start_weights": how, "threshold": threshold, "shape": list(ref.shape),
@@ -304,11 +304,12 @@ def run_volume(name: str, volume, ref: np.ndarray, start: str, how: str, args: a
         t0 = time.monotonic()
         model, _ = registry.load_model(start, "cpu")
         prob = probability(model, spec, image)
-        pred0 = pred = prob > threshold
+        pred, level = card_labels(spec, prob)
+        pred0 = pred
         touched = np.zeros(ref.shape, bool)
         current = start
         seconds = time.monotonic() - t0
-        row = {**base, "round": 0, "model": start, "strokes": [], "edited_voxels": 0,
+        row = {**base, "level": level, "round": 0, "model": start, "strokes": [], "edited_voxels": 0,
                "new_voxels": 0, "untouched": scores(pred, ref, prob=prob),
                "start_untouched": scores(pred0, ref), "user_labels": scores(pred, ref),
                "whole": scores(pred, ref), "seconds": {"segment": seconds, "total": seconds}}
@@ -337,12 +338,12 @@ def run_volume(name: str, volume, ref: np.ndarray, start: str, how: str, args: a
                            extra={"benchmark": "bench_interactive", "round": rnd})
             current = child
         prob = probability(result.model, spec, image)
-        pred = prob > threshold
+        pred, level = card_labels(spec, prob)
         t3 = time.monotonic()
         user = pred.copy()
         user[touched] = ref[touched]
         keep = ~touched
-        row = {**base, "round": rnd, "model": current, "strokes": strokes,
+        row = {**base, "level": level, "round": rnd, "model": current, "strokes": strokes,
                "edited_voxels": int(touched.sum()), "new_voxels": int(new.sum()),
                "untouched": scores(pred, ref, keep, prob), "start_untouched": scores(pred0, ref, keep),
                "user_labels": scores(user, ref), "whole": scores(pred, ref),
@@ -526,14 +527,14 @@ def report(rows: list[dict], args: argparse.Namespace, load: float, image: Path 
     starts = sorted({r["start_weights"] for r in rows})
     commands = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
     threads = ", ".join(sorted({str(r.get("threads", "?")) for r in rows}))
-    levels = ", ".join(sorted({f"{r['threshold']:g}" for r in rows}))
+    levels = ", ".join(sorted({f"{r.get('level', r['threshold']):g}" for r in rows}))
     return "\n".join([
         "# Benchmark: accuracy after a simulated user's corrections", "",
         *[f"Run: `.venv/bin/python benchmarks/{Path(__file__).name} {c}`  " for c in commands],
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (load "
         f"{load:.1f} when the report was written), {threads} torch thread(s).  ",
-        f"Starting model `{s['model']}` ({', '.join(starts)}) at its card's threshold "
-        f"({levels}), kept for every round. Per "
+        f"Starting model `{s['model']}` ({', '.join(starts)}) at its card's threshold or level "
+        f"rule (levels used: {levels}), kept for every round. Per "
         f"round: up to {s['strokes']} brush strokes"
         + (f" (at most {s['per_piece']} on one wrong piece)" if s.get("per_piece") else "")
         + f", each a disk of radius {s['radius']} px on "

@@ -7,6 +7,11 @@ from its own probability map (no labels); the F1 at the fixed level is still rep
 ``--save-dir`` keeps every fold's weights (and maps) so that ``--reuse`` can score other
 thresholds or test-time flips (``--tta``) without training again; the fixed level then comes from
 the saved training-volume maps, as the training run chose it.
+With ``--level-rule`` every fold also fits the model card's level rule
+(:func:`napari_vessel.training.calibrate.fit_level_rule`) on the same training-volume maps and
+labels, and the held-out volume is thresholded at the rule's level for its own map
+(``Postprocessing(threshold=fixed, rule=rule).resolve(prob)``); ``f1_fixed`` keeps the F1 at
+the fixed level.
 Prints a Markdown table and writes it as JSON with ``--json``.
 
     python benchmarks/loo_eval.py --data ../shared/data/vesselnn --steps 600 --json loo.json
@@ -26,9 +31,17 @@ from safetensors.torch import load_file
 from napari_vessel.evaluation.metrics import average_precision, cldice
 from napari_vessel.evaluation.metrics import dice as f1_score
 from napari_vessel.models.tvnet import build_tvnet, config_for_widths
+from napari_vessel.postprocess.labels import Postprocessing
+from napari_vessel.training.calibrate import fit_level_rule
 from napari_vessel.training.data import load_pairs, synthetic_pairs, training_pipeline
 from napari_vessel.training.loo import leave_one_out
-from napari_vessel.training.train import TrainConfig, choose_threshold, predict_volume, train
+from napari_vessel.training.train import (
+    TrainConfig,
+    _central,
+    choose_threshold,
+    predict_volume,
+    train,
+)
 
 #: Label-free threshold methods (``skimage.filters.threshold_*``) for ``--threshold-method``.
 THRESHOLD_METHODS = ("otsu", "li", "triangle", "yen", "isodata")
@@ -95,10 +108,15 @@ def main() -> None:
     parser.add_argument("--threshold-method", choices=THRESHOLD_METHODS,
                         help="threshold each held-out map by this label-free method of its own "
                         "histogram (default: the fixed level chosen on the training volumes)")
+    parser.add_argument("--level-rule", action="store_true",
+                        help="fit the card's level rule on each fold's training volumes and "
+                        "threshold the held-out volume at the rule's level for its map")
     parser.add_argument("--tta", action="store_true", help="average the four in-plane flips")
     parser.add_argument("--depth-correct", action="store_true",
                         help="add the depth-attenuation correction to the preprocessing")
     args = parser.parse_args()
+    if args.level_rule and args.threshold_method:
+        parser.error("--level-rule and --threshold-method choose the level in two ways; give one")
     torch.set_num_threads(args.threads)
     pairs = load_pairs(args.data, pipeline=training_pipeline(args.depth_correct))
     overrides = json.loads(args.config)
@@ -139,18 +157,32 @@ def main() -> None:
                     train_probs = [saved_maps[p.name].astype(np.float32) for p in training]
             else:
                 train_probs = [fold_predict(model, p, weights_key) for p in training]
-            fixed, scores = choose_threshold(train_probs, [p.labels for p in training])
+            train_labels = [p.labels for p in training]
+            fixed, scores = choose_threshold(train_probs, train_labels)
             train_f1 = float(np.mean(scores))
         else:
             result = train(model, training, cfg, extra_pairs=extra)
             model, fixed = result.model, result.threshold
             train_f1 = float(np.mean(list(result.train_f1.values())))
+            # the maps (of the central crop, with cfg.threshold_crop) the threshold was chosen on
+            train_probs = [result.probs[p.name] for p in training]
+            train_labels = [_central(p, cfg.threshold_crop)[1] for p in training]
+        rule = None
+        if args.level_rule:
+            rule, rule_train_f1, _ = fit_level_rule(train_probs, train_labels, fixed=fixed)
         prob = fold_predict(model, held, weights_key)
         if args.save_dir:
             probs = {p.name: (prob if p is held else predict(model, p.image)) for p in pairs}
             save_fold(Path(args.save_dir), held.name, model, probs)
-        level = fixed if args.threshold_method is None else auto_threshold(prob,
-                                                                          args.threshold_method)
+        fraction = None
+        if rule is not None:
+            recipe = Postprocessing(threshold=fixed, rule=rule).resolve(prob)
+            level = recipe.threshold
+            fraction = recipe.notes["level_from"]["fraction"]
+        elif args.threshold_method is not None:
+            level = auto_threshold(prob, args.threshold_method)
+        else:
+            level = fixed
         pred = prob > level
         tp = np.count_nonzero(pred & held.labels)
         row = {"volume": held.name, "f1": f1_score(pred, held.labels),
@@ -160,21 +192,32 @@ def main() -> None:
                "threshold": level, "f1_fixed": f1_score(prob > fixed, held.labels),
                "fixed_threshold": fixed, "train_f1": train_f1,
                "minutes": (time.monotonic() - start) / 60}
+        if rule is not None:
+            row.update(level=level, fraction=fraction, rule=rule.to_dict(),
+                       train_f1_rule=rule_train_f1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| held-out volume | F1 | AP | clDice | threshold |\n|---|---|---|---|---|")
+    # with --level-rule: also the F1 at the fold's fixed level and the vessel fraction read
+    extra_head = " F1 fixed | fixed | fraction |" if args.level_rule else ""
+    print(f"\n| held-out volume | F1 | AP | clDice | threshold |{extra_head}\n|---|---|---|---|---|"
+          + "---|" * extra_head.count("|"))
     for r in rows:
+        extra_cells = (f" {r['f1_fixed']:.3f} | {r['fixed_threshold']:.3f} | {r['fraction']:.3f} |"
+                       if args.level_rule else "")
         print(f"| {r['volume']} | {r['f1']:.3f} | {r['ap']:.3f} | {r['cldice']:.3f} | "
-              f"{r['threshold']:.3f} |")
+              f"{r['threshold']:.3f} |{extra_cells}")
     mean = {k: float(np.mean([r[k] for r in rows]))
             for k in ("f1", "ap", "cldice", "f1_fixed", "precision", "sensitivity")}
-    print(f"| **mean** | **{mean['f1']:.3f}** | {mean['ap']:.3f} | {mean['cldice']:.3f} | |")
+    extra_mean = f" {mean['f1_fixed']:.3f} | | |" if args.level_rule else ""
+    print(f"| **mean** | **{mean['f1']:.3f}** | {mean['ap']:.3f} | {mean['cldice']:.3f} | |"
+          f"{extra_mean}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "mean": mean, "steps": args.steps, "config": overrides,
                        "model": model_config, "tta": args.tta, "init": args.init,
                        "synthetic": args.synthetic,
                        "threshold_method": args.threshold_method,
+                       "level_rule": args.level_rule,
                        "depth_correct": args.depth_correct}, fh, indent=1)
 
 

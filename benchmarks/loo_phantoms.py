@@ -65,7 +65,12 @@ def other_microscopes(labels: str = "exact") -> list[tuple[str, np.ndarray, np.n
 
 
 def _single(paths: list[str], labels: str = "exact") -> int:
-    """F1 / AP of whole trained models (their card's config, preprocessing and threshold)."""
+    """F1 / AP of whole trained models (their card's config, preprocessing and post-processing).
+
+    Each model's labels come from its card's whole ``postprocessing`` (with its level rule, when
+    it has one, resolved for each map) or else a plain threshold at the card's ``threshold``;
+    each cell ends with the level used.
+    """
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -73,6 +78,7 @@ def _single(paths: list[str], labels: str = "exact") -> int:
     from napari_vessel.evaluation.metrics import average_precision
     from napari_vessel.models.card import ModelCard
     from napari_vessel.models.tvnet import build_tvnet
+    from napari_vessel.postprocess.labels import Postprocessing
     from napari_vessel.preprocess import Pipeline
     from napari_vessel.training.data import normalise
     from napari_vessel.training.train import f1_score, predict_volume
@@ -83,18 +89,27 @@ def _single(paths: list[str], labels: str = "exact") -> int:
     models = []
     for path in paths:
         card = ModelCard.read(Path(path).with_suffix(".json"))
-        if card.config is None or card.preprocessing is None or card.threshold is None:
-            raise SystemExit(f"{path}: its card needs config, preprocessing and threshold")
+        if card.config is None or card.preprocessing is None or (
+                card.threshold is None and not card.postprocessing):
+            raise SystemExit(f"{path}: its card needs config, preprocessing and a threshold or "
+                             "postprocessing")
+        if card.postprocessing:  # the card's whole recipe, its level rule included
+            recipe = Postprocessing.from_dict({k: v for k, v in dict(card.postprocessing).items()
+                                               if k != "function"})
+        else:
+            recipe = Postprocessing(threshold=card.threshold)
         model = build_tvnet(**card.config)
         model.load_state_dict(load_file(path))
-        models.append((model.eval(), card))
+        models.append((model.eval(), card, recipe))
     for label, raw, ref in cases:
         cells = []
-        for model, card in models:
+        for model, card, recipe in models:
             pipeline = Pipeline.from_json(json.dumps(dict(card.preprocessing)))
             prob = predict_volume(model, normalise(raw, pipeline))
-            cells.append(f"{f1_score(prob > card.threshold, ref):.3f} / "
-                         f"{average_precision(prob, ref):.3f}")
+            resolved = recipe.resolve(prob)
+            pred = resolved.apply(prob) > 0
+            cells.append(f"{f1_score(pred, ref):.3f} / "
+                         f"{average_precision(prob, ref):.3f} @{resolved.threshold:.3f}")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
@@ -113,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("loo_json", nargs="*", help="its --json file(s): each fold's threshold")
     parser.add_argument("--single", nargs="+", metavar="WEIGHTS",
                         help="instead: score these trained TV-Net models (.safetensors with their "
-                        "card beside), each at its card's threshold")
+                        "card beside), each with its card's post-processing (level rule "
+                        "included) or threshold")
     parser.add_argument("--depth-correct", action="store_true",
                         help="the run used --depth-correct")
     parser.add_argument("--model", default="{}", help="its --model JSON (TV-Net settings)")

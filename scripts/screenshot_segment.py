@@ -21,7 +21,7 @@ def main() -> None:
     viewer.screenshot(OUT / "segment-running.png", canvas_only=False)
     wait(lambda: widget.job is None, 300)
 
-    # the result on a slice, at the card's threshold
+    # the result on a slice, at the level the card's rule chose for this stack
     labels = widget.results.current.labels_layer
     labels.opacity = 0.5
     viewer.dims.set_current_step(0, int(labels.data.sum(axis=(1, 2)).argmax()))

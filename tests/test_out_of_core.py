@@ -165,3 +165,63 @@ def test_interrupted_write_leaves_nothing_finished(model, stack, tmp_path, monke
         segment_to_zarr(load_volume(stack), tmp_path, model, patch_size=PATCH, threads=1,
                         pyramid_smallest=32)
     assert list(tmp_path.iterdir()) == []  # no store, no manifest, no scratch
+
+
+def _clear_level(prob: np.ndarray, low: float, high: float) -> float:
+    """A level with 6 decimals (as a resolved rule's) between the ``low`` and ``high`` quantiles,
+    as far as can be from every voxel value (so float rounding cannot decide a voxel)."""
+    values = np.unique(prob)
+    candidates = np.unique(np.round(np.linspace(*np.quantile(prob, [low, high]), 4001), 6))
+    at = np.clip(np.searchsorted(values, candidates), 1, len(values) - 1)
+    room = np.minimum(np.abs(candidates - values[at - 1]), np.abs(values[at] - candidates))
+    return float(candidates[int(np.argmax(room))])
+
+
+def test_level_rule_reads_the_whole_store_like_in_memory(model, stack, tmp_path):
+    """A card's level rule: the level comes from the whole probability store's vessel fraction,
+    as in memory, and the labels, the manifest and the stores say the level used."""
+    import dataclasses
+
+    spec = registry.get(model)
+    prob, _, _ = segment(load_volume(stack, lazy=False), spec, patch_size=PATCH, threads=1)
+    probe = _clear_level(prob, 0.45, 0.55)  # about half the voxels above it
+    fraction = float(np.count_nonzero(prob > probe)) / prob.size
+    level, fallback = _clear_level(prob, 0.75, 0.85), _clear_level(prob, 0.2, 0.3)
+    slope = -0.5  # a wrong fraction would move the level far
+    rule = {"intercept": level - slope * fraction, "slope": slope, "fraction_range": [0.0, 1.0],
+            "level_range": [0.0, 1.0], "probe": probe}
+    ruled = dataclasses.replace(spec, postprocessing={"method": "threshold", "level": fallback,
+                                                      "min_size": 0, "level_rule": rule})
+    _, mem_labels, mem = segment(load_volume(stack, lazy=False), ruled, patch_size=PATCH,
+                                 threads=1)
+    manifest = segment_to_zarr(load_volume(stack), tmp_path, ruled, patch_size=PATCH,
+                               block_shape=BLOCK, threads=1, pyramid_smallest=0)
+    used = manifest.parameters.threshold
+    assert used == mem.parameters.threshold == level != fallback
+    note = manifest.parameters.postprocessing["level_from"]
+    assert note["fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert 0.3 < note["fraction"] < 0.7 and note["fallback_level"] == fallback
+    assert "level_rule" not in manifest.parameters.postprocessing
+    labels = _read(manifest.outputs["labels"])
+    np.testing.assert_array_equal(labels, mem_labels)
+    np.testing.assert_array_equal(labels, prob > level)
+    assert np.count_nonzero(labels != (prob > fallback)) > 0.3 * prob.size  # the rule mattered
+    for role in ("prob", "labels"):
+        attrs = json.loads((tmp_path / f"stack_{role}.zarr" / ".zattrs").read_text())
+        assert attrs["napari_vessel"]["metadata"]["threshold"] == used
+
+
+def test_postprocess_blocks_refuses_an_unresolved_level_rule(tmp_path):
+    from napari_vessel.postprocess.blocks import postprocess_blocks
+    from napari_vessel.postprocess.labels import LevelRule, Postprocessing
+
+    prob = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
+    labels = np.zeros(prob.shape, np.uint8)
+    recipe = Postprocessing(threshold=0.5, rule=LevelRule(0.9, -1.0, (0.0, 1.0)))
+    with pytest.raises(InputError, match="resolve it first with Postprocessing.resolve"):
+        postprocess_blocks(prob, labels, recipe, block=(4, 8, 8), scratch=tmp_path / "s")
+    assert not labels.any()
+    steps = postprocess_blocks(prob, labels, recipe.resolve(prob), block=(4, 4, 4),
+                               scratch=tmp_path / "s")
+    np.testing.assert_array_equal(labels, recipe.apply(prob))
+    assert steps == [f"threshold {recipe.resolve(prob).threshold}"]

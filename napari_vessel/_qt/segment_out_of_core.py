@@ -28,7 +28,7 @@ from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label
 
 from napari_vessel._qt._common import name_metadata, output_name
 from napari_vessel._qt.segment_input import layer_volume
-from napari_vessel._qt.segment_results import ROLE_KEY, RunInput
+from napari_vessel._qt.segment_results import ROLE_KEY, RunInput, level_text
 from napari_vessel.errors import InputError
 from napari_vessel.inference.options import WindowOptions, window_options
 from napari_vessel.inference.out_of_core import BYTES_PER_VOXEL, needs_out_of_core, segment_to_zarr
@@ -351,9 +351,9 @@ class OutOfCoreRuns:
                                    pyramid_smallest=smallest, progress=told, cancel=cancel,
                                    options=window, **rest)
 
-        started = time.perf_counter()
+        started, own = time.perf_counter(), run.get("threshold") is None
         return self.runner.start(
-            work, lambda result: self._written(result, source, options, started),
+            work, lambda result: self._written(result, source, options, started, own=own),
             starting=f"{where}…")
 
     def confirm_overwrite(self, folder: Any, existing: list) -> bool:
@@ -376,16 +376,21 @@ class OutOfCoreRuns:
             buttons.Yes | buttons.No, buttons.No)
         return answer == buttons.Yes
 
-    def _written(self, manifest: Any, source: RunInput, options: dict, started: float) -> None:
-        """The run's end (main thread): lazy layers from its stores, the status, the message."""
-        output, removed = add_lazy_layers(self.viewer, manifest, source, options["threshold"],
+    def _written(self, manifest: Any, source: RunInput, options: dict, started: float, *,
+                 own: bool = False) -> None:
+        """The run's end (main thread): lazy layers from its stores, the status, the message.
+
+        With the model's own post-processing the slider shows the level used (``own``; the
+        dock's ``_follow_level``)."""
+        level = self._follow_level(manifest, options["threshold"], own)
+        output, removed = add_lazy_layers(self.viewer, manifest, source, level,
                                           options["min_size"])
         self.lazy = output
         self.results.current = None  # the slider no longer redraws an earlier in-memory result
         seconds = time.perf_counter() - started
         self.progress_text.value = (
             f"{manifest.model.name} on {manifest.device}: written out of core to {output.folder} "
-            f"in {seconds:.1f} s; the layers read it lazily from disk")
+            f"in {seconds:.1f} s{level_text(manifest, ', ')}; the layers read it lazily from disk")
         self._info(f"added '{output.prob_layer.name}' and '{output.labels_layer.name}' (read from "
                    f"{output.folder})" + (f"; removed {', '.join(map(repr, removed))}, whose "
                                           "stores were replaced" if removed else ""))

@@ -26,7 +26,8 @@ from napari_vessel._qt._common import name_metadata, output_name
 from napari_vessel.manifest import RunManifest
 from napari_vessel.postprocess.labels import Postprocessing
 
-__all__ = ["ROLE_KEY", "RunInput", "LabelsTracker", "SegmentOutput", "SegmentResults"]
+__all__ = ["ROLE_KEY", "RunInput", "LabelsTracker", "SegmentOutput", "SegmentResults",
+           "level_text"]
 
 #: ``metadata[ROLE_KEY]`` of the output layers: "probability" or "labels".
 ROLE_KEY = "napari_vessel_segment"
@@ -36,6 +37,17 @@ def _digest(data: Any) -> str:
     array = np.ascontiguousarray(np.asarray(data))
     return hashlib.blake2b(array.view(np.uint8).ravel(), digest_size=16).hexdigest() + str(
         array.shape) + str(array.dtype)
+
+
+def level_text(manifest: RunManifest, prefix: str = "") -> str:
+    """How a model card's level rule chose the run's level, e.g. ``"level 0.43 from the vessel
+    fraction (20.1 % above 0.5)"`` (after ``prefix``); "" when no rule chose it."""
+    note = (manifest.parameters.postprocessing or {}).get("level_from")
+    if not isinstance(note, dict):
+        return ""
+    probe = (note.get("rule") or {}).get("probe", 0.5)
+    return (f"{prefix}level {float(manifest.parameters.threshold):.2f} from the vessel fraction "
+            f"({100 * float(note['fraction']):.1f} % above {float(probe):g})")
 
 
 @dataclass(frozen=True)

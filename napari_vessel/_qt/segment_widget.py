@@ -43,7 +43,7 @@ from napari_vessel._qt.segment_input import already_preprocessed, layer_volume
 from napari_vessel._qt.segment_models import ModelPanel, card_threshold
 from napari_vessel._qt.segment_out_of_core import LAZY_TIP, LazyOutput, OutOfCorePanel, OutOfCoreRuns
 from napari_vessel._qt.segment_preview import PreviewOverlay, preview_target
-from napari_vessel._qt.segment_results import ROLE_KEY, RunInput, SegmentResults
+from napari_vessel._qt.segment_results import ROLE_KEY, RunInput, SegmentResults, level_text
 from napari_vessel.devices import pick_device
 from napari_vessel.errors import InputError
 from napari_vessel.inference.preview import segment_slice
@@ -110,10 +110,12 @@ class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
             "without running the model again")
         self.paper_post = CheckBox(text="the model's own post-processing", value=True,
                                    visible=False)
-        self.paper_post.tooltip = ("cascade models (paper 003): hysteresis thresholds and "
-                                   "morphological clean-up as in the paper, instead of the "
-                                   "threshold; moving the slider afterwards redraws with the "
-                                   "same post-processing, the slider setting its low threshold")
+        self.paper_post.tooltip = ("the model card's post-processing instead of the threshold: "
+                                   "hysteresis thresholds and morphological clean-up (cascade "
+                                   "models, paper 003) or a level read from the stack's vessel "
+                                   "fraction (a level rule); after the run the slider shows the "
+                                   "level used, and moving it redraws with the same "
+                                   "post-processing, the slider setting its (low) threshold")
         self.min_size = SpinBox(label="min size", value=0, min=0, max=10**9, step=10)
         self.min_size.tooltip = "remove vessel pieces with fewer voxels than this (0 keeps all)"
         self.target = Label(label="", value="")
@@ -273,9 +275,10 @@ class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
         def work(progress: Any, cancel: Any) -> Any:
             return segment(volume, spec.name, progress=progress, cancel=cancel, **run)
 
-        started = time.perf_counter()
-        return self.runner.start(work, lambda result: self._done(result, source, options, started),
-                                 starting=f"starting {spec.name} in memory ({route.reason})…")
+        started, own = time.perf_counter(), run["threshold"] is None
+        return self.runner.start(
+            work, lambda result: self._done(result, source, options, started, own=own),
+            starting=f"starting {spec.name} in memory ({route.reason})…")
 
 
     def preview(self) -> Any:
@@ -296,30 +299,49 @@ class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
             return segment_slice(volume, z, spec.name, box_yx=box, progress=progress,
                                  cancel=cancel, **run)
 
-        started = time.perf_counter()
+        started, own = time.perf_counter(), run["threshold"] is None
         return self.runner.start(
-            work, lambda result: self._previewed(result, source, options, started),
+            work, lambda result: self._previewed(result, source, options, started, own=own),
             starting=f"starting a preview of slice {z} with {spec.name}…")
 
-    def _previewed(self, result: Any, source: RunInput, options: dict, started: float) -> None:
-        self.previews.show(result, source, options["threshold"], options["min_size"])
+    def _previewed(self, result: Any, source: RunInput, options: dict, started: float, *,
+                   own: bool = False) -> None:
+        level = self._follow_level(result.manifest, options["threshold"], own)
+        self.previews.show(result, source, level, options["min_size"])
         h, w = result.labels.shape[-2:]
         self.progress_text.value = (
             f"preview of slice {result.z} ({h} × {w}) with {result.manifest.model.name}: "
-            f"{float(result.labels.mean()):.1%} vessel in {time.perf_counter() - started:.1f} s;"
-            " move the threshold to redraw it")
+            f"{float(result.labels.mean()):.1%} vessel in {time.perf_counter() - started:.1f} s"
+            f"{level_text(result.manifest, ', ')}; move the threshold to redraw it")
 
     def cancel(self) -> None:
         """Stop the running segmentation at its next batch; no layer is added."""
         self.runner.cancel()
 
-    def _done(self, result: Any, source: RunInput, options: dict, started: float) -> None:
+    def _follow_level(self, manifest: Any, threshold: float, own: bool) -> float:
+        """The level a result was drawn at: with the model's own post-processing, the run's
+        (a level rule's choice, a hysteresis low level), which the slider then shows (quietly:
+        not a redraw); else the slider's ``threshold``."""
+        if not own:
+            return float(threshold)
+        level = float(manifest.parameters.threshold)
+        self._quiet = True
+        try:
+            self.threshold.value = level
+        finally:
+            self._quiet = False
+        return float(self.threshold.value)  # what the slider holds: unmoved, it does not redraw
+
+    def _done(self, result: Any, source: RunInput, options: dict, started: float, *,
+              own: bool = False) -> None:
         prob, labels, manifest = result
+        level = self._follow_level(manifest, options["threshold"], own)
         output, reused = self.results.show(prob, labels, manifest, source,  # all or nothing
-                                           options["threshold"], options["min_size"])
+                                           level, options["min_size"])
         seconds = time.perf_counter() - started
         self.progress_text.value = (f"{manifest.model.name} on {manifest.device}: "
                                     f"{float(labels.mean()):.1%} vessel in {seconds:.1f} s"
+                                    f"{level_text(manifest, ', ')}"
                                     + ("\n(layer already preprocessed: the model's own "
                                        "preprocessing was not applied again)"
                                        if options.get("preprocess") is False else ""))
@@ -387,7 +409,10 @@ class SegmentWidget(OutOfCoreRuns, RunnerMixin, ScrollDock):
 
 
 def _recipe_text(recipe: Any) -> str:
-    """A short description of a card's post-processing, e.g. 'hysteresis 0.45/0.95'."""
+    """A short description of a card's post-processing, e.g. 'hysteresis 0.45/0.95' or
+    'threshold from the vessel fraction' (a level rule: the level follows the stack)."""
     if recipe.get("method") == "hysteresis":
         return f"hysteresis {float(recipe['low']):.3g}/{float(recipe['high']):.3g}"
+    if recipe.get("level_rule"):
+        return "threshold from the vessel fraction"
     return str(recipe.get("method", "custom"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -96,6 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--members", nargs=2, metavar=("DBAC", "DDMAC"),
                         help="cascade-ensemble only: compose it from these trained DBAC and DDMAC "
                              "weights (no training; the threshold is chosen on --data)")
+    parser.add_argument("--level-rule", action="store_true",
+                        help="also fit a level rule on the labelled volumes (at least 4): the "
+                        "threshold then follows each volume's predicted vessel fraction "
+                        "(docs/segmentation.md); TV-Net-style single-output networks only")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     parser.add_argument("--scores", help="JSON from benchmarks/loo_eval.py or zoo_loo.py to put "
                         "in the card")
@@ -139,15 +144,21 @@ def _build(args: argparse.Namespace, spec):
     return spec.builder(**config), config
 
 
-def _score(model, pair, threshold: float, spec) -> dict:
+def _score(model, pair, threshold: float, spec, rule=None) -> dict:
     from napari_vessel.evaluation.metrics import average_precision, cldice
+    from napari_vessel.postprocess.labels import Postprocessing
     from napari_vessel.training.train import f1_score, predict_volume
 
     prob = predict_volume(model, pair.image, spec=spec)
-    pred = prob > threshold
-    return {"f1": round(f1_score(pred, pair.labels), 4),
-            "ap": round(average_precision(prob, pair.labels), 4),
-            "cldice": round(cldice(pred, pair.labels), 4)}
+    recipe = Postprocessing(threshold=threshold, rule=rule).resolve(prob)
+    pred = prob > recipe.threshold
+    out = {"f1": round(f1_score(pred, pair.labels), 4),
+           "ap": round(average_precision(prob, pair.labels), 4),
+           "cldice": round(cldice(pred, pair.labels), 4)}
+    if rule is not None:
+        out.update(level=round(recipe.threshold, 4),
+                   f1_fixed=round(f1_score(prob > threshold, pair.labels), 4))
+    return out
 
 
 def _card_scores(scores: dict, path: str | None) -> dict:
@@ -203,6 +214,13 @@ def run(args: argparse.Namespace) -> int:
     init = _init_weights(args.init) if args.init else None
     pairs = load_pairs(args.data, pipeline=pipeline) if args.data else []
     folds = _folds(args, pairs)
+    if args.level_rule:
+        from napari_vessel.training.calibrate import MIN_RULE_VOLUMES
+
+        fewest = min(len(training) for _, training in folds)
+        if fewest < MIN_RULE_VOLUMES:
+            raise InputError(f"--level-rule needs at least {MIN_RULE_VOLUMES} labelled training "
+                             f"volumes per run (two numbers are fitted); this run has {fewest}")
     cfg = _train_config(args, spec)
     phantoms = _phantom_pairs(args.phantoms, args.seed, pipeline) if args.phantoms else []
     synthetic, held_synthetic, synthetic_note = _synthetic(args, pipeline, labelled=bool(pairs))
@@ -298,11 +316,29 @@ def _train_folds(args: argparse.Namespace, spec, folds: list[tuple[list, list]],
                                progress=progress, checkpoint=checkpoint, spec=spec,
                                resume=args.resume, device=args.device,
                                threshold_pairs=train_pairs or held_synthetic)
+        rule = _level_rule(args, result, train_pairs)
         for pair in held:
-            scores[pair.name] = _score(result.model, pair, result.threshold, spec)
+            scores[pair.name] = _score(result.model, pair, result.threshold, spec, rule)
             print(f"{pair.name}: F1 {scores[pair.name]['f1']:.3f} "
-                  f"(threshold {result.threshold:.3f} from the training volumes)")
+                  f"(threshold {scores[pair.name].get('level', result.threshold):.3f} from the "
+                  f"training volumes{' by the level rule' if rule else ''})")
+        result = dataclasses.replace(result, level_rule=rule)
     return result, config, members, train_pairs, scores
+
+
+def _level_rule(args: argparse.Namespace, result, train_pairs: list):
+    """The level rule fitted on the fold's training volumes (None without ``--level-rule``)."""
+    if not args.level_rule:
+        return None
+    from napari_vessel.training.calibrate import fit_level_rule
+
+    labels = {p.name: p.labels for p in train_pairs}
+    names = [n for n in result.probs if n in labels and result.probs[n].shape == labels[n].shape]
+    rule, f1_rule, f1_fixed = fit_level_rule([result.probs[n] for n in names],
+                                             [labels[n] for n in names], fixed=result.threshold)
+    print(f"level rule: {rule.intercept:.2f} {rule.slope:+.2f} x fraction above 0.5, mean F1 "
+          f"{f1_rule:.3f} on the training volumes (fixed level {f1_fixed:.3f})")
+    return rule
 
 
 def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, config: dict,
@@ -339,7 +375,16 @@ def _new_card(args: argparse.Namespace, spec, *, name: str, command: str, cfg, c
                              "sha256": file_sha256(args.init[0])} if len(args.init) == 1 else
                             {"averaged": [{"weights": Path(p).name, "sha256": file_sha256(p)}
                                           for p in args.init]})
-    post = postprocessing or {}
+    from napari_vessel.models.registry import inherited_postprocessing
+
+    # a plain threshold's recipe (a level rule) belongs to the weights it was fitted for
+    postprocessing = inherited_postprocessing(postprocessing)
+    post = dict(postprocessing or {})
+    rule = result.level_rule
+    if rule is not None:
+        postprocessing = {"method": "threshold", "level": round(result.threshold, 4),
+                          "min_size": 0, "level_rule": rule.to_dict(),
+                          "chosen_on": f"{len(train_pairs)} labelled volumes (level rule)"}
     # hysteresis levels fitted on the training volumes, like the threshold
     if post.get("method") == "hysteresis" and result.probs and not cfg.threshold_crop:
         from napari_vessel.training.calibrate import choose_hysteresis
@@ -392,6 +437,11 @@ def _check_args(args: argparse.Namespace, spec) -> None:
     if args.members and (args.loo or args.leave_out):
         raise InputError("--members composes trained cascades: leave-one-out needs the "
                          "members' folds (benchmarks/zoo_loo.py --compose)")
+    if args.level_rule and (not args.data or args.members
+                            or (spec.postprocessing or {}).get("method") == "hysteresis"):
+        raise InputError("--level-rule fits a plain threshold's level on labelled volumes: it "
+                         "needs --data and a model thresholded at one level (not a hysteresis "
+                         "cascade or --members)")
     if args.synthetic < 0:
         raise InputError("--synthetic must be a whole number >= 0")
     if not args.data and not args.synthetic:

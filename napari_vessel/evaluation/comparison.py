@@ -191,7 +191,11 @@ def _mean(rows: list[dict], spec: Any) -> dict:
     out["voxels_per_s"] = sum(r["voxels"] for r in rows) / seconds if seconds > 0 else math.inf
     peaks = [r["peak_rss_mb"] for r in rows if r.get("peak_rss_mb") is not None]
     out["peak_rss_mb"] = max(peaks) if peaks else None
-    out["labels_by"] = rows[0]["labels_by"]
+    from napari_vessel.postprocess.labels import Postprocessing
+
+    recipes = {r["labels_by"] for r in rows}  # one per volume when a level rule chose them
+    out["labels_by"] = (rows[0]["labels_by"] if len(recipes) == 1
+                        else Postprocessing.for_model(spec).describe())
     out["volumes"] = len(rows)
     out["seen_in_training"] = sum(bool(r["seen_in_training"]) for r in rows)
     return out
@@ -258,8 +262,8 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
             try:
                 with PeakMemory() as memory:
                     started = time.perf_counter()
-                    prob, labels, _ = segment(volume, spec.name, device=device, progress=where,
-                                              cancel=cancel)
+                    prob, labels, manifest = segment(volume, spec.name, device=device,
+                                                     progress=where, cancel=cancel)
                     seconds = time.perf_counter() - started
             except (InputError, RuntimeError, MemoryError) as err:
                 skipped.append({"model": spec.name, "reason": f"failed on {name}: {err}"})
@@ -275,7 +279,9 @@ def compare(data: Any, models: Sequence[str] | None = None, *, device: Any = "cp
             rows.append({"model": spec.name, "volume": name, **scores, "seconds": seconds,
                          "voxels": voxels, "voxels_per_s": voxels / max(seconds, 1e-9),
                          "peak_rss_mb": memory.mb,
-                         "labels_by": Postprocessing.for_model(spec).describe(),
+                         # the recipe as run (a card's level rule: the level it chose)
+                         "labels_by": Postprocessing.from_dict(
+                             manifest.parameters.postprocessing).describe(),
                          "seen_in_training": name in trained_on})
             del prob, labels
         if rows:

@@ -9,7 +9,9 @@ bounded by the block size instead of the stack size:
    (:mod:`napari_vessel.inference.block_window`), into ``STEM_prob.zarr``; with a dask ``client`` the
    blocks are tasks on its workers (:mod:`napari_vessel.inference.block_cluster`, same result);
 3. the post-processing runs on blocks with the global answer (:mod:`.postprocess_blocks`) into
-   ``STEM_labels.zarr``;
+   ``STEM_labels.zarr``; a model card's level rule first reads the vessel fraction of the whole
+   probability store (:func:`~napari_vessel.postprocess.level.fraction_above`) and fixes the
+   level, which the stores and the manifest then record;
 4. each store gets its pyramid of lower resolutions, level by level from the one before
    (:mod:`.io_pyramid`: probabilities by mean, labels by max), so napari opens them as fast
    multiscale layers; the labels store is an NGFF ``image-label`` pointing at the probabilities;
@@ -76,6 +78,17 @@ def _check_blocks(block_shape: Any, shape: tuple, patch: Any, overlap: float, mu
         raise InputError(f"block size {block_shape!r} must be three positive numbers (z, y, x)")
     block_grid(plan_tiles(shape, patch, overlap, multiple), block)  # a patch larger: InputError
     return block
+
+
+def _set_threshold(store: Path, level: float) -> None:
+    """Record ``level`` as the ``threshold`` of a store made by
+    :func:`~napari_vessel.io.zarr.create_zarr` (its ``napari_vessel.metadata`` attribute)."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
+    own = dict(group.attrs.get("napari_vessel", {}))
+    own["metadata"] = {**own.get("metadata", {}), "threshold": level}
+    group.attrs["napari_vessel"] = own
 
 
 def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = None, *,
@@ -155,6 +168,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     from napari_vessel.io.volume import as_volume, check_volume_array
     from napari_vessel.io.zarr import create_zarr, mark_complete
     from napari_vessel.postprocess.labels import Postprocessing
+    from napari_vessel.postprocess.level import fraction_above
 
     opts = window_options(options, patch_size=patch_size, overlap=overlap, blending=blending,
                           batch_size=batch_size, tta=tta, device=device, runtime=runtime,
@@ -240,7 +254,13 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
             timing["predict_s"] = time.perf_counter() - started
             started = time.perf_counter()
             post_block = tuple(max(c, b - b % c) for c, b in zip(prob.chunks, block, strict=True))
-            steps = postprocess_blocks(prob, labels, recipe, block=post_block,
+            used = recipe
+            if recipe.rule is not None:  # the card's level rule reads the whole map's fraction
+                progress(0.85, "vessel fraction")
+                used = recipe.resolve(fraction=fraction_above(prob, recipe.rule.probe))
+                for role in ("prob", "labels"):  # the stores say the level actually used
+                    _set_threshold(tmp[role], used.threshold)
+            steps = postprocess_blocks(prob, labels, used, block=post_block,
                                        scratch=scratch / "labels",
                                        progress=scaled(progress, 0.85, 0.95), cancel=cancel)
             mark_complete(labels)
@@ -255,7 +275,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                 timing["pyramid_s"] = time.perf_counter() - started
             plan = (ran[0].plan if ran else
                     plan_tiles(pre.shape, patch, opts.overlap, spec.input_multiple_zyx))
-            made = run_manifest(spec, volume, pre_json, recipe,
+            made = run_manifest(spec, volume, pre_json, used,
                                 run_device(ran[0].device) if ran else dev, run_info, timing,
                                 {**opts.manifest_parameters(spec, patch),
                                  "preprocess": bool(preprocess)})

@@ -411,6 +411,7 @@ def segment(volume: Any, model_name: str | None = None, *, threshold: float | No
                    progress=scaled(progress, 0.1, 0.95), cancel=cancel, run_info=run_info)
     timing["predict_s"] = time.perf_counter() - started
     started = time.perf_counter()
+    recipe = recipe.resolve(prob)  # a card's level rule reads this map's vessel fraction
     labels = np.asarray(recipe.apply(prob), dtype=np.uint8)
     timing["postprocess_s"] = time.perf_counter() - started
     if progress is not None:

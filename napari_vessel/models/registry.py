@@ -436,7 +436,7 @@ def _user_specs() -> dict[str, ModelSpec]:
                 preprocessing=card.preprocessing if "preprocessing" in stated
                 else base.preprocessing,
                 postprocessing=card.postprocessing if "postprocessing" in stated
-                else base.postprocessing,
+                else inherited_postprocessing(base.postprocessing),
                 intensity_profile=card.intensity_profile if "intensity_profile" in stated
                 else base.intensity_profile,
                 source="user",
@@ -548,3 +548,15 @@ def load_model(name: str | ModelSpec, device: Any = None, *, allow_untrained: bo
             f"'napari-vessel train --model {spec.name}' or choose another model"
         )
     return model.to(pick_device(device)).eval(), spec
+
+
+def inherited_postprocessing(recipe: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """What a user model whose card states no ``postprocessing`` takes from its architecture.
+
+    A paper's hysteresis recipe (the cascades) belongs to the architecture and passes on. A plain
+    threshold recipe belongs to the weights it was fitted for (the shipped ``tvnet``'s level rule):
+    other weights use their own card's threshold instead, so None.
+    """
+    if recipe is None or recipe.get("method") != "hysteresis":
+        return None
+    return recipe

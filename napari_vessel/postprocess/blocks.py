@@ -110,7 +110,8 @@ def postprocess_blocks(prob: Any, labels: Any, recipe: Postprocessing | None, *,
     labels : array-like (e.g. Zarr), shape (Z, Y, X), uint8
         Where the labels go (1 vessel, 0 background); written block by block.
     recipe : Postprocessing, optional
-        The post-processing (None: a plain threshold at 0.5).
+        The post-processing (None: a plain threshold at 0.5); one with a level rule must be
+        resolved first (:meth:`~napari_vessel.postprocess.labels.Postprocessing.resolve`).
     block : (int, int, int)
         Block size; the result does not depend on it.
     scratch : str or Path
@@ -127,6 +128,11 @@ def postprocess_blocks(prob: Any, labels: Any, recipe: Postprocessing | None, *,
     if not isinstance(recipe, Postprocessing):
         raise InputError(f"the post-processing must be a Postprocessing, not {type(recipe).__name__}; "
                          "read a card's JSON form with Postprocessing.from_dict")
+    if recipe.rule is not None:
+        raise InputError("the post-processing still has a level rule, whose level depends on the "
+                         "whole volume's vessel fraction, which a block cannot know; resolve it "
+                         "first with Postprocessing.resolve (e.g. recipe.resolve(fraction="
+                         "fraction_above(prob, recipe.rule.probe)))")
     shape, block = tuple(int(s) for s in prob.shape), tuple(int(b) for b in block)
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_vessel.errors import InputError
+from napari_vessel.postprocess.level import LevelRule
 
 __all__ = ["threshold", "hysteresis", "remove_small", "fill_holes", "hole_mask", "probability_to_labels",
-           "Postprocessing", "METHODS"]
+           "Postprocessing", "METHODS", "LevelRule"]
 
 #: The post-processing methods a model card may name.
 METHODS = ("threshold", "hysteresis")
@@ -253,7 +254,8 @@ def probability_to_labels(prob: Any, *, level: float = 0.5, min_size: int = 0, f
 
 
 #: Keys of a recipe's JSON form that :class:`Postprocessing` reads; any other is kept as a note.
-_KEYS = ("method", "level", "low", "high", "min_size", "fill_holes", "max_hole", "connectivity")
+_KEYS = ("method", "level", "low", "high", "min_size", "fill_holes", "max_hole", "connectivity",
+         "level_rule")
 
 
 def _whole(value: Any, name: str, *, optional: bool = False) -> int | None:
@@ -294,6 +296,11 @@ class Postprocessing:
     notes : mapping
         Other keys of the JSON form (e.g. ``chosen_on``, ``function``), kept for the record and
         written back by :meth:`to_dict`; they do not change the labels.
+    rule : LevelRule, optional
+        A plain threshold whose level follows the volume (the JSON ``level_rule``,
+        :mod:`napari_vessel.postprocess.level`): :meth:`resolve` reads the map's vessel fraction
+        and fixes the level; ``threshold`` is then only the fallback a reader without the rule
+        would use.
 
     Raises
     ------
@@ -316,6 +323,7 @@ class Postprocessing:
     max_hole: int | None = None
     connectivity: int | None = None
     notes: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    rule: LevelRule | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -349,6 +357,11 @@ class Postprocessing:
         if not isinstance(self.notes, Mapping):
             raise InputError(f"notes={self.notes!r} must be a mapping of extra JSON entries")
         object.__setattr__(self, "notes", dict(self.notes))
+        if self.rule is not None and not isinstance(self.rule, LevelRule):
+            raise InputError(f"rule={self.rule!r} must be a LevelRule (read the JSON form with "
+                             "LevelRule.from_dict)")
+        if self.rule is not None and hyst:
+            raise InputError("a level rule sets a plain threshold; it cannot go with hysteresis")
 
     @classmethod
     def from_dict(cls, recipe: Mapping[str, Any] | None) -> Postprocessing:
@@ -376,7 +389,9 @@ class Postprocessing:
                    min_size=recipe.get("min_size", 0),
                    fill_holes=bool(recipe.get("fill_holes", False)),
                    max_hole=recipe.get("max_hole"), connectivity=recipe.get("connectivity"),
-                   notes={k: v for k, v in recipe.items() if k not in _KEYS})
+                   notes={k: v for k, v in recipe.items() if k not in _KEYS},
+                   rule=(None if recipe.get("level_rule") is None
+                         else LevelRule.from_dict(recipe["level_rule"])))
 
     @classmethod
     def for_model(cls, spec: Any, threshold: float | None = None,
@@ -432,8 +447,42 @@ class Postprocessing:
             out["max_hole"] = self.max_hole
         if self.connectivity is not None:
             out["connectivity"] = self.connectivity
+        if self.rule is not None:
+            out["level_rule"] = self.rule.to_dict()
         out.update(self.notes)
         return out
+
+    def resolve(self, prob: Any = None, *, fraction: float | None = None) -> Postprocessing:
+        """The recipe with its level fixed for one volume (itself when it has no level rule).
+
+        Parameters
+        ----------
+        prob : array-like, optional
+            The volume's whole probability map (NumPy, Zarr or dask; read in slabs).
+        fraction : float, optional
+            Instead of ``prob``: the fraction of its voxels above the rule's probe, when the
+            caller has counted it already (e.g. block by block).
+
+        Returns
+        -------
+        Postprocessing
+            A plain recipe at the rule's level, without the rule; its ``level_from`` note
+            records the fraction read and the rule, so that the run manifest says how the level
+            was chosen and reproduces the labels as they are.
+        """
+        if self.rule is None:
+            return self
+        if fraction is None:
+            if prob is None:
+                raise InputError("a level rule needs the probability map (or its fraction) to "
+                                 "choose the level")
+            level, fraction = self.rule.level(prob)
+        else:
+            level = self.rule.level_for(fraction)
+        note = {"rule": self.rule.to_dict(), "fraction": round(float(fraction), 6),
+                "fallback_level": self.threshold}
+        return replace(self, threshold=round(level, 6), rule=None,
+                       notes={**self.notes, "level_from": note})
 
     def rethreshold(self, threshold: float, min_size: int | None = None) -> Postprocessing:
         """The same recipe at another threshold (the slider): ``replace(self, threshold=...)``.
@@ -449,7 +498,10 @@ class Postprocessing:
             The new smallest piece kept; None keeps the recipe's.
         """
         level = _check_level(threshold, "threshold")
-        changes: dict[str, Any] = {"threshold": level}
+        # the user's level: no rule, and no note saying the rule chose it
+        changes: dict[str, Any] = {"threshold": level, "rule": None,
+                                   "notes": {k: v for k, v in self.notes.items()
+                                             if k != "level_from"}}
         if self.method == "hysteresis" and self.high is not None and level > self.high:
             changes["high"] = level
         if min_size is not None:
@@ -460,6 +512,11 @@ class Postprocessing:
         """A short text, e.g. ``"hysteresis 0.45/0.95, min 64, fill"`` (for tables)."""
         if self.method == "hysteresis":
             text = f"hysteresis {self.threshold}/{self.high}"
+        elif self.rule is not None:
+            text = "threshold from the vessel fraction (card's level rule)"
+        elif "level_from" in self.notes:
+            fraction = self.notes["level_from"].get("fraction")
+            text = f"threshold {self.threshold:.3g} (level rule, {100 * fraction:.1f} % above 0.5)"
         else:
             text = f"threshold {self.threshold:.3g}"
         if self.min_size:
@@ -486,6 +543,8 @@ class Postprocessing:
         InputError
             A bad array, or a connectivity above its number of axes.
         """
+        if self.rule is not None:  # the level of this map, read from the whole map
+            return self.resolve(_check_array(prob, "probability map")).apply(prob)
         if self.method == "hysteresis":
             labels = hysteresis(prob, self.threshold, self.high, connectivity=self.connectivity)
         else:

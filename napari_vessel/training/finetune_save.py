@@ -174,6 +174,8 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
         or (parent_card.preprocessing if parent_card else None),
         intensity_profile=base.intensity_profile, patch_size_zyx=list(base.patch_size_zyx),
         threshold=parent_card.threshold if parent_card else None,
+        # the parent's recipe, level rule included: the child keeps its parent's calibration
+        postprocessing=dict(base.postprocessing) if base.postprocessing else None,
         extra={"finetuned_on": summary["volume"]},
     )
     manifest = {"model": name, **summary, "losses": [round(v, 6) for v in result.losses],
@@ -276,5 +278,6 @@ def segment_finetuned(volume: Any, name: str, weights: Any = None, *, device: An
         base = registry.get(card.parent)
         spec = replace(base, name=name, weights=Path(weights), card=card, source="user",
                        kind=card.kind or base.kind,
-                       postprocessing=card.postprocessing or base.postprocessing)
+                       postprocessing=card.postprocessing
+                       or registry.inherited_postprocessing(base.postprocessing))
     return segment(volume, spec, device=device, progress=progress, cancel=cancel)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,6 +140,9 @@ class TrainResult:
     threshold: float
     train_f1: dict[str, float]
     probs: dict[str, np.ndarray] = field(default_factory=dict)
+    #: A :class:`~napari_vessel.postprocess.level.LevelRule` fitted on the training volumes
+    #: (``napari-vessel train --level-rule``), or None.
+    level_rule: Any = None
 
 
 # -- losses -----------------------------------------------------------------------------------

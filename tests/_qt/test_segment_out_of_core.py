@@ -169,6 +169,36 @@ def test_over_budget_writes_ome_zarr_and_adds_lazy_layers_equal_to_in_memory(doc
     np.testing.assert_array_equal(np.asarray(memory.labels_layer.data), mem_labels)
 
 
+def test_out_of_core_with_a_level_rule_sets_the_slider_to_the_level_used(dock, qtbot):
+    import dataclasses
+
+    rule = {"intercept": 0.9, "slope": -1.0, "fraction_range": [0.0, 1.0],
+            "level_range": [0.0, 1.0]}
+    recipe = {"method": "threshold", "level": 0.99, "min_size": 0, "level_rule": rule}
+    registry.register(dataclasses.replace(registry.get("toy-net"), name="toy-net-rule",
+                                          postprocessing=recipe), replace_existing=True)
+    try:
+        widget = dock.widget
+        widget.models.refresh_button.clicked.emit()
+        widget.models.model_combo.value = "toy-net-rule"
+        _out_of_core(dock)
+        _run(dock, qtbot)
+        lazy = widget.lazy
+        used = lazy.manifest.parameters
+        prob = np.asarray(lazy.prob_layer.data[0])
+        fraction = float(np.mean(prob > 0.5))  # over the whole store
+        assert used.postprocessing["level_from"]["fraction"] == pytest.approx(fraction, abs=1e-6)
+        assert used.threshold == pytest.approx(0.9 - fraction, abs=1e-5)
+        assert widget.threshold.value == used.threshold
+        assert lazy.labels_layer.metadata["threshold"] == used.threshold
+        labels = np.asarray(lazy.labels_layer.data[0])
+        np.testing.assert_array_equal(labels, prob > used.threshold)
+        assert not np.array_equal(labels, prob > 0.99)  # not the card's fallback level
+        assert "from the vessel fraction" in widget.progress_text.value
+    finally:
+        registry.unregister("toy-net-rule")
+
+
 def test_a_lazy_layer_goes_out_of_core_into_a_folder_next_to_its_file(dock, qtbot, tmp_path):
     path = save_volume(tmp_path / "brain.ome.zarr", _image(), SCALE)
     viewer, widget = dock.viewer, dock.widget

@@ -373,3 +373,47 @@ def test_a_failed_status_is_replaced_by_the_next_successful_run(setup, qtbot, mo
     _run_and_wait()
     assert widget.results.current is not None
     assert "failed" not in widget.progress_text.value and widget.progress_text.value
+
+
+def test_a_level_rule_sets_the_slider_to_the_level_it_chose(setup, qtbot):
+    """A card whose level follows the stack: after a preview and after a run the slider shows the
+    level used (not the card's fallback), an unmoved slider does not redraw, a moved one does."""
+    rule = {"intercept": 0.9, "slope": -1.0, "fraction_range": [0.0, 1.0],
+            "level_range": [0.0, 1.0]}
+    recipe = {"method": "threshold", "level": 0.7, "min_size": 0, "level_rule": rule}
+    registry.register(ModelSpec(name="test-rule", kind="classical", description="toy",
+                                predict=_stretch, postprocessing=recipe), replace_existing=True)
+    try:
+        widget, viewer = setup.widget, setup.viewer
+        widget.models.refresh()
+        widget.models.model_combo.value = "test-rule"
+        assert "threshold from the vessel fraction" in widget.paper_post.text
+        prob = _stretch(setup.image.data)
+        fraction = float(np.mean(prob > 0.5))
+        viewer.dims.set_point(0, TRANSLATE[0] + 3 * SCALE[0])
+        assert widget.preview() is not None, setup.messages
+        qtbot.waitUntil(lambda: widget.job is None, timeout=20000)
+        preview = widget.previews.current.manifest.parameters
+        assert widget.threshold.value == preview.threshold != 0.7
+        assert widget.previews.layer.metadata["threshold"] == preview.threshold
+        assert "from the vessel fraction" in widget.progress_text.value
+
+        output = _run(setup, qtbot)
+        used = output.manifest.parameters
+        assert used.threshold == pytest.approx(0.9 - fraction, abs=1e-6)
+        assert widget.threshold.value == used.threshold == output.threshold
+        assert abs(used.threshold - 0.7) > 0.1
+        assert used.postprocessing["level_from"]["fallback_level"] == 0.7
+        np.testing.assert_array_equal(output.labels_layer.data > 0, prob > used.threshold)
+        assert (f"level {used.threshold:.2f} from the vessel fraction ({100 * fraction:.1f} % "
+                "above 0.5)") in widget.progress_text.value
+        assert widget.apply_threshold() is None  # the slider was not moved: nothing to redraw
+        widget.threshold.value = 0.6
+        assert widget.apply_threshold() is output.labels_layer
+        np.testing.assert_array_equal(output.labels_layer.data > 0, prob > 0.6)
+        widget.paper_post.value = False  # the slider's level, no rule
+        output = _run(setup, qtbot)
+        assert output.manifest.parameters.threshold == widget.threshold.value == 0.6
+        assert "vessel fraction" not in widget.progress_text.value
+    finally:
+        registry.unregister("test-rule")
