@@ -128,7 +128,12 @@ def card_text(spec: ModelSpec) -> str:
     scores = format_scores(card.scores if card is not None else None)
     lines.append(f"scores: {'none in the card yet' if scores == '-' else scores}")
     source = "from the card" if card is not None and card.threshold is not None else "no card value"
-    lines.append(f"threshold: {card_threshold(spec):.3g} ({source})")
+    rule = (spec.postprocessing or {}).get("level_rule") if spec.postprocessing else None
+    if rule:
+        lines.append(f"threshold: follows the vessel fraction f (level {rule['intercept']:.3g} "
+                     f"{rule['slope']:+.3g} × f); {card_threshold(spec):.3g} without the rule")
+    else:
+        lines.append(f"threshold: {card_threshold(spec):.3g} ({source})")
     if spec.is_network:
         lines.append("patch: " + " × ".join(str(p) for p in spec.patch_size_zyx))
     steps = (spec.preprocessing or {}).get("steps") or []

@@ -45,9 +45,13 @@ def level_text(manifest: RunManifest, prefix: str = "") -> str:
     note = (manifest.parameters.postprocessing or {}).get("level_from")
     if not isinstance(note, dict):
         return ""
-    probe = (note.get("rule") or {}).get("probe", 0.5)
+    rule = note.get("rule") or {}
+    fraction = float(note["fraction"])
+    low, high = rule.get("fraction_range", (fraction, fraction))
+    held = ("; held at the fitted range's end" if fraction < float(low) or fraction > float(high)
+            else "")
     return (f"{prefix}level {float(manifest.parameters.threshold):.2f} from the vessel fraction "
-            f"({100 * float(note['fraction']):.1f} % above {float(probe):g})")
+            f"({100 * fraction:.1f} % above {float(rule.get('probe', 0.5)):g}{held})")
 
 
 @dataclass(frozen=True)

@@ -417,3 +417,29 @@ def test_a_level_rule_sets_the_slider_to_the_level_it_chose(setup, qtbot):
         assert "vessel fraction" not in widget.progress_text.value
     finally:
         registry.unregister("test-rule")
+
+
+def test_the_card_box_says_when_the_threshold_follows_the_vessel_fraction():
+    from napari_vessel._qt.segment_models import card_text
+    from napari_vessel.models import registry
+
+    spec = registry.get("tvnet")
+    rule = spec.postprocessing["level_rule"]
+    text = card_text(spec)
+    assert "follows the vessel fraction" in text and f"{rule['slope']:+.3g}" in text
+    assert "(from the card)" not in text
+
+
+def test_the_level_line_says_when_the_fraction_was_held_at_the_fitted_range():
+    from napari_vessel._qt.segment_results import level_text
+
+    def manifest(fraction):
+        note = {"fraction": fraction, "rule": {"probe": 0.5, "fraction_range": [0.05, 0.3]}}
+        return SimpleNamespace(parameters=SimpleNamespace(
+            threshold=0.6, postprocessing={"level_from": note}))
+
+    assert level_text(manifest(0.1)) == "level 0.60 from the vessel fraction (10.0 % above 0.5)"
+    assert "held at the fitted range" in level_text(manifest(0.01))
+    assert "held at the fitted range" in level_text(manifest(0.5))
+    assert level_text(SimpleNamespace(parameters=SimpleNamespace(
+        threshold=0.5, postprocessing={}))) == ""
