@@ -338,7 +338,9 @@ def run_volume(name: str, volume, ref: np.ndarray, start: str, how: str, args: a
                            extra={"benchmark": "bench_interactive", "round": rnd})
             current = child
         prob = probability(result.model, spec, image)
-        pred, level = card_labels(spec, prob)
+        # the labels the user gets from the current model: its own card's recipe (a child
+        # keeps the level its parent's rule chose for this volume)
+        pred, level = card_labels(registry.get(current), prob)
         t3 = time.monotonic()
         user = pred.copy()
         user[touched] = ref[touched]

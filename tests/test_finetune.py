@@ -474,3 +474,39 @@ def test_a_confident_model_is_kept_as_it_is(tiny_models):
     assert adapted.steps == 4 and adapted.parent_uncertainty is None
     with pytest.raises(InputError, match="bits"):
         cfg(min_uncertainty=1.5)
+
+
+def test_a_level_rule_parent_fine_tunes_and_saves_at_the_level_it_chose(tiny_models, user_models):
+    from dataclasses import replace
+
+    from napari_vessel.inference.run import segment
+    from napari_vessel.postprocess.labels import Postprocessing
+
+    rule = {"intercept": 0.9, "slope": -1.0, "fraction_range": [0.0, 1.0],
+            "level_range": [0.05, 0.95]}
+    base = tiny_models["ft-tiny-tvnet"]
+    registry.register(replace(base, name="ft-tiny-ruled", postprocessing={
+        "method": "threshold", "level": 0.5, "level_rule": rule}), replace_existing=True)
+    try:
+        image, _ = bars()
+        prob, own, manifest = segment(image, "ft-tiny-ruled")
+        level = manifest.parameters.threshold
+        from napari_vessel.postprocess.level import LevelRule
+
+        expected = LevelRule.from_dict(rule).level_for(float((prob > 0.5).mean()))
+        assert level == pytest.approx(expected, abs=1e-6)
+        assert abs(level - 0.5) > 0.01  # the rule moved it from the fallback
+        corrected = own.copy()
+        corrected[3, 10:12, 4:9] ^= 1
+        result = finetune("ft-tiny-ruled", image, labels=corrected,
+                          config=cfg(mode="supervised", max_steps=2))
+        # the parent's labels at the rule's level are what the user edited: 10 voxels differ
+        assert result.level == pytest.approx(level, abs=1e-6) and result.edited_voxels == 10
+        assert result.summary()["level"] == result.level
+        save_finetuned(result, "ruled-child", parent="ft-tiny-ruled")
+        child = registry.get("ruled-child")
+        assert child.card.threshold == pytest.approx(level, abs=1e-6)
+        assert child.postprocessing is None  # a fixed level, the rule is not re-applied
+        assert Postprocessing.for_model(child).rule is None
+    finally:
+        registry.unregister("ft-tiny-ruled")

@@ -195,12 +195,22 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
         image, info["preprocessing"] = prepare_image(spec, vol, progress=scaled(progress, 0, .03),
                                                      cancel=cancel)
         threshold = cfg.threshold if cfg.threshold is not None else spec.threshold
+        recipe = Postprocessing.for_model(spec, cfg.threshold)
+        prob = None
+        if recipe.rule is not None or (cfg.mode == "supervised" and mask is None) \
+                or (cfg.mode == "unsupervised" and cfg.min_uncertainty > 0):
+            prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
+                           device=device, progress=scaled(progress, .03, .1), cancel=cancel)
+        if recipe.rule is not None:
+            # the level the parent's card chose for this volume: the run works (guard, leash,
+            # previews) and the child is saved at it, so the child's labels are not re-levelled
+            recipe = recipe.resolve(prob)
+            threshold = recipe.threshold
+        info["level"] = float(threshold)
         if cfg.mode == "supervised":
             if mask is None:
-                prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
-                               device=device, progress=scaled(progress, .03, .1), cancel=cancel)
                 # what the user started from: the model's own labels, made as segment makes them
-                original = Postprocessing.for_model(spec, cfg.threshold).apply(prob)
+                original = recipe.apply(prob)
                 mask = edited_mask_from(target, original, checked_slices=checked_slices)
             info["edited_voxels"] = int(mask.sum())
             if not mask.any():
@@ -208,8 +218,6 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                                  "own segmentation; paint or erase some vessels, or mark slices "
                                  "as checked, then fine-tune again")
         elif cfg.min_uncertainty > 0:
-            prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx,
-                           device=device, progress=scaled(progress, .03, .1), cancel=cancel)
             info["parent_uncertainty"] = uncertainty = mean_binary_entropy(prob)
             if uncertainty < cfg.min_uncertainty:
                 message = (f"{spec.name} is already confident on this volume (mean entropy "

@@ -340,6 +340,10 @@ class FinetuneResult:
         True when the run did not adapt for a reason it states (nothing to adapt to, the guard).
     sample : str or None
         How the volume was sampled when it was too large to adapt on whole.
+    level : float or None
+        The threshold the run worked at: ``config.threshold``, else the level the parent's card
+        gives this volume (its level rule resolved on the parent's map), else the card's
+        threshold. A saved child keeps it as its own threshold.
     """
 
     model: torch.nn.Module
@@ -363,6 +367,7 @@ class FinetuneResult:
     drift: tuple = ()
     declined: bool = False
     sample: str | None = None
+    level: float | None = None
 
     def summary(self) -> dict:
         """JSON-ready record of the run (no weights): for cards and manifests."""
@@ -375,5 +380,6 @@ class FinetuneResult:
                 "edited_voxels": self.edited_voxels,
                 "parent_uncertainty": self.parent_uncertainty, "declined": self.declined,
                 "drift": [list(d) for d in self.drift], "sample": self.sample,
+                "level": self.level,
                 "config": self.config.to_dict(),
                 "volume": self.volume, "preprocessing": self.preprocessing}

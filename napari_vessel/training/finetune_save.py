@@ -173,9 +173,11 @@ def save_finetuned(result: Any, name: str, *, parent: str | None = None,
         scores={}, preprocessing=base.preprocessing
         or (parent_card.preprocessing if parent_card else None),
         intensity_profile=base.intensity_profile, patch_size_zyx=list(base.patch_size_zyx),
-        threshold=parent_card.threshold if parent_card else None,
-        # the parent's recipe, level rule included: the child keeps its parent's calibration
-        postprocessing=dict(base.postprocessing) if base.postprocessing else None,
+        # the level the run worked at (a parent's level rule resolved on this volume): the
+        # child is calibrated there; a paper's hysteresis recipe passes on, a level rule not
+        threshold=(round(result.level, 6) if result.level is not None
+                   else parent_card.threshold if parent_card else None),
+        postprocessing=registry.inherited_postprocessing(base.postprocessing),
         extra={"finetuned_on": summary["volume"]},
     )
     manifest = {"model": name, **summary, "losses": [round(v, 6) for v in result.losses],
