@@ -132,9 +132,10 @@ and misses "never harms" on real volumes (worst -0.016, resampled -0.033).
 """
 
 
-def scores(prob: np.ndarray, ref: np.ndarray, spec) -> dict:
-    """Scores of the card's labels of ``prob`` (its post-processing, level rule resolved)."""
-    pred, level = card_labels(spec, prob)
+def scores(prob: np.ndarray, ref: np.ndarray, spec, level: float | None = None) -> dict:
+    """Scores of the card's labels of ``prob`` (its post-processing, level rule resolved; an
+    adapted model's map at the level its run worked at, as the plugin saves it)."""
+    pred, level = card_labels(spec, prob, level)
     tp = float(np.count_nonzero(pred & ref))
     return {"f1": dice(pred, ref), "ap": average_precision(prob, ref), "cldice": cldice(pred, ref),
             "precision": tp / max(1, np.count_nonzero(pred)),
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
                 result = finetune(args.model, volume, config=config)
                 seconds = time.monotonic() - t0
                 after = before if result.kept_parent else scores(
-                    probability(result.model, spec, image), ref, spec)
+                    probability(result.model, spec, image), ref, spec, result.level)
                 row = {"volume": name, "method": method, "seed": seed, "before": before,
                        "after": after, "seconds": seconds, "steps": result.steps,
                        "kept_parent": result.kept_parent, "declined": result.declined,

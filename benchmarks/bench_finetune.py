@@ -107,20 +107,26 @@ PHANTOMS = (
 )
 
 
-def card_labels(spec, prob: np.ndarray) -> tuple[np.ndarray, float]:
+def card_labels(spec, prob: np.ndarray, level: float | None = None) -> tuple[np.ndarray, float]:
     """The vessel mask the card gives ``prob`` and the level used.
 
     The card's post-processing (:meth:`Postprocessing.for_model`, the plugin's road when the
-    user gives no threshold), its level rule resolved for this map.
+    user gives no threshold), its level rule resolved for this map. ``level``: the map is a
+    fine-tune's of this card's model, which the plugin saves at the level its run worked at
+    (``FinetuneResult.level``) instead of re-levelling it by the rule.
     """
-    recipe = Postprocessing.for_model(spec).resolve(prob)
+    recipe = Postprocessing.for_model(spec)
+    if recipe.rule is not None and level is not None:
+        recipe = recipe.rethreshold(level)
+    recipe = recipe.resolve(prob)
     return recipe.apply(prob) > 0, recipe.threshold
 
 
-def scores(prob: np.ndarray, ref: np.ndarray, spec, keep=None) -> dict:
+def scores(prob: np.ndarray, ref: np.ndarray, spec, keep=None, level: float | None = None
+           ) -> dict:
     """F1 (= Dice), AP and clDice of the card's labels of ``prob`` (:func:`card_labels`, from
-    the whole map) and the level used; ``keep`` selects slices."""
-    pred, level = card_labels(spec, prob)
+    the whole map; ``level``: a fine-tune's level) and the level used; ``keep`` selects slices."""
+    pred, level = card_labels(spec, prob, level)
     if keep is not None:
         prob, ref, pred = prob[keep], ref[keep], pred[keep]
     return {"f1": dice(pred, ref), "ap": average_precision(prob, ref), "cldice": cldice(pred, ref),
@@ -209,7 +215,8 @@ def run_case(name: str, volume: Volume, ref: np.ndarray, model_name: str, weight
             minutes=minutes, min_uncertainty=gate, **common))
         if key == "unsup":
             row["uncertainty"] = result.parent_uncertainty
-        row[key] = scores(probability(result.model, spec, image), ref, spec)
+        row[key] = scores(probability(result.model, spec, image), ref, spec,
+                          level=result.level)
         row[f"{key}_run"] = {"s": result.seconds, "steps": result.steps,
                              "kept_parent": result.kept_parent, "message": result.message}
         print(f"  unsupervised ({key}): {result.steps} steps, {result.seconds:.0f} s, "
@@ -226,8 +233,8 @@ def run_case(name: str, volume: Volume, ref: np.ndarray, model_name: str, weight
                       config=FinetuneConfig(mode="supervised", minutes=args.sup_minutes,
                                             **common))
     prob_sup = probability(result.model, spec, image)
-    row["sup"] = scores(prob_sup, ref, spec)
-    row["sup_others"] = scores(prob_sup, ref, spec, others)
+    row["sup"] = scores(prob_sup, ref, spec, level=result.level)
+    row["sup_others"] = scores(prob_sup, ref, spec, others, level=result.level)
     row["sup_run"] = {"s": result.seconds, "steps": result.steps,
                       "kept_parent": result.kept_parent, "message": result.message}
     print(f"  supervised: {result.steps} steps, {result.seconds:.0f} s, {result.message}",
