@@ -80,17 +80,6 @@ def _check_blocks(block_shape: Any, shape: tuple, patch: Any, overlap: float, mu
     return block
 
 
-def _set_threshold(store: Path, level: float) -> None:
-    """Record ``level`` as the ``threshold`` of a store made by
-    :func:`~napari_vessel.io.zarr.create_zarr` (its ``napari_vessel.metadata`` attribute)."""
-    import zarr
-
-    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
-    own = dict(group.attrs.get("napari_vessel", {}))
-    own["metadata"] = {**own.get("metadata", {}), "threshold": level}
-    group.attrs["napari_vessel"] = own
-
-
 def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = None, *,
                     name: str | None = None, threshold: float | None = None,
                     preprocess: bool = True, min_size: int = 0, spacing_zyx: Any = None,
@@ -166,7 +155,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
     from napari_vessel.io.outputs import check_writable, output_paths, publish_set, write_json
     from napari_vessel.io.pyramid import SMALLEST, plan_levels, write_pyramid
     from napari_vessel.io.volume import as_volume, check_volume_array
-    from napari_vessel.io.zarr import create_zarr, mark_complete
+    from napari_vessel.io.zarr import create_zarr, mark_complete, update_metadata
     from napari_vessel.postprocess.labels import Postprocessing
     from napari_vessel.postprocess.level import fraction_above
 
@@ -259,7 +248,7 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
                 progress(0.85, "vessel fraction")
                 used = recipe.resolve(fraction=fraction_above(prob, recipe.rule.probe))
                 for role in ("prob", "labels"):  # the stores say the level actually used
-                    _set_threshold(tmp[role], used.threshold)
+                    update_metadata(tmp[role], threshold=used.threshold)
             steps = postprocess_blocks(prob, labels, used, block=post_block,
                                        scratch=scratch / "labels",
                                        progress=scaled(progress, 0.85, 0.95), cancel=cancel)

@@ -20,7 +20,7 @@ import numpy as np
 from napari_vessel.errors import InputError
 from napari_vessel.io.common import ChunkReader, Header, atomic_path, region, to_micrometres
 
-__all__ = ["is_zarr", "read_zarr_header", "write_zarr", "create_zarr", "mark_complete",
+__all__ = ["is_zarr", "read_zarr_header", "write_zarr", "create_zarr", "mark_complete", "update_metadata",
            "level_scale", "CHUNKS"]
 
 #: Chunk shape (z, y, x) of written arrays: a few MB each, so dask and viewers stream them well.
@@ -315,6 +315,18 @@ def create_zarr(path: Path, shape: tuple[int, ...], dtype: Any,
         attrs["image-label"] = {"version": "0.4", **(image_label or {})}
     group.attrs.update(attrs)
     return array
+
+
+def update_metadata(store: Path, **values: Any) -> None:
+    """Change entries of the ``metadata`` that :func:`create_zarr` recorded in a store (e.g. the
+    threshold a level rule chose once the whole probability map was known)."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
+    own = dict(group.attrs.get("napari_vessel", {}))
+    own["metadata"] = {**own.get("metadata", {}),
+                       **json.loads(json.dumps(values, default=str))}
+    group.attrs["napari_vessel"] = own
 
 
 def mark_complete(array: Any) -> None:
