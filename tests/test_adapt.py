@@ -289,3 +289,37 @@ def test_the_kept_state_reports_its_own_drift_not_the_crossing():
     text = FinetuneLoop._kept_message(loop, 30, None, None)
     assert "kept step 20 of 30" in text and "vessel fraction +12 %" in text
     assert "+26 %" not in text
+
+
+def test_volume_guard_measures_the_whole_volume_as_segmentation_does(bar_model):
+    from skimage.morphology import skeletonize
+
+    from napari_vessel.inference.run import predict
+    from napari_vessel.training.adapt import VolumeGuard
+    from napari_vessel.training.finetune_loss import ProbabilityNet
+
+    model, spec = registry.load_model("ad-tiny", "cpu")
+    image = bars(shape=(8, 48, 48)).astype(np.float32) / 255
+    guard = VolumeGuard(model, spec, image, 0.5, 0.25, torch.device("cpu"))
+    labels = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx) > 0.5
+    assert guard.vessel0 == int(labels.sum()) > 0  # an independent sliding-window run
+    assert guard.skeleton0 == int(skeletonize(labels).sum())
+    with torch.no_grad():
+        model.head.bias.add_(-50.0)
+    assert guard.measure(model).fraction == -1.0
+
+
+def test_an_adapted_state_that_moves_the_whole_volume_is_declined(bar_model, monkeypatch):
+    from napari_vessel.training import adapt
+
+    monkeypatch.setattr(adapt.VolumeGuard, "measure",  # the probes saw nothing, the volume does
+                        lambda self, model: adapt.Drift(0.85, 0.1))
+    for method in ("tent", "adabn"):
+        result = finetune("ad-tiny", bars(), config=cfg(method=method))
+        assert result.kept_parent and result.declined, result.message
+        assert same_state(result.state_dict, parent_state())
+        assert "vessel fraction +85 %" in result.message
+        if method == "tent":
+            assert "on the whole volume" in result.message
+    unguarded = finetune("ad-tiny", bars(), config=cfg(method="tent", max_drift=None))
+    assert not unguarded.kept_parent  # no guard asked for: no whole-volume check either

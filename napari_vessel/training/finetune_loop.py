@@ -27,6 +27,7 @@ from napari_vessel.training.adapt import (
     EntropyLoss,
     Leash,
     SelfTrainingLoss,
+    VolumeGuard,
     batchnorm_statistics,
     blend_batchnorm,
     reestimate_batchnorm,
@@ -82,6 +83,7 @@ class FinetuneLoop:
         patch = fit_patch_size(cfg.patch_size_zyx, image.shape, spec.input_multiple_zyx)
         self.sampler = PatchSampler(image, patch, target=target, mask=mask)
         self.patch, self.spacing_zyx, self.prepare = patch, spacing_zyx, prepare
+        self.volume_guard: VolumeGuard | None = None  # set by run() for unsupervised runs
         self.synthetic: SyntheticBatches | None = None
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -202,8 +204,12 @@ class FinetuneLoop:
                 f"patches of this volume at its threshold {self.threshold:g}, so there is "
                 "nothing to adapt to; check the channel, or segment to see the whole volume"),
                 info, declined=True)
+        # unsupervised: the guard's last word is on the whole volume, as segmentation sees it
+        self.volume_guard = VolumeGuard(model, self.spec, self.image, self.threshold,
+                                        cfg.max_drift, self.device) \
+            if self.unsupervised and guard is not None else None
         if self.method == "adabn":
-            return self._adabn(initial, info, guard)
+            return self._adabn(initial, info, self.volume_guard)
         if self.method == "synthetic":
             try:
                 self._make_synthetic()
@@ -297,9 +303,18 @@ class FinetuneLoop:
             message += "the parent's weights are kept"
         else:
             message += self._kept_message(step, probe_parent, probe_final)
+        declined = self.unsupervised and kept and step > 0 and probe_parent is None
+        if not kept and self.volume_guard is not None:
+            model.load_state_dict(best_state)
+            drift = self.volume_guard.measure(model)
+            self.drift.append((self.best_step, drift.fraction, drift.skeleton))
+            if not self.volume_guard.within(drift):
+                best_state, self.best_step, kept, declined = initial, 0, True, True
+                message = (f"declined: on the whole volume the adapted model moves the "
+                           f"{drift.describe()} from the parent's, beyond the {limit} guard "
+                           f"(the training patches: {message}); the parent's weights are kept")
         if stopped:
             message = "stopped by the user; " + message
-        declined = self.unsupervised and kept and step > 0 and probe_parent is None
         return self._result(initial if kept else best_state, step, stopped, kept, message, info,
                             probe_parent, probe_final if step else None, declined)
 
