@@ -503,6 +503,10 @@ def test_a_level_rule_parent_fine_tunes_and_saves_at_the_level_it_chose(tiny_mod
         # the parent's labels at the rule's level are what the user edited: 10 voxels differ
         assert result.level == pytest.approx(level, abs=1e-6) and result.edited_voxels == 10
         assert result.summary()["level"] == result.level
+        from napari_vessel.training.finetune import segment_result
+
+        child_prob, child_labels = segment_result(result, image)  # as the saved child labels
+        np.testing.assert_array_equal(child_labels, child_prob > result.level)
         save_finetuned(result, "ruled-child", parent="ft-tiny-ruled")
         child = registry.get("ruled-child")
         assert child.card.threshold == pytest.approx(level, abs=1e-6)

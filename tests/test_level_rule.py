@@ -55,8 +55,23 @@ def test_rule_json_round_trip_and_fraction_of_lazy_arrays():
     prob = np.random.default_rng(0).random((9, 20, 20)).astype(np.float32)
     expected = float((prob > 0.5).mean())
     assert fraction_above(prob) == pytest.approx(expected)
-    assert fraction_above(da.from_array(prob, chunks=(2, 20, 20)), block=4) == pytest.approx(
-        expected)
+    assert fraction_above(da.from_array(prob, chunks=(2, 7, 20))) == pytest.approx(expected)
+    zarr = pytest.importorskip("zarr")
+    store = zarr.create_array(store={}, shape=prob.shape, chunks=(4, 8, 8), dtype="f4")
+    store[:] = prob
+    assert fraction_above(store) == pytest.approx(expected)
+    bad = prob.copy()
+    bad[3, 4, 5] = np.nan
+    for array in (bad, da.from_array(bad, chunks=(2, 20, 20))):
+        with pytest.raises(InputError, match="NaN"):
+            fraction_above(array)
+    from napari_vessel.errors import Cancelled
+    from napari_vessel.progress import CancelToken
+
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        fraction_above(store, cancel=token)
 
 
 def test_postprocessing_resolves_the_rule_on_the_map_and_records_how():

@@ -82,6 +82,10 @@ def test_level_rule_needs_four_volumes_and_a_plain_threshold(tmp_path, monkeypat
     with pytest.raises(InputError, match="at least 4"):
         _run(["--data", str(tmp_path / "data"), "--widths", "2,4,4,4", "--quiet", "--out",
               str(tmp_path / "o"), "--level-rule"], monkeypatch)
+    _data(tmp_path / "four", 4)
+    with pytest.raises(InputError, match="threshold-crop"):
+        _run(["--data", str(tmp_path / "four"), "--widths", "2,4,4,4", "--quiet", "--out",
+              str(tmp_path / "o"), "--level-rule", "--threshold-crop", "8"], monkeypatch)
     with pytest.raises(InputError, match="needs --data"):
         _run(["--synthetic", "1", "--widths", "2,4,4,4", "--quiet", "--out", str(tmp_path / "o"),
               "--level-rule"], monkeypatch)

@@ -50,8 +50,9 @@ def level_text(manifest: RunManifest, prefix: str = "") -> str:
     low, high = rule.get("fraction_range", (fraction, fraction))
     held = ("; held at the fitted range's end" if fraction < float(low) or fraction > float(high)
             else "")
-    return (f"{prefix}level {float(manifest.parameters.threshold):.2f} from the vessel fraction "
-            f"({100 * fraction:.1f} % above {float(rule.get('probe', 0.5)):g}{held})")
+    whose = "this slab's" if getattr(manifest, "preview", None) is not None else "the"
+    return (f"{prefix}level {float(manifest.parameters.threshold):.2f} from {whose} vessel "
+            f"fraction ({100 * fraction:.1f} % above {float(rule.get('probe', 0.5)):g}{held})")
 
 
 @dataclass(frozen=True)

@@ -437,6 +437,9 @@ def _check_args(args: argparse.Namespace, spec) -> None:
     if args.members and (args.loo or args.leave_out):
         raise InputError("--members composes trained cascades: leave-one-out needs the "
                          "members' folds (benchmarks/zoo_loo.py --compose)")
+    if args.level_rule and args.threshold_crop:
+        raise InputError("--level-rule reads each volume's whole map; it cannot go with "
+                         "--threshold-crop, which chooses the level on central crops")
     if args.level_rule and (not args.data or args.members
                             or (spec.postprocessing or {}).get("method") == "hysteresis"):
         raise InputError("--level-rule fits a plain threshold's level on labelled volumes: it "

@@ -246,7 +246,8 @@ def segment_to_zarr(volume: Any, out_dir: str | os.PathLike, model_name: Any = N
             used = recipe
             if recipe.rule is not None:  # the card's level rule reads the whole map's fraction
                 progress(0.85, "vessel fraction")
-                used = recipe.resolve(fraction=fraction_above(prob, recipe.rule.probe))
+                used = recipe.resolve(fraction=fraction_above(prob, recipe.rule.probe,
+                                                             cancel=cancel))
                 for role in ("prob", "labels"):  # the stores say the level actually used
                     update_metadata(tmp[role], threshold=used.threshold)
             steps = postprocess_blocks(prob, labels, used, block=post_block,

@@ -432,7 +432,7 @@ def _recipe(spec: Any, threshold: float | None, min_size: int, postprocessing: A
                          f"{type(postprocessing).__name__}")
     if threshold is not None or min_size:
         raise InputError("give either postprocessing or threshold/min_size, not both; "
-                         "e.g. dataclasses.replace(postprocessing, threshold=0.4)")
+                         "e.g. postprocessing.rethreshold(0.4)")
     return postprocessing
 
 

@@ -514,9 +514,13 @@ class Postprocessing:
             text = f"hysteresis {self.threshold}/{self.high}"
         elif self.rule is not None:
             text = "threshold from the vessel fraction (card's level rule)"
-        elif "level_from" in self.notes:
-            fraction = self.notes["level_from"].get("fraction")
-            text = f"threshold {self.threshold:.3g} (level rule, {100 * fraction:.1f} % above 0.5)"
+        elif isinstance(self.notes.get("level_from"), Mapping):
+            note = self.notes["level_from"]
+            probe = (note.get("rule") or {}).get("probe", 0.5)
+            fraction = note.get("fraction")
+            read = f", {100 * float(fraction):.1f} % above {float(probe):g}" \
+                if isinstance(fraction, int | float) else ""
+            text = f"threshold {self.threshold:.3g} (level rule{read})"
         else:
             text = f"threshold {self.threshold:.3g}"
         if self.min_size:

@@ -22,6 +22,7 @@ given by the user always wins.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,24 +56,49 @@ def _pair(value: Any, name: str, low: float, high: float) -> tuple[float, float]
     return (a, b)
 
 
-def fraction_above(prob: Any, probe: float = 0.5, *, block: int = 16) -> float:
-    """Fraction of the voxels of ``prob`` above ``probe``, read ``block`` slices at a time.
+def _steps(length: int, chunk: int, most: int) -> list[tuple[int, int]]:
+    step = max(chunk, (max(most, chunk) // chunk) * chunk)  # whole chunks, at most ``most``
+    return [(start, min(start + step, length)) for start in range(0, length, step)]
 
-    Works on NumPy, Zarr and dask arrays (lazy arrays are never loaded whole).
+
+def fraction_above(prob: Any, probe: float = 0.5, *, cancel: Any = None) -> float:
+    """Fraction of the voxels of ``prob`` above ``probe``.
+
+    NumPy arrays are counted at once; Zarr and dask arrays block by block along their own
+    chunks (about 64 M voxels at a time), so a map larger than memory is never loaded whole.
+    ``cancel`` (a :class:`~napari_vessel.progress.CancelToken`) is checked between blocks.
+
+    Raises
+    ------
+    InputError
+        An empty map, or one with NaN values.
     """
     shape = tuple(int(s) for s in prob.shape)
     total = int(np.prod(shape))
     if total == 0:
         raise InputError("the probability map is empty; there is no vessel fraction to read")
-    if isinstance(prob, np.ndarray):
-        return float(np.count_nonzero(prob > probe)) / total
-    count = 0
-    for start in range(0, shape[0], block):
-        part = np.asarray(prob[start:start + block])
+
+    def count(part: np.ndarray) -> int:
         if np.issubdtype(part.dtype, np.floating) and np.isnan(part).any():
-            raise InputError("the probability map contains NaN values")
-        count += int(np.count_nonzero(part > probe))
-    return count / total
+            raise InputError("the probability map contains NaN values; replace them (e.g. "
+                             "np.nan_to_num) first")
+        return int(np.count_nonzero(part > probe))
+
+    if isinstance(prob, np.ndarray):
+        return count(prob) / total
+    chunks = getattr(prob, "chunksize", None) or getattr(prob, "chunks", None)
+    if not chunks or not all(isinstance(c, int | np.integer) for c in chunks):
+        chunks = (1,) * len(shape)
+    chunks = tuple(int(c) for c in chunks)
+    plane = int(np.prod(shape[1:]))
+    spans = [_steps(shape[0], chunks[0], max(1, (64 << 20) // max(plane, 1)))]
+    spans += [_steps(n, c, 4096) for n, c in zip(shape[1:], chunks[1:], strict=True)]
+    counted = 0
+    for box in itertools.product(*spans):
+        if cancel is not None:
+            cancel.check()
+        counted += count(np.asarray(prob[tuple(slice(a, b) for a, b in box)]))
+    return counted / total
 
 
 @dataclass(frozen=True)

@@ -326,11 +326,13 @@ class VolumeGuard(DriftGuard):
     threshold, limit : float
         As for :class:`DriftGuard`.
     device : torch.device
+    cancel : CancelToken, optional
+        Checked between the sliding window's batches (Stop during a check gives the parent).
     """
 
     def __init__(self, parent: nn.Module, spec: Any, image: np.ndarray, threshold: float,
-                 limit: float, device: Any) -> None:
-        self.spec, self.image, self.device = spec, image, device
+                 limit: float, device: Any, cancel: Any = None) -> None:
+        self.spec, self.image, self.device, self.cancel = spec, image, device, cancel
         self.threshold, self.limit = threshold, limit
         self.vessel0, self.skeleton0 = self._measure(parent)
 
@@ -343,7 +345,8 @@ class VolumeGuard(DriftGuard):
         model.eval()
         try:
             prob = predict(ProbabilityNet(model, self.spec), self.image,
-                           patch_size=self.spec.patch_size_zyx, device=self.device)
+                           patch_size=self.spec.patch_size_zyx, device=self.device,
+                           cancel=self.cancel)
         finally:
             model.train(was_training)
         labels = np.asarray(prob) > self.threshold

@@ -260,8 +260,9 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     result : FinetuneResult
     volume : Volume or array_like, shape (Z, Y, X)
     threshold : float, optional
-        A plain threshold; default the parent card's post-processing (e.g. a cascade's
-        hysteresis), else its threshold, else 0.5
+        A plain threshold; default the level the run worked at when the parent's card has a
+        level rule (the saved model keeps it), else the parent card's post-processing (e.g. a
+        cascade's hysteresis), else its threshold, else 0.5
         (:meth:`~napari_vessel.postprocess.labels.Postprocessing.for_model`).
 
     Returns
@@ -278,7 +279,10 @@ def segment_result(result: FinetuneResult, volume: Volume | Any, *, threshold: f
     prob = predict(ProbabilityNet(result.model, spec), image, patch_size=spec.patch_size_zyx,
                    device=next(result.model.parameters()).device, progress=progress,
                    cancel=cancel)
-    return prob, Postprocessing.for_model(spec, threshold).apply(prob)
+    recipe = Postprocessing.for_model(spec, threshold)
+    if recipe.rule is not None and result.level is not None:  # as the saved child labels it
+        recipe = recipe.rethreshold(result.level)
+    return prob, recipe.apply(prob)
 
 
 def save_finetuned(result: FinetuneResult, name: str, *, parent: str | None = None,

@@ -114,7 +114,7 @@ class FinetuneLoop:
             return EntropyLoss(spec, leash)
         if self.method == "synthetic":
             return SyntheticLoss(spec, leash)
-        return make_loss(cfg, spec, parent, leash=leash)
+        return make_loss(cfg, spec, parent, leash=leash, level=self.threshold)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -206,7 +206,7 @@ class FinetuneLoop:
                 info, declined=True)
         # unsupervised: the guard's last word is on the whole volume, as segmentation sees it
         self.volume_guard = VolumeGuard(model, self.spec, self.image, self.threshold,
-                                        cfg.max_drift, self.device) \
+                                        cfg.max_drift, self.device, self.cancel) \
             if self.unsupervised and guard is not None else None
         if self.method == "adabn":
             return self._adabn(initial, info, self.volume_guard)
@@ -306,6 +306,8 @@ class FinetuneLoop:
         declined = self.unsupervised and kept and step > 0 and probe_parent is None
         if not kept and self.volume_guard is not None:
             model.load_state_dict(best_state)
+            if stopped:  # Stop keeps the best state: its check runs to the end (a few seconds)
+                self.volume_guard.cancel = None
             drift = self.volume_guard.measure(model)
             self.drift.append((self.best_step, drift.fraction, drift.skeleton))
             if not self.volume_guard.within(drift):

@@ -100,7 +100,7 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torc
 
 
 def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None, *,
-              leash: Callable[..., torch.Tensor] | None = None) -> Loss:
+              leash: Callable[..., torch.Tensor] | None = None, level: float = 0.5) -> Loss:
     """The loss of one mode as ``loss(model, x, valid, target, mask) -> (total, terms)``.
 
     Parameters
@@ -113,6 +113,9 @@ def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None, *,
     leash : callable(prob, x, valid, terms) -> Tensor, optional
         An extra term keeping the model near its parent (:class:`.adapt.Leash`); supervised, on
         the unedited voxels only (the edits must be free to change the model).
+    level : float
+        Supervised: the threshold of the model's own decision on unedited voxels (the run's
+        level, e.g. the one the parent's level rule chose for the volume).
     """
     umis = UMISLoss(cfg.alpha, cfg.beta, dict(cfg.lambdas))
 
@@ -141,7 +144,7 @@ def make_loss(cfg: Any, spec: Any, parent: nn.Module | None = None, *,
     def supervised(model, x, valid, target, mask, *, probe=False):
         prob, _, _, logits = forward_parts(model, x, spec, reconstruct=False)
         # unedited voxels are not truth: there the target is the model's own decision
-        target = torch.where(mask > 0, target, (prob.detach() > 0.5).to(prob.dtype))
+        target = torch.where(mask > 0, target, (prob.detach() > level).to(prob.dtype))
         terms = {"bce": balanced_bce(logits if logits is not None else prob, target, mask,
                                      logits=logits is not None, clip=cfg.beta_clip),  # eq. 1
                  "tv": tv_loss_3d(prob, mask)}  # paper 001, eq. 2

@@ -396,7 +396,7 @@ def test_a_level_rule_sets_the_slider_to_the_level_it_chose(setup, qtbot):
         preview = widget.previews.current.manifest.parameters
         assert widget.threshold.value == preview.threshold != 0.7
         assert widget.previews.layer.metadata["threshold"] == preview.threshold
-        assert "from the vessel fraction" in widget.progress_text.value
+        assert "from this slab's vessel fraction" in widget.progress_text.value
 
         output = _run(setup, qtbot)
         used = output.manifest.parameters
