@@ -304,6 +304,9 @@ def test_volume_guard_measures_the_whole_volume_as_segmentation_does(bar_model):
     labels = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx) > 0.5
     assert guard.vessel0 == int(labels.sum()) > 0  # an independent sliding-window run
     assert guard.skeleton0 == int(skeletonize(labels).sum())
+    prob = predict(ProbabilityNet(model, spec), image, patch_size=spec.patch_size_zyx)
+    given = VolumeGuard(None, spec, image, 0.5, 0.25, torch.device("cpu"), parent_prob=prob)
+    assert (given.vessel0, given.skeleton0) == (guard.vessel0, guard.skeleton0)  # no rerun
     with torch.no_grad():
         model.head.bias.add_(-50.0)
     assert guard.measure(model).fraction == -1.0

@@ -328,17 +328,26 @@ class VolumeGuard(DriftGuard):
     device : torch.device
     cancel : CancelToken, optional
         Checked between the sliding window's batches (Stop during a check gives the parent).
+    parent_prob : ndarray, optional
+        The parent's probability map of ``image`` when the caller has it already (the same
+        sliding window): the parent's measures then need no second inference.
     """
 
     def __init__(self, parent: nn.Module, spec: Any, image: np.ndarray, threshold: float,
-                 limit: float, device: Any, cancel: Any = None) -> None:
+                 limit: float, device: Any, cancel: Any = None,
+                 parent_prob: np.ndarray | None = None) -> None:
         self.spec, self.image, self.device, self.cancel = spec, image, device, cancel
         self.threshold, self.limit = threshold, limit
-        self.vessel0, self.skeleton0 = self._measure(parent)
+        self.vessel0, self.skeleton0 = (self._counts(parent_prob) if parent_prob is not None
+                                        else self._measure(parent))
 
-    def _measure(self, model: nn.Module) -> tuple[int, int]:
+    def _counts(self, prob: np.ndarray) -> tuple[int, int]:
         from skimage.morphology import skeletonize
 
+        labels = np.asarray(prob) > self.threshold
+        return int(labels.sum()), int(skeletonize(labels).sum())
+
+    def _measure(self, model: nn.Module) -> tuple[int, int]:
         from napari_vessel.inference.run import predict
 
         was_training = model.training
@@ -349,5 +358,4 @@ class VolumeGuard(DriftGuard):
                            cancel=self.cancel)
         finally:
             model.train(was_training)
-        labels = np.asarray(prob) > self.threshold
-        return int(labels.sum()), int(skeletonize(labels).sum())
+        return self._counts(prob)

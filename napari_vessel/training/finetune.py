@@ -233,7 +233,8 @@ def _finetune(model_name, volume, labels, edited_mask, checked_slices, cfg, prog
                             cancel, on_update, preview_z, threshold,
                             spacing_zyx=vol.spacing_zyx if vol.spacing_known else None,
                             prepare=lambda raw, spacing: prepare_image(
-                                spec, Volume(raw, spacing))[0])
+                                spec, Volume(raw, spacing))[0],
+                            parent_prob=prob)
         result = loop.run(initial, info)
         if sample:
             result.message = f"{sample}; {result.message}"

@@ -76,7 +76,7 @@ class FinetuneLoop:
 
     def __init__(self, model, spec, image, target, mask, cfg, device, started, progress, cancel,
                  on_update, preview_z, threshold: float, spacing_zyx=None,
-                 prepare=None) -> None:
+                 prepare=None, parent_prob=None) -> None:
         self.model, self.spec, self.image, self.cfg, self.device = model, spec, image, cfg, device
         self.started, self.progress, self.cancel = started, progress, cancel
         self.on_update, self.preview_z, self.threshold = on_update, preview_z, threshold
@@ -84,6 +84,7 @@ class FinetuneLoop:
         self.sampler = PatchSampler(image, patch, target=target, mask=mask)
         self.patch, self.spacing_zyx, self.prepare = patch, spacing_zyx, prepare
         self.volume_guard: VolumeGuard | None = None  # set by run() for unsupervised runs
+        self.parent_prob = parent_prob  # the parent's map of ``image``, when already made
         self.synthetic: SyntheticBatches | None = None
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -206,7 +207,8 @@ class FinetuneLoop:
                 info, declined=True)
         # unsupervised: the guard's last word is on the whole volume, as segmentation sees it
         self.volume_guard = VolumeGuard(model, self.spec, self.image, self.threshold,
-                                        cfg.max_drift, self.device, self.cancel) \
+                                        cfg.max_drift, self.device, self.cancel,
+                                        self.parent_prob) \
             if self.unsupervised and guard is not None else None
         if self.method == "adabn":
             return self._adabn(initial, info, self.volume_guard)
