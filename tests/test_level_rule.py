@@ -29,6 +29,7 @@ def test_level_follows_the_fraction_within_its_ranges():
     assert RULE.level_for(0.9) == RULE.level_for(0.3) == pytest.approx(0.1)
     steep = LevelRule(2.0, -10.0, (0.0, 1.0), level_range=(0.2, 0.8))
     assert steep.level_for(0.0) == 0.8 and steep.level_for(1.0) == 0.2
+    assert RULE.held(0.0) and RULE.held(0.9) and not RULE.held(0.05) and not RULE.held(0.2)
     levels = [RULE.level_for(f) for f in np.linspace(0, 1, 21)]
     assert all(a >= b for a, b in zip(levels, levels[1:], strict=False))  # monotone
 

@@ -8,12 +8,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from pairs import bar_pair
 
 from napari_vessel.errors import Cancelled, InputError
 from napari_vessel.models.tvnet import build_tvnet
 from napari_vessel.progress import CancelToken
 from napari_vessel.training import train as train_module
-from napari_vessel.training.data import LabelledPatchSampler, Pair, augment, load_pairs, normalise
+from napari_vessel.training.data import LabelledPatchSampler, augment, load_pairs, normalise
 from napari_vessel.training.train import (
     TrainConfig,
     balanced_bce,
@@ -35,17 +36,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _tubes(seed: int = 0, shape=(6, 32, 32)) -> Pair:
-    """A trivially learnable volume: bright bars on dim noise, labels = the bars."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, bool)
-    for _ in range(4):
-        y = rng.integers(3, shape[1] - 3)
-        labels[:, y - 1:y + 2, :] = True
-    image = labels * 1.0 + rng.normal(0, 0.1, shape)
-    return Pair(f"tubes{seed}", normalise(image), labels)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -102,7 +92,7 @@ def test_normalise_and_load_pairs(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    pair = _tubes()
+    pair = bar_pair()
     tifffile.imwrite(tmp_path / "images" / "a.tif", (pair.image * 100 + 50).astype(np.uint8))
     tifffile.imwrite(tmp_path / "labels" / "a.tif", pair.labels.astype(np.uint8) * 255)
     [loaded] = load_pairs(tmp_path)
@@ -117,7 +107,7 @@ def test_normalise_and_load_pairs(tmp_path):
 
 
 def test_sampler_and_augment_shapes():
-    pair = _tubes(shape=(3, 20, 20))  # thinner than the patch: padded
+    pair = bar_pair(shape=(3, 20, 20))  # thinner than the patch: padded
     sampler = LabelledPatchSampler([pair], (4, 16, 16), foreground_fraction=1.0)
     rng = np.random.default_rng(0)
     image, labels = sampler.sample(rng)
@@ -131,17 +121,17 @@ def test_sampler_and_augment_shapes():
 
 def test_loss_decreases_on_a_learnable_case():
     torch.manual_seed(0)
-    result = train(build_tvnet(**TINY), [_tubes(0), _tubes(1)],
+    result = train(build_tvnet(**TINY), [bar_pair(0), bar_pair(1)],
                    _cfg(steps=30, augment_strength=0.0))
     assert np.mean(result.losses[-8:]) < 0.7 * np.mean(result.losses[:8])
-    assert result.train_f1["tubes0"] > 0.8
+    assert result.train_f1["bars0"] > 0.8
     assert 0.0 < result.threshold < 1.0
 
 
 def test_seeded_runs_are_identical():
     def run():
         torch.manual_seed(3)
-        return train(build_tvnet(**TINY), [_tubes(0)], _cfg(seed=3))
+        return train(build_tvnet(**TINY), [bar_pair(0)], _cfg(seed=3))
 
     a, b = run(), run()
     assert a.losses == b.losses
@@ -155,7 +145,7 @@ def test_checkpoint_is_atomic(tmp_path, monkeypatch):
 
     model = build_tvnet(**TINY)
     path = tmp_path / "ck.safetensors"
-    train(model, [_tubes(0)], _cfg(steps=4, checkpoint_every=2), checkpoint=path)
+    train(model, [bar_pair(0)], _cfg(steps=4, checkpoint_every=2), checkpoint=path)
     assert json.loads(path.with_suffix(".json").read_text())["step"] == 4
     before = path.read_bytes()
 
@@ -182,13 +172,13 @@ def test_cancel_stops_between_steps():
             token.cancel()
 
     with pytest.raises(Cancelled):
-        train(build_tvnet(**TINY), [_tubes(0)], _cfg(steps=50), progress=progress, cancel=token)
+        train(build_tvnet(**TINY), [bar_pair(0)], _cfg(steps=50), progress=progress, cancel=token)
     assert len(seen) == 2
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(InputError):
-        train(build_tvnet(**TINY), [_tubes(0)], _cfg(steps=0))
+        train(build_tvnet(**TINY), [bar_pair(0)], _cfg(steps=0))
     with pytest.raises(InputError):
         LabelledPatchSampler([], (4, 16, 16))
 
@@ -200,7 +190,7 @@ def test_train_command_writes_weights_and_card(tmp_path, monkeypatch):
     for sub in ("images", "labels"):
         (tmp_path / "data" / sub).mkdir(parents=True)
     for i in range(2):
-        pair = _tubes(i)
+        pair = bar_pair(i)
         tifffile.imwrite(tmp_path / "data" / "images" / f"v{i}.tif",
                          (pair.image * 100 + 50).astype(np.uint8))
         tifffile.imwrite(tmp_path / "data" / "labels" / f"v{i}.tif", pair.labels.astype(np.uint8))
@@ -230,7 +220,7 @@ def test_train_command_depth_correction_and_plain_bce_go_into_the_card(tmp_path,
 
     for sub in ("images", "labels"):
         (tmp_path / "data" / sub).mkdir(parents=True)
-    pair = _tubes(0, shape=(8, 32, 32))
+    pair = bar_pair(0, shape=(8, 32, 32))
     fading = pair.image * np.linspace(1.0, 0.3, 8)[:, None, None]  # dimmer with depth
     tifffile.imwrite(tmp_path / "data" / "images" / "v0.tif", (fading * 200 + 20).astype(np.uint8))
     tifffile.imwrite(tmp_path / "data" / "labels" / "v0.tif", pair.labels.astype(np.uint8))
@@ -275,7 +265,7 @@ def test_train_command_depth_correction_and_plain_bce_go_into_the_card(tmp_path,
 
 
 def test_z_subsampling_keeps_the_patch_shape():
-    pair = _tubes(shape=(12, 20, 20))
+    pair = bar_pair(shape=(12, 20, 20))
     sampler = LabelledPatchSampler([pair], (4, 16, 16), z_subsample=1.0)
     image, labels = sampler.sample(np.random.default_rng(1))
     assert image.shape == labels.shape == (4, 16, 16)

@@ -25,6 +25,7 @@ import numpy as np
 from napari_vessel._qt._common import name_metadata, output_name
 from napari_vessel.manifest import RunManifest
 from napari_vessel.postprocess.labels import Postprocessing
+from napari_vessel.postprocess.level import LevelRule
 
 __all__ = ["ROLE_KEY", "RunInput", "LabelsTracker", "SegmentOutput", "SegmentResults",
            "level_text"]
@@ -47,9 +48,8 @@ def level_text(manifest: RunManifest, prefix: str = "") -> str:
         return ""
     rule = note.get("rule") or {}
     fraction = float(note["fraction"])
-    low, high = rule.get("fraction_range", (fraction, fraction))
-    held = ("; held at the fitted range's end" if fraction < float(low) or fraction > float(high)
-            else "")
+    held = "; held at the fitted range's end" if rule and LevelRule.from_dict(rule).held(
+        fraction) else ""
     whose = "this slab's" if getattr(manifest, "preview", None) is not None else "the"
     return (f"{prefix}level {float(manifest.parameters.threshold):.2f} from {whose} vessel "
             f"fraction ({100 * fraction:.1f} % above {float(rule.get('probe', 0.5)):g}{held})")

@@ -32,7 +32,10 @@ import numpy as np
 
 from napari_vessel.errors import InputError
 
-__all__ = ["LevelRule", "fraction_above"]
+__all__ = ["LevelRule", "fraction_above", "LEVEL_RANGE"]
+
+#: Where a rule's level may go by default (and the levels a fit tries).
+LEVEL_RANGE = (0.05, 0.95)
 
 
 def _number(value: Any, name: str) -> float:
@@ -133,7 +136,7 @@ class LevelRule:
     intercept: float
     slope: float
     fraction_range: tuple[float, float]
-    level_range: tuple[float, float] = (0.05, 0.95)
+    level_range: tuple[float, float] = LEVEL_RANGE
     probe: float = 0.5
 
     def __post_init__(self) -> None:
@@ -153,6 +156,11 @@ class LevelRule:
         f = min(max(f, self.fraction_range[0]), self.fraction_range[1])
         low, high = self.level_range
         return float(min(max(self.intercept + self.slope * f, low), high))
+
+    def held(self, fraction: float) -> bool:
+        """True when ``fraction`` lies outside the fitted range (the rule used its nearest end)."""
+        low, high = self.fraction_range
+        return not low <= _number(fraction, "fraction") <= high
 
     def level(self, prob: Any) -> tuple[float, float]:
         """``(level, fraction)`` for the probability map ``prob`` (any array of probabilities)."""
@@ -178,5 +186,5 @@ class LevelRule:
                              f"{sorted(missing)}; it needs intercept, slope and fraction_range")
         return cls(intercept=data["intercept"], slope=data["slope"],
                    fraction_range=tuple(data["fraction_range"]),
-                   level_range=tuple(data.get("level_range", (0.05, 0.95))),
+                   level_range=tuple(data.get("level_range", LEVEL_RANGE)),
                    probe=data.get("probe", 0.5))

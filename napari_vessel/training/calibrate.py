@@ -113,19 +113,20 @@ def fit_level_rule(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
         Fewer than :data:`MIN_RULE_VOLUMES` volumes.
     """
     from napari_vessel.errors import InputError
-    from napari_vessel.postprocess.level import LevelRule, fraction_above
+    from napari_vessel.postprocess.level import LEVEL_RANGE, LevelRule, fraction_above
 
     if len(probs) < MIN_RULE_VOLUMES or len(probs) != len(labels):
         raise InputError(f"a level rule needs at least {MIN_RULE_VOLUMES} labelled volumes (one "
                          f"map and labels each); got {len(probs)} maps and {len(labels)} labels")
     fractions = np.array([fraction_above(np.asarray(p), probe) for p in probs])
-    levels = np.round(np.arange(0.05, 0.9501, 0.005), 4)
+    lowest, highest = LEVEL_RANGE
+    levels = np.round(np.arange(lowest, highest + 1e-4, 0.005), 4)
     curves = _f1_curves(probs, labels, levels)
     intercepts = np.round(np.arange(0.0, 1.5001, 0.01), 4)
     slopes = np.round(np.arange(-5.0, 0.0001, 0.05), 4)
     # level of every (intercept, slope, volume), then the F1 of the nearest level on the grid
     raw = intercepts[:, None, None] + slopes[None, :, None] * fractions[None, None, :]
-    index = np.rint((np.clip(raw, 0.05, 0.95) - 0.05) / 0.005).astype(int)
+    index = np.rint((np.clip(raw, lowest, highest) - lowest) / 0.005).astype(int)
     scores = curves[np.arange(len(probs))[None, None, :], index].mean(axis=2)
     best = scores.max()
     ties = np.argwhere(scores >= best - 1e-9)
@@ -133,5 +134,5 @@ def fit_level_rule(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
     rule = LevelRule(intercept=float(intercepts[i]), slope=float(slopes[j]),
                      fraction_range=(float(fractions.min()), float(fractions.max())),
                      probe=probe)
-    fixed_index = int(np.rint((min(max(fixed, 0.05), 0.95) - 0.05) / 0.005))
+    fixed_index = int(np.rint((min(max(fixed, lowest), highest) - lowest) / 0.005))
     return rule, float(best), float(curves[:, fixed_index].mean())

@@ -434,7 +434,8 @@ def test_the_level_line_says_when_the_fraction_was_held_at_the_fitted_range():
     from napari_vessel._qt.segment_results import level_text
 
     def manifest(fraction):
-        note = {"fraction": fraction, "rule": {"probe": 0.5, "fraction_range": [0.05, 0.3]}}
+        note = {"fraction": fraction, "rule": {"intercept": 1.0, "slope": -2.0, "probe": 0.5,
+                                               "fraction_range": [0.05, 0.3]}}
         return SimpleNamespace(parameters=SimpleNamespace(
             threshold=0.6, postprocessing={"level_from": note}))
 
